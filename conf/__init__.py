@@ -1,0 +1,1 @@
+"""sagebench's configuration files (shipped inside the package as ``sagebench.conf``)."""

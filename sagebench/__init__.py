@@ -1,0 +1,36 @@
+"""sagebench: compare evidence-composition strategies for edge-cloud collaborative ViT inference.
+
+Public API::
+
+    from sagebench import register_strategy, get_strategy, list_strategies, evaluate, load_config
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from sagebench.errors import ConfigError, DataError, ModelLoadError, SageBenchError
+from sagebench.strategies import Strategy, get_strategy, list_strategies, register_strategy
+
+try:
+    __version__ = version("sagebench")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0"
+
+
+def evaluate(cfg=None, overrides=None):
+    """Run a sweep; see :func:`sagebench.evaluate.evaluate` (imported lazily: it pulls in Lightning)."""
+    from sagebench.evaluate import evaluate as _evaluate
+
+    return _evaluate(cfg, overrides)
+
+
+def load_config(config_file=None, overrides=()):
+    """Load a config; see :func:`sagebench.config.load_config`."""
+    from sagebench.config import load_config as _load
+
+    return _load(config_file, overrides)
+
+
+__all__ = [
+    "ConfigError", "DataError", "ModelLoadError", "SageBenchError", "Strategy", "__version__",
+    "evaluate", "get_strategy", "list_strategies", "load_config", "register_strategy",
+]

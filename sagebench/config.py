@@ -1,0 +1,227 @@
+"""Configuration: defaults from ``conf/config.yaml``, then ``--config FILE``, then ``KEY=VALUE``.
+
+The schema is a set of dataclasses in OmegaConf struct mode, so a misspelt key is refused
+instead of silently ignored. ``trainer.*`` is passed through to ``lightning.Trainer`` and is
+checked against its signature; ``model.*.kwargs`` go to ``timm.create_model`` unchecked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sagebench.errors import ConfigError
+
+
+def _asset(relative: str) -> str:
+    """``${asset:demo/file}``: absolute path of a file shipped inside the sagebench package."""
+    return str(Path(__file__).resolve().parent / relative)
+
+
+if not OmegaConf.has_resolver("asset"):
+    import warnings
+
+    with warnings.catch_warnings():  # omegaconf 2.4 deprecates the name, 2.3 has only this one
+        warnings.simplefilter("ignore", UserWarning)
+        OmegaConf.register_new_resolver("asset", _asset)
+
+
+@dataclass
+class DataConfig:
+    name: Optional[str] = None
+    split: str = "validation"
+    path: Optional[str] = None
+    revision: Optional[str] = None
+    streaming: bool = False
+    limit: Optional[int] = None
+    image_column: str = "image"
+    label_column: str = "label"
+    crop_pct: Optional[float] = None
+    interpolation: Optional[str] = None
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+    input_size: Optional[list[int]] = None
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    name: str = "???"
+    pretrained: bool = True
+    checkpoint: Optional[str] = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EdgeConfig(ModelConfig):
+    attention: str = "last_layer"
+
+
+@dataclass
+class ModelsConfig:
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    server: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class GateConfig:
+    name: str = "min_entropy"
+    threshold: float = 1.0
+
+
+@dataclass
+class SageBenchConfig:
+    benchmark: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelsConfig = field(default_factory=ModelsConfig)
+    strategies: list[Any] = field(default_factory=lambda: ["random", "uniform", "attention_prefix", "sage"])
+    budgets: list[Any] = field(default_factory=lambda: [4, 8, 12, 16, 24])
+    gate: GateConfig = field(default_factory=GateConfig)
+    batch_size: int = 256
+    seed: int = 0
+    output_dir: Optional[str] = None
+    progress: bool = True
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+
+def _conf_dir() -> Path:
+    return Path(str(files("sagebench.conf")))
+
+
+def list_experiments() -> list[str]:
+    """Names of the experiment files shipped in ``conf/experiment/``."""
+    return sorted(p.stem for p in (_conf_dir() / "experiment").glob("*.yaml"))
+
+
+def _resolve_config_file(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = _conf_dir() / "experiment" / f"{path.stem if path.suffix in ('.yaml', '.yml') else name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = list_experiments()
+    close = difflib.get_close_matches(name_or_path, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"Config file {name_or_path!r} not found (neither a file nor a shipped experiment).{hint} "
+                      f"Shipped experiments: {', '.join(known) or 'none'}.")
+
+
+def _explain(exc: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+    msg = str(exc).splitlines()[0]
+    if "not in struct" in msg or "Key '" in msg and "not in" in msg or type(exc).__name__ == "ConfigKeyError":
+        parent = ".".join(str(key).split(".")[:-1]) if key else ""
+        node: Any = OmegaConf.structured(SageBenchConfig)
+        try:
+            node = OmegaConf.select(node, parent) if parent else node
+            known = sorted(node.keys()) if isinstance(node, DictConfig) else []
+        except Exception:
+            known = []
+        leaf = str(key).split(".")[-1] if key else "?"
+        close = difflib.get_close_matches(leaf, known, n=1)
+        hint = f" Did you mean {(parent + '.' if parent else '') + close[0]!r}?" if close else ""
+        return ConfigError(f"Unknown config key {key!r} in {source}.{hint} "
+                           f"Known keys{' under ' + parent if parent else ''}: {', '.join(known)}.")
+    return ConfigError(f"Invalid value in {source}: {msg}" + (f" (key {key!r})" if key else ""))
+
+
+def load_config(config_file: str | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Merge defaults, an optional config file (path or shipped experiment name) and dotlist overrides."""
+    cfg = OmegaConf.structured(SageBenchConfig)
+    OmegaConf.set_struct(cfg, True)
+    # free-form pass-through sections
+    for node in (cfg.trainer, cfg.model.edge.kwargs, cfg.model.server.kwargs):
+        OmegaConf.set_struct(node, False)
+    layers: list[tuple[str, Any]] = [("conf/config.yaml", _conf_dir() / "config.yaml")]
+    if config_file:
+        layers.append((config_file, _resolve_config_file(config_file)))
+    for source, path in layers:
+        try:
+            layer = OmegaConf.load(path)
+        except Exception as exc:
+            raise ConfigError(f"Could not parse {source}: {exc}") from exc
+        if not isinstance(layer, DictConfig):
+            raise ConfigError(f"{source} must hold a mapping of config keys, not a {type(layer).__name__}.")
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, source) from exc
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override {item!r} is not KEY=VALUE (e.g. budgets=[8,16] or gate.threshold=0.5).")
+        try:
+            dot = OmegaConf.from_dotlist([item])
+        except Exception as exc:
+            raise ConfigError(f"Could not parse override {item!r}: {exc}") from exc
+        try:
+            cfg = OmegaConf.merge(cfg, dot)
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, f"override {item!r}") from exc
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Could not resolve the config: {exc}") from exc
+    validate(cfg)
+    return cfg
+
+
+def strategy_entries(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
+    """``strategies`` as (name, options) pairs: each entry is a name or ``{name: ..., <options>}``."""
+    out = []
+    for entry in cfg.strategies:
+        if isinstance(entry, str):
+            out.append((entry, {}))
+        elif isinstance(entry, (DictConfig, dict)) and "name" in entry:
+            options = {k: v for k, v in OmegaConf.to_container(entry).items() if k != "name"} \
+                if isinstance(entry, DictConfig) else {k: v for k, v in entry.items() if k != "name"}
+            out.append((str(entry["name"]), options))
+        else:
+            raise ConfigError(f"Each strategies entry is a name or {{name: ..., options}}; got {entry!r}.")
+    return out
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that do not need the models (budgets against the grid are checked once it is known)."""
+    from sagebench.gates import GATES
+    from sagebench.strategies import strategy_class
+
+    if not isinstance(cfg.budgets, ListConfig) or len(cfg.budgets) == 0:
+        raise ConfigError("budgets must be a non-empty list of patch counts, e.g. budgets=[16,32,48].")
+    for b in cfg.budgets:
+        if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
+            raise ConfigError(f"Budget {b!r} is not a positive integer number of patches.")
+    if len(set(cfg.budgets)) != len(cfg.budgets):
+        raise ConfigError(f"budgets contains duplicates: {list(cfg.budgets)}.")
+    entries = strategy_entries(cfg)
+    if not entries:
+        raise ConfigError("strategies is empty: name at least one (see `sagebench strategies`).")
+    for name, _ in entries:
+        strategy_class(name)  # unknown names -> ConfigError with suggestions
+    if cfg.gate.name not in GATES:
+        raise ConfigError(f"Unknown gate {cfg.gate.name!r}. Known gates: {', '.join(sorted(GATES))}.")
+    if cfg.batch_size <= 0:
+        raise ConfigError(f"batch_size must be positive, got {cfg.batch_size}.")
+    if cfg.data.limit is not None and cfg.data.limit <= 0:
+        raise ConfigError(f"data.limit must be a positive number of images, got {cfg.data.limit}.")
+    if cfg.model.edge.attention not in ("last_layer", "rollout"):
+        raise ConfigError(f"model.edge.attention must be last_layer or rollout, got {cfg.model.edge.attention!r}.")
+    import lightning as L
+
+    allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    unknown = sorted(set(cfg.trainer) - allowed)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+        hint = f" Did you mean 'trainer.{close[0]}'?" if close else ""
+        raise ConfigError(f"Unknown trainer option(s) {unknown}: trainer.* keys are passed to lightning.Trainer.{hint}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)

@@ -1,0 +1,132 @@
+"""Per-image records of a sweep, and the exact metrics derived from them.
+
+Why records rather than running means: every metric is then an exact count over a known set
+of images (no mean of per-rank means), the same records are the per-sample file used for
+paired comparisons, and a duplicated or missing image is detected instead of counted.
+Records live in a torchmetrics ``Metric`` so that Lightning/torchmetrics gather them across
+processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+BASE_COLUMNS = ("sample_id", "label", "edge_pred", "offloaded", "ceiling_pred")
+SWEEP_FIELDS = ("pred", "coverage", "units", "bytes")
+NOT_OFFLOADED = -1  # prediction value stored for server columns of images the edge kept
+
+
+def coverage(indices: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Fraction of coarse cells (the grid pooled 2x2, edge cells kept) holding >= 1 chosen patch, per row."""
+    rows, cols = grid
+    coarse_cols = (cols + 1) // 2
+    num_coarse = ((rows + 1) // 2) * coarse_cols
+    cell = (indices // cols) // 2 * coarse_cols + (indices % cols) // 2
+    hit = torch.zeros(indices.shape[0], num_coarse, dtype=torch.bool, device=indices.device)
+    hit.scatter_(1, cell, True)
+    return hit.sum(dim=1).double() / num_coarse
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """Column layout of the record matrix: base columns, then 4 columns per (strategy, budget)."""
+
+    cells: tuple[tuple[str, int], ...]  # (strategy label, budget) in sweep order
+
+    @property
+    def num_columns(self) -> int:
+        return len(BASE_COLUMNS) + len(SWEEP_FIELDS) * len(self.cells)
+
+    def column(self, field: str, cell: int | None = None) -> int:
+        if cell is None:
+            return BASE_COLUMNS.index(field)
+        return len(BASE_COLUMNS) + cell * len(SWEEP_FIELDS) + SWEEP_FIELDS.index(field)
+
+    def names(self) -> list[str]:
+        out = list(BASE_COLUMNS)
+        for strategy, budget in self.cells:
+            out += [f"{f}/{strategy}/B{budget}" for f in SWEEP_FIELDS]
+        return out
+
+
+class SweepRecords(Metric):
+    """Accumulates one float64 row per image; ``compute`` returns all rows sorted by sample id.
+
+    float64 holds every integer field exactly (ids, labels, byte counts < 2**53).
+    """
+
+    full_state_update = False
+
+    def __init__(self, layout: SweepLayout) -> None:
+        super().__init__()
+        self.layout = layout
+        self.add_state("rows", default=torch.zeros(0, layout.num_columns, dtype=torch.float64), dist_reduce_fx="cat")
+        self.add_state("num_images", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, rows: torch.Tensor) -> None:
+        if rows.ndim != 2 or rows.shape[1] != self.layout.num_columns:
+            raise ValueError(f"expected rows [n, {self.layout.num_columns}], got {tuple(rows.shape)}")
+        self.rows = torch.cat([self.rows, rows.to(self.rows.device, torch.float64)])
+        self.num_images += rows.shape[0]
+
+    def compute(self) -> np.ndarray:
+        rows = self.rows.cpu().numpy()
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        ids = rows[:, 0]
+        if rows.shape[0] != int(self.num_images) or (len(ids) > 1 and np.any(ids[1:] == ids[:-1])):
+            dup = np.unique(ids[1:][ids[1:] == ids[:-1]])[:5]
+            raise RuntimeError(f"sample ids counted more than once: {dup.tolist()} (sampler bug)")
+        return rows
+
+
+def summarize(rows: np.ndarray, layout: SweepLayout) -> dict:
+    """Exact metrics from the record matrix (accuracies as fractions).
+
+    offloaded_accuracy: server correct with B patches / offloaded images;
+    ceiling_ratio: offloaded_accuracy / ceiling offloaded accuracy (server on all N patches);
+    overall_accuracy: (edge correct on kept + server correct on offloaded) / all images;
+    coverage, units_sent, bytes_sent: means over offloaded images.
+    """
+    col = layout.column
+    n = rows.shape[0]
+    label = rows[:, col("label")]
+    edge_ok = rows[:, col("edge_pred")] == label
+    off = rows[:, col("offloaded")] > 0.5
+    n_off = int(off.sum())
+    kept_ok = int((edge_ok & ~off).sum())
+
+    def frac(num: float, den: float) -> float | None:
+        return float(num) / float(den) if den else None
+
+    ceiling_ok = int(((rows[:, col("ceiling_pred")] == label) & off).sum())
+    ceiling_off_acc = frac(ceiling_ok, n_off)
+    out = {
+        "num_images": n,
+        "num_offloaded": n_off,
+        "offload_rate": frac(n_off, n),
+        "edge_accuracy": frac(int(edge_ok.sum()), n),
+        "ceiling": {
+            "offloaded_accuracy": ceiling_off_acc,
+            "overall_accuracy": frac(kept_ok + ceiling_ok, n),
+        },
+        "results": [],
+    }
+    for j, (strategy, budget) in enumerate(layout.cells):
+        ok = int(((rows[:, col("pred", j)] == label) & off).sum())
+        acc = frac(ok, n_off)
+        out["results"].append({
+            "strategy": strategy,
+            "budget": budget,
+            "offloaded_accuracy": acc,
+            "ceiling_ratio": (acc / ceiling_off_acc) if (acc is not None and ceiling_off_acc) else None,
+            "overall_accuracy": frac(kept_ok + ok, n),
+            "coverage": float(rows[off, col("coverage", j)].mean()) if n_off else None,
+            "units_sent": float(rows[off, col("units", j)].mean()) if n_off else None,
+            "bytes_sent": float(rows[off, col("bytes", j)].mean()) if n_off else None,
+            "num_correct": ok,
+        })
+    return out

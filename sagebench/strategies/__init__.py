@@ -1,0 +1,21 @@
+"""Composition strategies: which B patches of an image to send.
+
+``register_strategy`` adds one, ``get_strategy`` builds one, ``list_strategies`` lists them.
+Importing this package registers the built-ins (one small module each).
+"""
+
+from sagebench.strategies.base import Strategy
+from sagebench.strategies.registry import (
+    ENTRY_POINT_GROUP,
+    describe,
+    get_strategy,
+    list_strategies,
+    register_strategy,
+    strategy_class,
+)
+from sagebench.strategies import attention_prefix, random, sage, uniform  # noqa: F401,E402  (built-ins)
+
+__all__ = [
+    "ENTRY_POINT_GROUP", "Strategy", "describe", "get_strategy", "list_strategies",
+    "register_strategy", "strategy_class",
+]

@@ -1,0 +1,31 @@
+"""``attention_prefix``: the B patches the edge model attended to most, most attended first.
+
+Why: the edge ViT's CLS attention is a free importance map, so sending its top-B patches is the
+obvious evidence-aware baseline. Its weakness, which ``sage`` addresses, is redundancy: the
+most attended patches often show the same part of the object several times.
+
+Ties are broken by the lower patch index (a stable descending sort rather than ``topk``, whose
+tie order is unspecified), so the result is deterministic on every device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sagebench.models.evidence import EdgeEvidence
+from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.registry import register_strategy
+
+
+def attention_order(attention: torch.Tensor) -> torch.Tensor:
+    """``[b, N]`` patch indices by decreasing attention, ties by increasing patch index."""
+    return torch.sort(attention, dim=1, descending=True, stable=True).indices
+
+
+@register_strategy("attention_prefix")
+class AttentionPrefixStrategy(Strategy):
+    """Top-B patches by edge attention, most attended first (ties: lower patch index)."""
+
+    def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
+        budget = check_budget(budget, evidence.num_patches)
+        return attention_order(evidence.attention)[:, :budget].contiguous()

@@ -1,0 +1,73 @@
+"""The contract every composition strategy follows."""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+
+import torch
+
+from sagebench.models.evidence import EdgeEvidence
+
+
+class Strategy(ABC):
+    """Chooses which ``budget`` patches of each image go over the uplink.
+
+    Subclasses implement :meth:`select`. Constructor keyword arguments are the strategy's
+    options (``get_strategy("sage", prefilter=3.0)``); ``name`` is set by the registry.
+    """
+
+    name: str = "strategy"
+
+    def __init__(self, **options: object) -> None:
+        if options:
+            raise TypeError(f"strategy {self.name!r} takes no options, got {sorted(options)}")
+
+    @abstractmethod
+    def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
+        """Return ``[b, budget]`` int64 distinct patch indices in ``[0, N)``, most wanted first.
+
+        The priority order matters: byte budgets are filled from the front of this list.
+        Must be batched on the evidence's device (no per-image Python loops) and deterministic
+        for the same evidence.
+        """
+
+    def options(self) -> dict[str, object]:
+        """The strategy's options, recorded in results so that a run can be reproduced.
+
+        Convention: each ``__init__`` keyword is stored as an attribute of the same name.
+        """
+        return {p: getattr(self, p) for p in self._parameters()}
+
+    @classmethod
+    def _parameters(cls) -> dict[str, inspect.Parameter]:
+        sig = inspect.signature(cls.__init__)
+        return {n: p for n, p in sig.parameters.items()
+                if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    @property
+    def label(self) -> str:
+        """Name used in results: the registry name plus non-default options, e.g. ``sage[prefilter=3.0]``."""
+        changed = {n: getattr(self, n) for n, p in self._parameters().items() if getattr(self, n) != p.default}
+        if not changed:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={v}' for k, v in sorted(changed.items()))}]"
+
+
+def check_budget(budget: object, num_patches: int) -> int:
+    """Validate a patch budget for an image of ``num_patches`` patches and return it as an ``int``.
+
+    The budget must be an integer (not a bool, not a float such as ``2.5`` or ``2.0``) with
+    ``1 <= budget <= num_patches``; anything else is a :class:`~sagebench.errors.ConfigError`.
+    """
+    from numbers import Integral
+
+    from sagebench.errors import ConfigError
+
+    if isinstance(budget, bool) or not isinstance(budget, Integral):
+        raise ConfigError(f"patch budget must be an integer, got {budget!r} ({type(budget).__name__})")
+    budget = int(budget)
+    if not 1 <= budget <= num_patches:
+        raise ConfigError(f"patch budget must be between 1 and the number of patches ({num_patches}), got {budget}")
+    return budget
+

@@ -1,0 +1,12 @@
+"""Small builders shared by tests."""
+
+import timm
+import torch
+
+
+def tiny_vit(name: str = "vit_tiny_patch16_224", seed: int = 0, **kwargs) -> torch.nn.Module:
+    """A small random ViT on 32x32 images, patch 8 (a 4x4 grid)."""
+    torch.manual_seed(seed)
+    args = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2, num_classes=10)
+    args.update(kwargs)
+    return timm.create_model(name, pretrained=False, **args).eval()

@@ -1,0 +1,84 @@
+"""Configuration and command-line errors: a clear message, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from sagebench.cli import main
+from sagebench.config import load_config, strategy_entries
+from sagebench.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_benchmark():
+    cfg = load_config()
+    assert cfg.benchmark == "fmnist-embedded"
+    assert list(cfg.budgets) == [4, 8, 12, 16, 24]
+    assert [n for n, _ in strategy_entries(cfg)] == ["random", "uniform", "attention_prefix", "sage"]
+    assert cfg.gate.name == "min_entropy" and cfg.gate.threshold == 1.0
+    assert cfg.data.path.endswith("fashion_mnist_test.parquet")
+
+
+def test_overrides_and_strategy_options():
+    cfg = load_config(None, ["budgets=[8,16]", "gate.name=all", "strategies=[{name: sage, prefilter: 3.0}, random]",
+                             "trainer.precision=bf16-mixed", "model.edge.kwargs.drop_rate=0.0"])
+    assert list(cfg.budgets) == [8, 16] and cfg.gate.name == "all"
+    assert strategy_entries(cfg) == [("sage", {"prefilter": 3.0}), ("random", {})]
+    assert cfg.trainer.precision == "bf16-mixed"
+
+
+def test_the_paper_experiment_ships_with_its_setting():
+    cfg = load_config("imagenet_deit")
+    assert cfg.data.name == "ILSVRC/imagenet-1k" and cfg.data.split == "validation"
+    assert cfg.model.edge.name.startswith("deit_tiny_patch16_224")
+    assert cfg.model.server.name.startswith("deit_base_patch16_224")
+    assert list(cfg.budgets) == [16, 32, 48, 64, 96] and cfg.gate.threshold == 1.0
+    assert cfg.data.crop_pct == 0.875 and cfg.data.interpolation == "bicubic"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("budgetz=[4]", "Did you mean 'budgets'"),
+    ("data.pth=x", "Did you mean 'data.path'"),
+    ("trainer.devicez=2", "Did you mean 'trainer.devices'"),
+    ("strategies=[sagee]", "Did you mean 'sage'"),
+    ("budgets=[]", "non-empty"),
+    ("budgets=[0]", "not a positive integer"),
+    ("budgets=[2.5]", "not a positive integer"),
+    ("budgets=[4,4]", "duplicates"),
+    ("gate.name=entropy", "Known gates"),
+    ("batch_size=abc", "could not be converted"),
+    ("budgets", "KEY=VALUE"),
+    ("budgets=[1,", "Could not parse"),
+])
+def test_bad_config_is_refused_with_a_clear_message(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_malformed_yaml_file_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("budgets: [1, 2\nseed: 0\n")
+    with pytest.raises(ConfigError, match="Could not parse"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="Shipped experiments: imagenet_deit"):
+        load_config("imagenet_deti")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "strategies=[sagee]"], "Unknown strategy 'sagee'. Did you mean 'sage'? Known strategies:"),
+    (["eval", "budgets=[0]"], "not a positive integer"),
+    (["eval", "budgets=[999]"], "between 1 and the number of patches (49)"),
+    (["eval", "nonsense_key=1"], "Unknown config key 'nonsense_key'"),
+])
+def test_cli_reports_user_errors_without_traceback(args, message, capsys):
+    assert main(args + ["progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sagebench: error:") and message in err and "Traceback" not in err
+
+
+def test_cli_lists_strategies_with_descriptions(capsys):
+    assert main(["strategies"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == ["attention_prefix", "random", "sage", "uniform"]
+    assert all(len(line.split(None, 1)) == 2 for line in out)
+    assert main(["strategies", "att*"]) == 0
+    assert capsys.readouterr().out.split()[0] == "attention_prefix"

@@ -1,0 +1,97 @@
+"""Gate arithmetic and the exact metric arithmetic on hand-made records."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sagebench.errors import ConfigError
+from sagebench.gates import get_gate, min_entropy, offload_all, offload_min_entropy
+from sagebench.metrics import NOT_OFFLOADED, SweepLayout, SweepRecords, coverage, summarize
+
+
+def test_min_entropy_is_minus_log2_of_the_top_probability():
+    p = torch.tensor([[0.5, 0.25, 0.25], [0.9, 0.05, 0.05], [1 / 3, 1 / 3, 1 / 3]])
+    got = min_entropy(p.log())
+    torch.testing.assert_close(got, torch.tensor([1.0, -math.log2(0.9), math.log2(3)]))
+
+
+def test_min_entropy_gate_offloads_strictly_above_the_threshold():
+    p = torch.tensor([[0.5, 0.5], [0.49, 0.51], [0.6, 0.4], [0.2, 0.8]])
+    # -log2(max p): 1.0, 0.971, 0.737, 0.322 -> only > 1.0 offloads; max p < 0.5 means offload at eta=1
+    assert offload_min_entropy(p.log(), 1.0).tolist() == [False, False, False, False]
+    assert offload_min_entropy(p.log(), 0.5).tolist() == [True, True, True, False]
+    three = torch.tensor([[0.4, 0.3, 0.3]]).log()
+    assert offload_min_entropy(three, 1.0).tolist() == [True]
+
+
+def test_offload_all_offloads_everything_and_unknown_gates_are_refused():
+    assert offload_all(torch.zeros(5, 3)).all()
+    assert get_gate("all") is offload_all
+    with pytest.raises(ConfigError, match="Known gates: all, min_entropy"):
+        get_gate("entropy")
+
+
+def test_coverage_counts_coarse_2x2_cells_with_edge_cells_kept():
+    # 7x7 grid -> 4x4 = 16 coarse cells (the last row/column of cells is 1 patch wide)
+    idx = torch.tensor([[0, 1, 7, 8], [0, 2, 4, 6], [48, 47, 41, 40], [48, 42, 6, 0]])
+    torch.testing.assert_close(coverage(idx, (7, 7)), torch.tensor([1 / 16, 4 / 16, 4 / 16, 4 / 16], dtype=torch.float64))
+    full = torch.arange(196).unsqueeze(0)
+    assert coverage(full, (14, 14)).item() == 1.0
+
+
+def _layout():
+    return SweepLayout((("a", 2), ("b", 2)))
+
+
+def _row(layout, sid, label, edge, off, ceil, preds):
+    r = np.full(layout.num_columns, NOT_OFFLOADED, dtype=np.float64)
+    c = layout.column
+    r[[c("sample_id"), c("label"), c("edge_pred"), c("offloaded"), c("ceiling_pred")]] = [sid, label, edge, off, ceil]
+    for j, p in enumerate(preds):
+        if off:
+            r[[c("pred", j), c("coverage", j), c("units", j), c("bytes", j)]] = [p, 0.5 + 0.25 * j, 2, 96]
+    return r
+
+
+def test_metrics_are_exact_counts_over_the_right_sets():
+    lay = _layout()
+    rows = np.stack([
+        _row(lay, 0, 1, 1, 0, -1, [-1, -1]),  # kept, edge right
+        _row(lay, 1, 2, 0, 0, -1, [-1, -1]),  # kept, edge wrong
+        _row(lay, 2, 3, 0, 1, 3, [3, 0]),     # offloaded: ceiling right, a right, b wrong
+        _row(lay, 3, 4, 0, 1, 4, [0, 0]),     # offloaded: ceiling right, both wrong
+        _row(lay, 4, 5, 0, 1, 0, [5, 5]),     # offloaded: ceiling wrong, both right
+    ])
+    s = summarize(rows, lay)
+    assert s["num_images"] == 5 and s["num_offloaded"] == 3
+    assert s["edge_accuracy"] == pytest.approx(1 / 5)
+    assert s["ceiling"] == {"offloaded_accuracy": pytest.approx(2 / 3), "overall_accuracy": pytest.approx(3 / 5)}
+    a, b = s["results"]
+    assert a["offloaded_accuracy"] == pytest.approx(2 / 3) and a["ceiling_ratio"] == pytest.approx(1.0)
+    assert a["overall_accuracy"] == pytest.approx(3 / 5)
+    assert b["offloaded_accuracy"] == pytest.approx(1 / 3) and b["ceiling_ratio"] == pytest.approx(0.5)
+    assert b["overall_accuracy"] == pytest.approx(2 / 5)
+    assert a["coverage"] == pytest.approx(0.5) and b["coverage"] == pytest.approx(0.75)
+    assert a["units_sent"] == 2 and a["bytes_sent"] == 96
+
+
+def test_no_offloaded_image_gives_none_not_a_made_up_number():
+    lay = _layout()
+    s = summarize(np.stack([_row(lay, 0, 1, 1, 0, -1, [-1, -1])]), lay)
+    assert s["ceiling"]["offloaded_accuracy"] is None and s["results"][0]["ceiling_ratio"] is None
+    assert s["ceiling"]["overall_accuracy"] == 1.0
+
+
+def test_records_are_sorted_by_sample_id_and_duplicates_are_caught():
+    lay = _layout()
+    m = SweepRecords(lay)
+    m.update(torch.from_numpy(np.stack([_row(lay, 3, 0, 0, 0, -1, [-1, -1]), _row(lay, 1, 0, 0, 0, -1, [-1, -1])])))
+    m.update(torch.from_numpy(np.stack([_row(lay, 2, 0, 0, 0, -1, [-1, -1])])))
+    assert m.compute()[:, 0].tolist() == [1, 2, 3]
+    m.update(torch.from_numpy(np.stack([_row(lay, 2, 0, 0, 0, -1, [-1, -1])])))
+    with pytest.raises(RuntimeError, match="more than once"):
+        m.compute()

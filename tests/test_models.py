@@ -1,0 +1,176 @@
+"""Edge evidence and the server's token-subset forward, on tiny random timm ViTs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sagebench.errors import ModelLoadError
+from sagebench.models import EdgeModel, ModelSpec, ServerModel, create_model, read_state_dict
+from sagebench.transmission import patchify, transmit
+from helpers import tiny_vit
+
+VARIANTS = {
+    "deit (cls token)": ("vit_tiny_patch16_224", {}),
+    "distilled deit (2 prefix tokens)": ("deit_tiny_distilled_patch16_224", {}),
+    "no_embed_class + registers": ("vit_base_patch16_reg4_gap_256", {}),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sending_all_patches_in_any_order_reproduces_the_plain_forward(variant):
+    name, kw = VARIANTS[variant]
+    vit = tiny_vit(name, **kw)
+    server = ServerModel(vit)
+    images = torch.randn(3, 3, 32, 32)
+    patches = patchify(images, server.patch_size)
+    n = patches.shape[1]
+    for order in (torch.arange(n).expand(3, n), torch.stack([torch.randperm(n) for _ in range(3)])):
+        with torch.no_grad():
+            got = server(transmit(patches, order, server.grid))
+            want = vit(images)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_server_never_sees_pixels_that_were_not_sent():
+    vit = tiny_vit()
+    server = ServerModel(vit)
+    images = torch.randn(2, 3, 32, 32)
+    chosen = torch.tensor([[0, 5, 10], [15, 3, 6]])
+    changed = images.clone()
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[0, chosen[0]] = False
+    mask[1, chosen[1]] = False
+    p = patchify(changed, server.patch_size)
+    p[mask] = torch.randn_like(p[mask]) * 100  # scramble every patch that is not sent
+    with torch.no_grad():
+        a = server(transmit(patchify(images, server.patch_size), chosen, server.grid))
+        b = server(transmit(p, chosen, server.grid))
+    torch.testing.assert_close(a, b)
+    assert transmit(p, chosen, server.grid).patches.shape == (2, 3, 3, 8, 8)
+
+
+def test_transmission_counts_raw_bytes_of_the_sent_patches():
+    p = patchify(torch.zeros(1, 3, 32, 32), (8, 8))
+    tx = transmit(p, torch.tensor([[1, 2, 3, 4, 5]]), (4, 4))
+    assert tx.units == 5 and tx.raw_bytes_per_image == 5 * 3 * 8 * 8
+
+
+def _reference_cls_attention(vit, images):
+    """Last block's CLS attention from timm's own unfused path (attn_drop sees the probabilities)."""
+    captured = {}
+    attn = vit.blocks[-1].attn
+    attn.fused_attn = False
+    handle = attn.attn_drop.register_forward_hook(lambda m, i, o: captured.setdefault("p", o))
+    with torch.no_grad():
+        vit(images)
+    handle.remove()
+    attn.fused_attn = True
+    return captured["p"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_edge_attention_is_the_last_blocks_head_mean_cls_attention(variant):
+    name, kw = VARIANTS[variant]
+    vit = tiny_vit(name, **kw)
+    edge = EdgeModel(vit)
+    images = torch.randn(4, 3, 32, 32)
+    ev = edge(images, torch.arange(4))
+    probs = _reference_cls_attention(vit, images)  # [b, h, t, t]
+    p = vit.num_prefix_tokens
+    want = probs.mean(1)[:, 0, p:]
+    want = want / want.sum(-1, keepdim=True)
+    torch.testing.assert_close(ev.attention, want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ev.attention.sum(-1), torch.ones(4))
+    with torch.no_grad():
+        torch.testing.assert_close(ev.logits, vit(images))
+        feats = vit.forward_features(images)
+    torch.testing.assert_close(ev.embeddings, feats[:, p:])
+    assert ev.grid == (4, 4) and ev.embeddings.shape == (4, 16, 32)
+
+
+def test_rollout_attention_is_a_distribution_and_differs_from_last_layer():
+    vit = tiny_vit(depth=3)
+    images = torch.randn(2, 3, 32, 32)
+    last = EdgeModel(vit, attention="last_layer")(images, torch.arange(2)).attention
+    roll = EdgeModel(vit, attention="rollout")(images, torch.arange(2)).attention
+    torch.testing.assert_close(roll.sum(-1), torch.ones(2))
+    assert (roll >= 0).all() and not torch.allclose(roll, last)
+
+
+def test_rollout_of_one_block_is_half_attention_plus_identity_renormalised():
+    vit = tiny_vit(depth=1)
+    images = torch.randn(2, 3, 32, 32)
+    roll = EdgeModel(vit, attention="rollout")(images, torch.arange(2)).attention
+    last = EdgeModel(vit, attention="last_layer")(images, torch.arange(2)).attention
+    # with one block, CLS row of (A + I) over patches is A's CLS row over patches: same after renormalising
+    torch.testing.assert_close(roll, last, atol=1e-6, rtol=1e-5)
+
+
+def test_checkpoint_loads_strictly_from_safetensors_and_state_dict(tmp_path):
+    vit = tiny_vit(seed=1)
+    st = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(st))
+    pth = tmp_path / "w.pth"
+    torch.save({"state_dict": vit.state_dict()}, pth)
+    kwargs = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2, num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    for path in (st, pth):
+        loaded = create_model(ModelSpec("vit_tiny_patch16_224", checkpoint=str(path), kwargs=kwargs))
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), vit(x))
+        assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_wrong_architecture_missing_and_truncated_checkpoints_are_refused(tmp_path):
+    vit = tiny_vit()
+    st = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(st))
+    wrong = dict(img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2, num_classes=10)
+    with pytest.raises(ModelLoadError, match="does not fit"):
+        create_model(ModelSpec("vit_tiny_patch16_224", checkpoint=str(st), kwargs=wrong))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        create_model(ModelSpec("vit_tiny_patch16_224", checkpoint=str(tmp_path / "nope.pth")))
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(st.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match="could not be read"):
+        read_state_dict(truncated)
+
+
+class _Evil:
+    pass
+
+
+def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _Evil()}, path)
+    with pytest.raises(ModelLoadError, match="pickle"):
+        read_state_dict(path)
+
+
+def test_pretrained_offline_without_cache_fails_fast_with_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-sagebench-cache")
+    t0 = time.monotonic()
+    with pytest.raises(ModelLoadError) as err:
+        create_model(ModelSpec("deit_tiny_patch16_224.fb_in1k", pretrained=True))
+    assert time.monotonic() - t0 < 10
+    assert "checkpoint=PATH" in str(err.value) and "deit_tiny_patch16_224" in str(err.value)
+
+
+def test_unknown_timm_model_is_a_clear_error():
+    with pytest.raises(ModelLoadError, match="Unknown timm model"):
+        create_model(ModelSpec("deit_tinyy_patch16_224"))
+
+
+def test_shipped_demo_models_load_through_timm_pretrained_config():
+    import timm
+
+    edge = create_model(ModelSpec("sagebench_fmnist_edge", pretrained=True))
+    server = create_model(ModelSpec("sagebench_fmnist_server", pretrained=True))
+    assert EdgeModel(edge).grid == ServerModel(server).grid == (7, 7)
+    cfg = timm.data.resolve_data_config({}, model=server)
+    assert cfg["input_size"] == (1, 28, 28)
