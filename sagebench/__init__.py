@@ -5,6 +5,14 @@ Public API::
     from sagebench import register_strategy, get_strategy, list_strategies, evaluate, load_config
 """
 
+import os as _os
+import sys as _sys
+
+# Before torch loads its OpenMP runtime: worker threads that sleep rather than spin when they wait, so a
+# sweep does not slow down 3-5x on a CPU that other processes share (see sagebench.perf).
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from importlib.metadata import PackageNotFoundError, version
 
 from sagebench.errors import ConfigError, DataError, ModelLoadError, SageBenchError

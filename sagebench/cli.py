@@ -7,6 +7,7 @@ a traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -21,6 +22,8 @@ def _quiet_libraries() -> None:
     """Keep the terminal for sagebench's own output (Lightning tips, dataloader worker hints)."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # a resumed run whose images were all finished before the crash has nothing left to evaluate
+    warnings.filterwarnings("ignore", message=".*Total length of `DataLoader` across ranks is zero.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
                  "lightning.pytorch.accelerators.cuda"):
@@ -40,6 +43,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(format_table(results))
         print(f"\nresults: {Path(results['output_dir']) / 'results.json'}  "
               f"(wall {results['timing']['wall_seconds']:.1f} s)")
+        plots = [results.get("report", {}).get(k) for k in ("curves", "overlays")]
+        if any(plots):
+            print("plots: " + "  ".join(p for p in plots if p))
     return 0
 
 
@@ -64,6 +70,56 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from sagebench import leaderboard as lb
+
+    root = Path(args.root) if args.root else None
+    if args.action == "submit":
+        entry = lb.submit(args.run, board=args.board, root=root, name=args.name)
+        print(f"submitted {entry.name} to board {entry.path.parent.parent.name} ({entry.path})"
+              + ("" if entry.samples_path else " without a per-sample file (compare will not work on it)"))
+    elif args.action == "show":
+        print(lb.format_board(lb.get_board(args.board, root)))
+    elif args.action == "render":
+        names = [args.board] if args.board else (lb.list_boards(root) or [None])
+        for name in names:
+            print(f"rendered {lb.render(lb.get_board(name, root))}")
+    elif args.action == "compare":
+        result = lb.compare(args.a, args.b, args.strategy or (), root=root, board=args.board,
+                            resamples=args.resamples)
+        print(json.dumps(result, indent=2) if args.json else lb.format_comparison(result))
+    elif args.action == "pull":
+        for o in lb.pull_wandb(args.wandb, board=args.board, root=root):
+            print(f"{o.run_id} ({o.name}): " + (f"-> {o.board}/{o.entry}" if o.entry else f"skipped: {o.skipped}"))
+    return 0
+
+
+def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("leaderboard", help="submit, show, render, compare or pull leaderboard entries")
+    p.add_argument("--root", help="leaderboards folder (default $SAGEBENCH_LEADERBOARDS or ./leaderboards)")
+    lsub = p.add_subparsers(dest="action", required=True)
+    q = lsub.add_parser("submit", help="validate a run's results and add them to a board")
+    q.add_argument("run", help="run folder (results.json [+ samples.parquet]) or a results JSON file")
+    q.add_argument("--board", help="board name (default: the results' benchmark.name)")
+    q.add_argument("--name", help="entry name (default: date_strategies_hash)")
+    q = lsub.add_parser("show", help="print a board's ranked table")
+    q.add_argument("board", nargs="?", help="board name (default: the only board)")
+    q = lsub.add_parser("render", help="rewrite leaderboards/<board>/README.md and curves.png")
+    q.add_argument("board", nargs="?", help="board name (default: every board)")
+    q = lsub.add_parser("compare", help="paired comparison of two entries on the same images")
+    q.add_argument("a", help="entry name, run folder or results JSON")
+    q.add_argument("b", help="entry name, run folder or results JSON")
+    q.add_argument("--strategy", "-s", action="append",
+                   help="strategy label: once for both, twice for A's then B's (needed when an entry has several)")
+    q.add_argument("--board", help="board to look entry names up in")
+    q.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    q.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    q = lsub.add_parser("pull", help="build entries from W&B runs (public API)")
+    q.add_argument("--wandb", required=True, metavar="ENTITY/PROJECT")
+    q.add_argument("--board", help="board name (default: each run's benchmark.name)")
+    p.set_defaults(func=_cmd_leaderboard)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagebench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(default /usr/share/datasets/fashion-mnist, else the hub)")
     p.add_argument("--no-export", action="store_true", help="do not (re)write the test-split parquet")
     p.set_defaults(func=_cmd_train_demo)
+
+    _leaderboard_parser(sub)
     return parser
 
 

@@ -48,7 +48,8 @@ class DataConfig:
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
     input_size: Optional[list[int]] = None
-    num_workers: int = 2
+    num_workers: Optional[int] = None  # DataLoader workers; null: where they pay (GPU: up to 8; CPU: 0 below 8 cores)
+    on_error: str = "fail"  # a corrupt image: fail (stop, naming it) | skip (count it, list it in the results)
 
 
 @dataclass
@@ -77,6 +78,23 @@ class GateConfig:
 
 
 @dataclass
+class WandbConfig:
+    project: str = "sagebench"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    name: Optional[str] = None
+
+
+LOGGERS = ("wandb", "none")
+
+
+@dataclass
+class CacheConfig:
+    edge: bool = False  # keep the edge evidence on disk: a rerun (e.g. with a new strategy) skips the edge
+    dir: Optional[str] = None  # default ~/.cache/sagebench/edge (a subfolder per data + edge model + weights)
+
+
+@dataclass
 class SageBenchConfig:
     benchmark: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
@@ -89,6 +107,16 @@ class SageBenchConfig:
     output_dir: Optional[str] = None
     progress: bool = True
     trainer: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False  # continue the unfinished run in output_dir (the newest under runs/ when unset)
+    flush_seconds: float = 5.0  # finished per-sample rows are saved to <output_dir>/partial/ this often
+    logger: str = "wandb"  # wandb (online with a key, else offline) | none; PNG plots are written either way
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    # speed switches (docs/performance.md); none changes the results (trainer.precision aside)
+    dedupe: bool = True  # one server pass per distinct patch set of an image at a budget
+    compile: bool = False  # torch.compile the server's transformer blocks
+    threads: Optional[int] = None  # torch intra-op CPU threads (null: torch's default)
+    profile: bool = False  # record per-phase seconds (edge, selection, server) in results.json timing
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 def _conf_dir() -> Path:
@@ -211,8 +239,21 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"batch_size must be positive, got {cfg.batch_size}.")
     if cfg.data.limit is not None and cfg.data.limit <= 0:
         raise ConfigError(f"data.limit must be a positive number of images, got {cfg.data.limit}.")
+    if cfg.data.on_error not in ("fail", "skip"):
+        raise ConfigError(f"data.on_error must be fail (stop at a corrupt image, naming it) or skip (count and "
+                          f"report corrupt images), got {cfg.data.on_error!r}.")
+    if cfg.flush_seconds < 0:
+        raise ConfigError(f"flush_seconds must be >= 0 (0: save finished rows after every batch), got {cfg.flush_seconds}.")
+    if cfg.data.num_workers is not None and cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0 (or null: chosen for the device), got {cfg.data.num_workers}.")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be a positive number of CPU threads (or null for torch's default), "
+                          f"got {cfg.threads}.")
     if cfg.model.edge.attention not in ("last_layer", "rollout"):
         raise ConfigError(f"model.edge.attention must be last_layer or rollout, got {cfg.model.edge.attention!r}.")
+    if cfg.logger not in LOGGERS:
+        raise ConfigError(f"logger must be one of {', '.join(LOGGERS)} (wandb logs online with an API key, "
+                          f"offline otherwise; none disables it), got {cfg.logger!r}.")
     import lightning as L
 
     allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}

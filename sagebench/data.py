@@ -58,6 +58,21 @@ _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+ON_ERROR_POLICIES = ("fail", "skip")
+
+
+def skipped_sample_id(index: int) -> int:
+    """The sample id an evaluation data set yields for image ``index`` skipped by ``data.on_error=skip``.
+
+    Real ids are data set indices (>= 0); a skipped image is signalled by ``-(index + 1)`` (and a
+    blank image, label -1), so the batch keeps its shape and the module can record and drop it.
+    """
+    return -(int(index) + 1)
+
+
+def skipped_index(sample_id: Any) -> Any:
+    """Inverse of :func:`skipped_sample_id` (works on ints, arrays and tensors)."""
+    return -sample_id - 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,9 +100,12 @@ class DataSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     input_size: tuple[int, int, int] | None = None
+    on_error: str = "fail"  # a corrupt image: "fail" (stop, naming it) or "skip" (count and report it)
 
     def __post_init__(self) -> None:
         _check_limit(self.limit)
+        if self.on_error not in ON_ERROR_POLICIES:
+            raise DataError(f"data.on_error must be one of {', '.join(ON_ERROR_POLICIES)}; got {self.on_error!r}.")
         if self.path is not None:
             self.path = os.fspath(self.path)
         # Config loaders hand over lists (or OmegaConf ListConfigs); keep tuples.
@@ -415,7 +433,8 @@ def _decode_image(value: Any, feature: Any, where: str) -> Image.Image:
     except Exception as exc:  # PIL.UnidentifiedImageError, truncated file, missing file
         raise DataError(
             f"{where} cannot be decoded as an image ({type(exc).__name__}: {exc}); the file is corrupt "
-            "or not an image. Repair or remove it, or use data.limit to stop before it."
+            "or not an image. Repair or remove it, or set data.on_error=skip to skip such images "
+            "(they are counted and listed in the results)."
         ) from exc
     raise DataError(
         f"{where} holds a {type(value).__name__}, not an image; point data.image_column at the image column."
@@ -504,6 +523,8 @@ class EvalImages(torch.utils.data.Dataset):
         self.label_column = label_column
         self._image_feature = features.get(image_column)
         self._len = len(dataset) if limit is None else min(int(limit), len(dataset))
+        self.on_error = spec.on_error if spec is not None else "fail"
+        self._blank: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self._len
@@ -515,13 +536,26 @@ class EvalImages(torch.utils.data.Dataset):
         if not 0 <= i < self._len:
             raise IndexError(f"index {index} out of range for {self._len} images")
         row = self.dataset[i]
-        img = _decode_image(row[self.image_column], self._image_feature, f"Image {i} (column {self.image_column!r})")
+        try:
+            img = _decode_image(row[self.image_column], self._image_feature, f"Image {i} (column {self.image_column!r})")
+        except DataError:
+            if self.on_error != "skip":
+                raise
+            return _skipped_item(self, i)
         label = _label(row[self.label_column], f"The label of image {i} (column {self.label_column!r})")
         return self.transform(to_model_mode(img, self.channels)), label, torch.tensor(i, dtype=torch.int64)
 
     def label_array(self) -> np.ndarray:
         """The labels of the evaluated images (the first ``len(self)``), read as one column."""
         return _label_column(self.dataset, self.label_column, self._len)
+
+
+def _skipped_item(data: Any, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What an evaluation data set yields for a corrupt image under ``data.on_error=skip``."""
+    if data._blank is None:  # a zero image of the transform's output shape
+        blank = Image.new("RGB" if data.channels == 3 else "L", (32, 32))
+        data._blank = torch.zeros_like(data.transform(blank))
+    return data._blank, torch.tensor(-1, dtype=torch.int64), torch.tensor(skipped_sample_id(i), dtype=torch.int64)
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -575,6 +609,10 @@ class StreamingEvalImages(torch.utils.data.IterableDataset):
         self.world_size = world_size
         self.batch_size = batch_size
         self._image_feature = features.get(image_column)
+        self.on_error = spec.on_error if spec is not None else "fail"
+        self._blank: torch.Tensor | None = None
+        self.exclude: frozenset[int] = frozenset()  # ids already evaluated (a resumed run): not decoded
+        self.num_classes: int | None = None  # when set, labels outside [0, num_classes) are a DataError
 
     def _stream(self) -> Any:
         """The wrapped stream, reduced to the two columns, images left undecoded when possible."""
@@ -606,9 +644,22 @@ class StreamingEvalImages(torch.utils.data.IterableDataset):
             for image, label in zip(batch[self.image_column], batch[self.label_column]):
                 if self.limit is not None and i >= self.limit:
                     return
-                if i % stride == offset:
-                    img = _decode_image(image, self._image_feature, f"Image {i} (column {self.image_column!r})")
+                if i % stride == offset and i not in self.exclude:
                     target = _label(label, f"The label of image {i} (column {self.label_column!r})")
+                    if self.num_classes is not None and not 0 <= int(target) < self.num_classes:
+                        raise DataError(
+                            f"The label of image {i} is {int(target)}, outside [0, {self.num_classes}), the "
+                            "model's classes: check data.label_column, data.split (unlabelled test splits use "
+                            "-1) and that the model was trained on this data set's classes."
+                        )
+                    try:
+                        img = _decode_image(image, self._image_feature, f"Image {i} (column {self.image_column!r})")
+                    except DataError:
+                        if self.on_error != "skip":
+                            raise
+                        yield _skipped_item(self, i)
+                        i += 1
+                        continue
                     yield (
                         self.transform(to_model_mode(img, self.channels)),
                         target,

@@ -20,3 +20,25 @@ class DataError(SageBenchError):
 
 class ModelLoadError(SageBenchError):
     """A model or its weights cannot be loaded."""
+
+
+def without_worker_traceback(exc: SageBenchError) -> SageBenchError:
+    """``exc`` with its own message, when a DataLoader worker re-raised it with a traceback inside.
+
+    A worker's exception reaches the main process as ``type(exc)("Caught X in DataLoader worker
+    process N.\\nOriginal Traceback ...\\nsagebench.errors.X: <message>")``: the user should see
+    only ``<message>``. Other exceptions are returned unchanged.
+    """
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return exc
+    marker = f"{type(exc).__name__}: "
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if marker in line and not line.startswith(" ")]
+    if not starts:
+        return exc
+    first = lines[starts[-1]]
+    message = "\n".join([first[first.index(marker) + len(marker):], *lines[starts[-1] + 1:]]).strip()
+    clean = type(exc)(message)
+    clean.__cause__ = exc.__cause__
+    return clean

@@ -64,17 +64,25 @@ class SweepRecords(Metric):
     def __init__(self, layout: SweepLayout) -> None:
         super().__init__()
         self.layout = layout
-        self.add_state("rows", default=torch.zeros(0, layout.num_columns, dtype=torch.float64), dist_reduce_fx="cat")
+        # A list state: torchmetrics gathers lists of uneven length across processes (tensor
+        # states are stacked, which needs equal sizes).
+        self.add_state("rows", default=[], dist_reduce_fx="cat")
         self.add_state("num_images", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, rows: torch.Tensor) -> None:
         if rows.ndim != 2 or rows.shape[1] != self.layout.num_columns:
             raise ValueError(f"expected rows [n, {self.layout.num_columns}], got {tuple(rows.shape)}")
-        self.rows = torch.cat([self.rows, rows.to(self.rows.device, torch.float64)])
+        self.rows.append(rows.to(torch.float64))
         self.num_images += rows.shape[0]
 
+    def ensure_state(self, device: torch.device) -> None:
+        """Give a process that saw no image an empty ``[0, F]`` block, so the gather has matching shapes."""
+        if isinstance(self.rows, list) and not self.rows:
+            self.rows.append(torch.zeros(0, self.layout.num_columns, dtype=torch.float64, device=device))
+
     def compute(self) -> np.ndarray:
-        rows = self.rows.cpu().numpy()
+        rows = self.rows if isinstance(self.rows, torch.Tensor) else torch.cat(self.rows)
+        rows = rows.reshape(-1, self.layout.num_columns).cpu().numpy()
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
         ids = rows[:, 0]
         if rows.shape[0] != int(self.num_images) or (len(ids) > 1 and np.any(ids[1:] == ids[:-1])):

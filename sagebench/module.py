@@ -14,11 +14,15 @@ import numpy as np
 import torch
 from torchmetrics import SumMetric
 
+from sagebench.edge_cache import EdgeSource
 from sagebench.gates import get_gate
+from sagebench.guards import predictions, skipped_rows
 from sagebench.metrics import NOT_OFFLOADED, SweepLayout, SweepRecords, coverage
 from sagebench.models.edge import EdgeModel
 from sagebench.models.server import ServerModel
+from sagebench.perf import PhaseTimer, ServerPasses
 from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategy_stats import StrategyStats
 from sagebench.transmission import patchify, transmit
 
 
@@ -44,51 +48,91 @@ class SageBenchModule(L.LightningModule):
         self.seed = seed
         self.layout = SweepLayout(tuple((s.label, b) for s in self.strategies for b in self.budgets))
         self.sweep = SweepRecords(self.layout)
+        # counters some strategies report (e.g. how often a rule was cut to the budget), summed over processes
+        self.strategy_stats = StrategyStats(self.layout.cells,
+                                            [s.stat_names for s in self.strategies for _ in self.budgets])
+        self.strategy_stats_totals: list[dict] = []
         self.records: np.ndarray | None = None
         # images through the edge, summed over processes: must equal the number of images
         self.edge_images = SumMetric()
         self._edge_images_total = 0
+        # speed switches, set by evaluate from the config (see sagebench.perf, sagebench.edge_cache)
+        self.edge_source = EdgeSource(edge)  # runs the edge, or reads its evidence from the cache
+        self.dedupe = True  # one server pass per distinct patch set of an image at a budget
+        self.timer = PhaseTimer(False)  # per-phase wall seconds (profile=true)
+        self.server_passes = {"forwards": 0, "images_run": 0, "images_reused": 0}  # this process
 
     def _evaluate_batch(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, labels, sample_ids = batch
         b = images.shape[0]
-        evidence = self.edge(images, sample_ids, self.seed)
-        self.edge_images.update(torch.tensor(float(b), device=images.device))
+        started = self.timer.start()
+        evidence, through_edge = self.edge_source(images, sample_ids, self.seed)
+        self.timer.stop("edge", started)
+        self.edge_images.update(torch.tensor(float(through_edge), device=images.device))
         offload = self.gate_fn(evidence.logits, self.threshold)
         rows = torch.full((b, self.layout.num_columns), float(NOT_OFFLOADED), dtype=torch.float64, device=images.device)
         col = self.layout.column
         rows[:, col("sample_id")] = sample_ids.double()
         rows[:, col("label")] = labels.double()
-        rows[:, col("edge_pred")] = evidence.logits.argmax(-1).double()
+        rows[:, col("edge_pred")] = predictions(evidence.logits)  # guards.NONFINITE for NaN/Inf logits
         rows[:, col("offloaded")] = offload.double()
         sent = offload.nonzero().squeeze(1)
         if sent.numel() == 0:
             return rows
         sub_images = images[sent]
         sub = evidence.subset(sent)
-        rows[sent, col("ceiling_pred")] = self.server.vit(sub_images).argmax(-1).double()
+        started = self.timer.start()
+        rows[sent, col("ceiling_pred")] = predictions(self.server.vit(sub_images))
+        self.timer.stop("ceiling", started)
         patches = patchify(sub_images, self.server.patch_size)
+        passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer)
         j = 0
         for strategy in self.strategies:
             for budget in self.budgets:
-                indices = strategy.select(sub, budget)
-                tx = transmit(patches, indices, self.server.grid)
-                rows[sent, col("pred", j)] = self.server(tx).argmax(-1).double()
+                started = self.timer.start()
+                if strategy.stat_names:
+                    indices, counters = strategy.select_with_stats(sub, budget)
+                    self.strategy_stats.update(j, sent.numel(), counters)
+                else:
+                    indices = strategy.select(sub, budget)
+                self.timer.stop(f"select/{strategy.label}/B{budget}", started)
+                rows[sent, col("pred", j)] = passes.predict(indices, f"server/{strategy.label}/B{budget}")
                 rows[sent, col("coverage", j)] = coverage(indices, self.server.grid)
-                rows[sent, col("units", j)] = float(tx.units)
-                rows[sent, col("bytes", j)] = float(tx.raw_bytes_per_image)
+                rows[sent, col("units", j)] = float(passes.units(indices))
+                rows[sent, col("bytes", j)] = float(passes.raw_bytes_per_image(indices))
                 j += 1
+        for k in self.server_passes:
+            self.server_passes[k] += getattr(passes, k)
         return rows
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self.sweep.update(self._evaluate_batch(batch))
+    def _rows(self, batch) -> torch.Tensor:
+        """The batch's records; images skipped as corrupt (negative sample id, ``data.on_error=skip``)
+        get a :func:`~sagebench.guards.skipped_rows` record and never reach a model."""
+        images, labels, sample_ids = batch
+        skipped = sample_ids < 0
+        if not bool(skipped.any()):
+            return self._evaluate_batch(batch)
+        keep = ~skipped
+        parts = [skipped_rows(-sample_ids[skipped] - 1, self.layout)]
+        if bool(keep.any()):
+            parts.insert(0, self._evaluate_batch((images[keep], labels[keep], sample_ids[keep])))
+        return torch.cat(parts)
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self.test_step(batch, batch_idx)
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        rows = self._rows(batch)
+        self.sweep.update(rows)
+        return rows  # for callbacks (sagebench.resume.PartialResults saves them as the sweep goes)
+
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self.test_step(batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
+        self.sweep.ensure_state(self.device)
         self.records = self.sweep.compute()
         self._edge_images_total = int(self.edge_images.compute().item())
+        if self.strategy_stats.active:  # the same on every process (it depends on the config only)
+            self.strategy_stats_totals = self.strategy_stats.totals()
+            self.strategy_stats.reset()
         self.sweep.reset()
         self.edge_images.reset()
 

@@ -31,3 +31,41 @@ def tiny_parquet(tmp_path):
     path = tmp_path / "tiny.parquet"
     datasets.Dataset.from_dict({"image": images, "label": labels}, features=feats).to_parquet(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def random_demo_checkpoints(tmp_path_factory):
+    """Random-init safetensors of the demo edge/server architectures (no trained weights needed)."""
+    from safetensors.torch import save_file
+
+    out = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for role in ("edge", "server"):
+        torch.manual_seed(1 if role == "edge" else 2)
+        model = timm.create_model(f"sagebench_fmnist_{role}", pretrained=False)
+        paths[role] = str(out / f"{role}.safetensors")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, paths[role])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def random_models_overrides(random_demo_checkpoints):
+    """Dotlist overrides that run the embedded data with random-init models, quietly."""
+    return [f"model.edge.checkpoint={random_demo_checkpoints['edge']}",
+            f"model.server.checkpoint={random_demo_checkpoints['server']}",
+            "progress=false", "data.num_workers=0", "logger=none"]
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, random_models_overrides):
+    """One tiny run of the embedded benchmark with random models (60 images, B in {4, 8}), W&B offline.
+
+    Returns ``(run_dir, results)``; shared by the tracking and leaderboard tests.
+    """
+    from sagebench.config import load_config
+    from sagebench.evaluate import evaluate
+
+    out = tmp_path_factory.mktemp("small_run") / "run"
+    cfg = load_config(None, [*random_models_overrides, "data.limit=60", "budgets=[4,8]", f"output_dir={out}",
+                             "logger=wandb", "wandb.name=small-run", "wandb.tags=[test]"])
+    return out, evaluate(cfg)

@@ -378,7 +378,8 @@ def test_sage_handles_zero_and_duplicate_embeddings_and_half_precision():
 
 def test_registry_lists_the_builtins_and_filters_by_wildcard():
     assert set(BUILTINS) <= set(list_strategies())
-    assert list_strategies("att*") == ["attention_prefix"]
+    assert "attention_prefix" in list_strategies("att*")
+    assert all(n.startswith("att") for n in list_strategies("att*"))
     assert list_strategies("nothing*") == []
     for name in BUILTINS:
         assert describe(name)  # a one-line description for `sagebench strategies`
@@ -396,7 +397,7 @@ def test_unknown_strategy_suggests_the_closest_and_lists_known_names():
 def test_options_appear_in_the_label_and_the_options():
     s = get_strategy("sage", prefilter=3.0)
     assert s.label == "sage[prefilter=3.0]"
-    assert s.options() == {"prefilter": 3.0}
+    assert s.options() == {"prefilter": 3.0, "importance": "last_layer"}
     assert get_strategy("sage").label == "sage"
     assert get_strategy("sage", prefilter=2).label == "sage"  # 2 == the default 2.0
     assert get_strategy("random").label == "random" and get_strategy("random").options() == {}

@@ -18,15 +18,19 @@ class EdgeModel(nn.Module):
     importance signal of the paper). ``attention="rollout"``: attention rollout (Abnar & Zuidema,
     as used by Im et al.): per block, head-mean attention plus identity, rows renormalised,
     multiplied from the first block on; the CLS row over patches.
+
+    ``with_rollout=True`` also fills ``EdgeEvidence.rollout`` (for strategies with
+    ``importance="rollout"``) in the same single forward pass, whatever ``attention`` is.
     """
 
-    def __init__(self, vit: nn.Module, attention: str = "last_layer") -> None:
+    def __init__(self, vit: nn.Module, attention: str = "last_layer", with_rollout: bool = False) -> None:
         super().__init__()
         check_vit(vit, "edge")
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
         self.vit = vit
         self.attention_kind = attention
+        self.with_rollout = bool(with_rollout)
         self.grid = grid_size(vit)
         self.num_prefix = num_prefix_tokens(vit)
 
@@ -39,18 +43,22 @@ class EdgeModel(nn.Module):
         x = vit.norm_pre(x)
         blocks = list(vit.blocks)
         rollout = None
+        want_rollout = self.attention_kind == "rollout" or self.with_rollout
         for i, blk in enumerate(blocks):
-            if self.attention_kind == "rollout":
+            if want_rollout:
                 a = full_attention(blk.attn, blk.norm1(x))
                 a = a + torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
                 a = a / a.sum(dim=-1, keepdim=True)
                 rollout = a if rollout is None else a @ rollout
-            elif i == len(blocks) - 1:
+            if self.attention_kind != "rollout" and i == len(blocks) - 1:
                 attention = head_mean_cls_attention(blk.attn, blk.norm1(x), self.num_prefix)
             x = blk(x)
+        rollout_patches = None
         if rollout is not None:
             patch = rollout[:, 0, self.num_prefix:]
-            attention = patch / patch.sum(dim=-1, keepdim=True)
+            rollout_patches = (patch / patch.sum(dim=-1, keepdim=True)).float()
+            if self.attention_kind == "rollout":
+                attention = rollout_patches
         x = vit.norm(x)
         logits = vit.forward_head(x)
         return EdgeEvidence(
@@ -60,4 +68,5 @@ class EdgeModel(nn.Module):
             grid=self.grid,
             sample_ids=sample_ids,
             seed=seed,
+            rollout=rollout_patches,
         )

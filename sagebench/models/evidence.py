@@ -21,6 +21,9 @@ class EdgeEvidence:
         sample_ids: ``[b]`` int64 index of each image in the data set: strategies that draw random
             numbers seed them from it so that an image gets the same draw in any batch or process.
         seed: the run seed.
+        rollout: ``[b, N]`` attention rollout over the patches (rows sum to 1), or ``None`` when the
+            edge was not asked for it (``EdgeModel(..., with_rollout=True)``); strategies with
+            ``importance="rollout"`` rank patches by it.
     """
 
     logits: torch.Tensor
@@ -29,6 +32,7 @@ class EdgeEvidence:
     grid: tuple[int, int]
     sample_ids: torch.Tensor
     seed: int = 0
+    rollout: torch.Tensor | None = None
 
     @property
     def num_patches(self) -> int:
@@ -43,4 +47,5 @@ class EdgeEvidence:
         return EdgeEvidence(
             logits=self.logits[rows], attention=self.attention[rows], embeddings=self.embeddings[rows],
             grid=self.grid, sample_ids=self.sample_ids[rows], seed=self.seed,
+            rollout=None if self.rollout is None else self.rollout[rows],
         )

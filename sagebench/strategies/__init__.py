@@ -14,6 +14,7 @@ from sagebench.strategies.registry import (
     strategy_class,
 )
 from sagebench.strategies import attention_prefix, random, sage, uniform  # noqa: F401,E402  (built-ins)
+from sagebench.strategies import attention_rules, bat, diversity_only, tome  # noqa: F401,E402  (built-ins)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "Strategy", "describe", "get_strategy", "list_strategies",

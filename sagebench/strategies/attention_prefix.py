@@ -6,6 +6,9 @@ most attended patches often show the same part of the object several times.
 
 Ties are broken by the lower patch index (a stable descending sort rather than ``topk``, whose
 tie order is unspecified), so the result is deterministic on every device.
+
+``importance="rollout"`` ranks by attention rollout instead of the last layer's attention
+(see :mod:`sagebench.strategies.importance`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 
 from sagebench.models.evidence import EdgeEvidence
 from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.importance import check_importance, importance
 from sagebench.strategies.registry import register_strategy
 
 
@@ -26,6 +30,9 @@ def attention_order(attention: torch.Tensor) -> torch.Tensor:
 class AttentionPrefixStrategy(Strategy):
     """Top-B patches by edge attention, most attended first (ties: lower patch index)."""
 
+    def __init__(self, importance: str = "last_layer") -> None:
+        self.importance = check_importance(importance, "attention_prefix")
+
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         budget = check_budget(budget, evidence.num_patches)
-        return attention_order(evidence.attention)[:, :budget].contiguous()
+        return attention_order(importance(evidence, self.importance))[:, :budget].contiguous()

@@ -18,6 +18,8 @@ class Strategy(ABC):
     """
 
     name: str = "strategy"
+    #: Names of the counters :meth:`select_with_stats` reports (most strategies report none).
+    stat_names: tuple[str, ...] = ()
 
     def __init__(self, **options: object) -> None:
         if options:
@@ -31,6 +33,14 @@ class Strategy(ABC):
         Must be batched on the evidence's device (no per-image Python loops) and deterministic
         for the same evidence.
         """
+
+    def select_with_stats(self, evidence: EdgeEvidence, budget: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`select`, plus this call's counters: ``{name: scalar tensor}`` summed over the batch.
+
+        The keys are :attr:`stat_names` (e.g. how many images a rule had to cut to the budget);
+        the evaluation sums them over batches and processes per (strategy, budget). Default: none.
+        """
+        return self.select(evidence, budget), {}
 
     def options(self) -> dict[str, object]:
         """The strategy's options, recorded in results so that a run can be reproduced.

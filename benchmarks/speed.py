@@ -1,0 +1,562 @@
+#!/usr/bin/env python
+"""Speed benchmark: a whole sagebench sweep vs. the bare model forwards it needs, side by side.
+
+One command, no network, no trained weights (random-init models saved to a temporary folder):
+
+    python benchmarks/speed.py --models embedded --repeats 3
+    python benchmarks/speed.py --models deit-tiny,deit --images 128 --repeats 3
+    python benchmarks/speed.py --models deit --device cuda --precision bf16-mixed --batch-size 256 --images 4096
+
+For each model pair it prints, measured in one process on the same inputs:
+
+* sweep / bare: ``sagebench.evaluate`` (config, Trainer, DataLoader, edge with its evidence, gate,
+  every strategy's selection, gathers, records, results files) against a plain loop that runs one
+  edge forward per image, one ceiling forward, and for each (strategy, budget) one server forward
+  on that many tokens (a contiguous slice of the patches: no selection, no gather), on the same
+  image tensors, same weights, same batch size, same precision and threads. Target <= 1.10.
+  ``sweep`` is ``Trainer.test`` (every per-image cost); ``wall`` adds the fixed costs of a run
+  (building models and data set, hashing the data, writing results and plots).
+* ceiling throughput: the sweep's ceiling pass (``profile=true`` phase times) against a plain timm
+  forward loop over the same batches. Target >= 0.95.
+* selection share: SAGE's selection time at the largest budget over the server time of that
+  (strategy, budget) cell, and all selections over all server passes. Target < 2 %.
+* edge forwards per image (must be 1; 0 on a rerun with ``cache.edge=true``) and the peak memory
+  of a sweep over 1x and 4x the images (separate processes; must stay flat).
+
+Medians over ``--repeats`` runs, sweep and bare alternating so that a change in machine load
+hits both. Models: ``embedded`` (the Fashion-MNIST benchmark's two ViTs on its own shipped test
+images), ``deit-tiny`` (DeiT-Tiny edge and server) and ``deit`` (DeiT-Tiny edge -> DeiT-Base
+server, the paper's pair) on random 224x224 images. ``--data memory`` (the default) serves the
+sweep the same decoded image tensors the bare loop uses, so that image decoding, which a real data
+set pays but which is no model forward (and which the bare loop does not do), stays out of the
+comparison; ``--data parquet`` makes the sweep decode them as a normal run does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import sagebench  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch loads, as the CLI does)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+PRESETS = {
+    "embedded": dict(edge="sagebench_fmnist_edge", server="sagebench_fmnist_server", budgets=[4, 8, 12, 16, 24],
+                     data="embedded", images=2000, batch_size=500),
+    "deit-tiny": dict(edge="deit_tiny_patch16_224", server="deit_tiny_patch16_224", budgets=[16, 32, 48, 64, 96],
+                      data="random", images=256, batch_size=64),
+    "deit": dict(edge="deit_tiny_patch16_224", server="deit_base_patch16_224", budgets=[16, 32, 48, 64, 96],
+                 data="random", images=256, batch_size=64),
+}
+STRATEGIES = ["random", "uniform", "attention_prefix", "sage"]
+# dense bf16 tensor-core peaks (no sparsity), TFLOP/s
+GPU_BF16_PEAK_TFLOPS = [("H100", "PCIe", 756.0), ("H100", "NVL", 835.0), ("H100", "", 989.4), ("H200", "", 989.4),
+                        ("GH200", "", 989.4), ("A100", "", 312.0), ("L40S", "", 362.0), ("L4", "", 121.0),
+                        ("A10", "", 125.0)]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Setup: random-init checkpoints, data, the sagebench overrides
+
+
+def make_checkpoints(folder: Path, edge_name: str, server_name: str) -> tuple[Path, Path]:
+    import timm
+    from safetensors.torch import save_file
+
+    import sagebench.demo.models  # noqa: F401  (registers the embedded models)
+
+    paths = []
+    for seed, (role, name) in enumerate((("edge", edge_name), ("server", server_name))):
+        torch.manual_seed(seed)
+        model = timm.create_model(name, pretrained=False)
+        path = folder / f"{role}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def make_random_parquet(path: Path, n: int, size: int = 224, classes: int = 1000) -> Path:
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    # random 56x56 noise blown up 4x: random content, but PNGs that encode and decode quickly
+    small = rng.integers(0, 256, (n, size // 4, size // 4, 3), dtype=np.uint8)
+    images = [Image.fromarray(np.repeat(np.repeat(im, 4, axis=0), 4, axis=1)) for im in small]
+    labels = [int(x) for x in rng.integers(0, classes, n)]
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    datasets.Dataset.from_dict({"image": images, "label": labels}, features=feats).to_parquet(str(path))
+    return path
+
+
+def sweep_overrides(args, preset: dict, edge_ckpt: Path, server_ckpt: Path, data_path: Path | None, images: int,
+                    batch_size: int, out_dir: Path, profile: bool = False, extra: tuple[str, ...] = ()) -> list[str]:
+    o = [
+        f"benchmark=speed-{args.current}", f"data.limit={images}", f"batch_size={batch_size}",
+        f"model.edge.name={preset['edge']}", "model.edge.pretrained=false", f"model.edge.checkpoint={edge_ckpt}",
+        f"model.server.name={preset['server']}", "model.server.pretrained=false",
+        f"model.server.checkpoint={server_ckpt}",
+        f"strategies=[{','.join(STRATEGIES)}]", f"budgets=[{','.join(map(str, preset['budgets']))}]",
+        "gate.name=all",  # every image offloaded: S*K+1 server passes per image, the worst case
+        "progress=false", "logger=none", f"output_dir={out_dir}",
+        f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "trainer.devices=1",
+        f"trainer.precision={args.precision}", f"profile={'true' if profile else 'false'}",
+        f"compile={'true' if args.compile else 'false'}",
+    ]
+    if data_path is not None:
+        o += [f"data.path={data_path}", "data.crop_pct=1.0"]  # 224 images, model size: no resize
+    if args.threads:
+        o.append(f"threads={args.threads}")
+    if args.num_workers is not None:
+        o.append(f"data.num_workers={args.num_workers}")
+    return o + list(extra)
+
+
+class InMemoryImages:
+    """Patches ``sagebench.data.EvalImages`` to serve already-decoded tensors.
+
+    The tensors are the ones the bare loop uses, made by sagebench's own transform from the same
+    data (:func:`load_inputs`), so both sides see identical inputs; everything else in
+    ``evaluate`` (data set checks, fingerprint, DataLoader, collation, transfer) is unchanged.
+    """
+
+    @staticmethod
+    def install(images: torch.Tensor, labels: torch.Tensor) -> None:
+        from sagebench import data as data_lib
+
+        base = getattr(data_lib.EvalImages, "_speed_base", data_lib.EvalImages)
+
+        class Decoded(base):  # type: ignore[misc, valid-type]
+            _speed_base = base
+
+            def __getitem__(self, index):
+                i = int(index)
+                if not 0 <= i < min(len(self), len(images)):
+                    return super().__getitem__(index)
+                return images[i], labels[i], torch.tensor(i, dtype=torch.int64)
+
+        data_lib.EvalImages = Decoded
+
+    @staticmethod
+    def uninstall() -> None:
+        from sagebench import data as data_lib
+
+        data_lib.EvalImages = getattr(data_lib.EvalImages, "_speed_base", data_lib.EvalImages)
+
+
+def load_inputs(preset: dict, data_path: Path, images: int, edge_ckpt: Path, server_ckpt: Path):
+    """The exact tensors and models the sweep sees: images by sagebench's own transform, the checkpoints."""
+    from sagebench import data as data_lib
+    from sagebench.models import ModelSpec, create_model
+
+    edge = create_model(ModelSpec(preset["edge"], checkpoint=str(edge_ckpt)))
+    server = create_model(ModelSpec(preset["server"], checkpoint=str(server_ckpt)))
+    spec = data_lib.DataSpec(path=str(data_path), split="test" if preset["data"] == "embedded" else "validation",
+                             limit=images, crop_pct=None if preset["data"] == "embedded" else 1.0)
+    view = data_lib.resolve_data_config(server, spec)
+    ds = data_lib.EvalImages(data_lib.load_source(spec), data_lib.build_transform(view), spec, view)
+    items = [ds[i] for i in range(len(ds))]
+    return edge, server, torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items])
+
+
+# --------------------------------------------------------------------------------------------
+# The bare cost: plain forwards in a plain loop
+
+
+def _prefix_positions(vit):
+    n = vit.patch_embed.num_patches
+    out = vit._pos_embed(torch.zeros(1, n, vit.embed_dim, device=vit.pos_embed.device, dtype=vit.pos_embed.dtype))
+    p = out.shape[1] - n
+    return out[:, :p], out[0, p:]
+
+
+def bare_server_tokens(vit, flat: torch.Tensor, budget: int, prefix, positions) -> torch.Tensor:
+    """One server forward on ``budget`` patch tokens: embed, add positions, prefix, blocks, head."""
+    proj = vit.patch_embed.proj
+    tok = F.linear(flat[:, :budget], proj.weight.flatten(1), proj.bias)
+    tok = vit.patch_embed.norm(tok) + positions[:budget]
+    x = torch.cat([prefix.expand(tok.shape[0], -1, -1).to(tok.dtype), tok], dim=1)
+    x = vit.norm(vit.blocks(vit.norm_pre(x)))
+    return vit.forward_head(x)
+
+
+def autocast_ctx(args):
+    if args.precision in ("bf16-mixed", "16-mixed"):
+        dtype = torch.bfloat16 if args.precision.startswith("bf16") else torch.float16
+        return torch.autocast(args.device, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def sync(args) -> None:
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_loop(args, edge, server, batches, budgets, num_strategies: int) -> dict[str, float]:
+    """Seconds of the whole plain loop, and of its ceiling forwards alone in a separate loop."""
+    device = torch.device(args.device)
+    prefix, positions = _prefix_positions(server)
+    ph, pw = server.patch_embed.patch_size
+    from sagebench.perf import cpu_seconds
+
+    with torch.inference_mode(), autocast_ctx(args):
+        sync(args)
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        in_loop = 0.0  # the ceiling forwards where the sweep runs them, after each edge forward (CPU only)
+        for host in batches:
+            x = host.to(device, non_blocking=True)
+            edge(x)
+            tc = time.perf_counter()
+            server(x)  # ceiling
+            in_loop += time.perf_counter() - tc
+            b, c, h, w = x.shape
+            flat = x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * ph * pw)
+            for _ in range(num_strategies):
+                for budget in budgets:
+                    bare_server_tokens(server, flat, budget, prefix, positions)
+        sync(args)
+        total, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+        t0 = time.perf_counter()
+        for host in batches:
+            server(host.to(device, non_blocking=True))
+        sync(args)
+        ceiling = time.perf_counter() - t0
+    return {"bare": total, "bare_cpu": cpu, "timm_ceiling": ceiling,
+            "bare_ceiling": in_loop if args.device == "cpu" else None}
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs (for the fraction of the GPU's peak)
+
+
+def vit_flops(vit, patch_tokens: int) -> float:
+    """Multiply-add FLOPs (x2) of one forward on ``patch_tokens`` patches: embed, blocks, head."""
+    d = vit.embed_dim
+    t = patch_tokens + getattr(vit, "num_prefix_tokens", 1)
+    proj = vit.patch_embed.proj
+    flops = 2 * patch_tokens * proj.weight[0].numel() * d
+    for blk in vit.blocks:
+        hidden = blk.mlp.fc1.out_features
+        flops += 2 * t * d * 3 * d + 2 * t * d * d + 2 * 2 * t * d * hidden + 2 * 2 * t * t * d
+    return flops + 2 * d * vit.num_classes
+
+
+def sweep_flops_per_image(edge, server, budgets, num_strategies: int) -> float:
+    n = server.patch_embed.num_patches
+    return vit_flops(edge, n) + vit_flops(server, n) + num_strategies * sum(vit_flops(server, b) for b in budgets)
+
+
+def gpu_peak_tflops(name: str) -> float | None:
+    for model, variant, peak in GPU_BF16_PEAK_TFLOPS:
+        if model in name and variant in name:
+            return peak
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Memory probe (a separate process per image count)
+
+
+def memory_probe(args) -> None:
+    from sagebench.config import load_config
+    from sagebench.evaluate import evaluate
+
+    spec = json.loads(args.memprobe)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(OSError):  # Linux: restart the peak here, so that imports do not count
+        Path("/proc/self/clear_refs").write_text("5")
+    res = evaluate(load_config(None, spec["overrides"]))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with contextlib.suppress(OSError, ValueError, StopIteration):  # VmHWM honours the reset above
+        status = Path("/proc/self/status").read_text().splitlines()
+        peak = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
+    out = {"peak_rss_mb": peak, "images": res["num_images"]}
+    if args.device == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print("MEMPROBE " + json.dumps(out), flush=True)
+
+
+def run_memprobe(args, overrides: list[str]) -> dict:
+    """Peak memory of one sweep in a fresh process (images decoded by the DataLoader, none held)."""
+    cmd = [sys.executable, __file__, "--device", args.device, "--memprobe", json.dumps({"overrides": overrides})]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("MEMPROBE "):
+            return json.loads(line[len("MEMPROBE "):])
+    raise RuntimeError(f"memory probe failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+# --------------------------------------------------------------------------------------------
+# One model pair
+
+
+def bench_pair(args, name: str, tmp: Path) -> dict:
+    from sagebench.config import load_config
+    from sagebench.demo import DATA_FILE
+    from sagebench.evaluate import evaluate
+
+    args.current = name
+    preset = dict(PRESETS[name])
+    images = args.images or preset["images"]
+    batch_size = args.batch_size or preset["batch_size"]
+    folder = tmp / name
+    folder.mkdir()
+    edge_ckpt, server_ckpt = make_checkpoints(folder, preset["edge"], preset["server"])
+    mem_batch = args.mem_batch_size or batch_size
+    mem_images = args.mem_images if args.mem_images is not None else 2 * mem_batch
+    if preset["data"] == "embedded":
+        data_path, sweep_data = Path(DATA_FILE), None
+    else:
+        data_path = make_random_parquet(folder / "random.parquet", max(images, 4 * mem_images))
+        sweep_data = data_path
+    in_memory = args.data != "parquet"
+    log(f"[{name}] decoding {images} images for the bare loop ...")
+    edge, server, x, labels = load_inputs(preset, data_path, images, edge_ckpt, server_ckpt)
+    if in_memory:
+        InMemoryImages.install(x, labels)
+    else:
+        InMemoryImages.uninstall()
+    device = torch.device(args.device)
+    edge.to(device)
+    server.to(device)
+    pin = args.device == "cuda"
+    batches = [x[i:i + batch_size].pin_memory() if pin else x[i:i + batch_size].clone()
+               for i in range(0, len(x), batch_size)]
+    run = [0]
+
+    def sweep(profile: bool = False, n: int = images, extra: tuple[str, ...] = ()) -> tuple[float, dict]:
+        run[0] += 1
+        o = sweep_overrides(args, preset, edge_ckpt, server_ckpt, sweep_data, n, batch_size,
+                            folder / f"run{run[0]}", profile, extra)
+        t0 = time.perf_counter()
+        res = evaluate(load_config(None, o))
+        return time.perf_counter() - t0, res
+
+    log(f"[{name}] warm-up ...")
+    sweep(n=min(images, batch_size))
+    bare_loop(args, edge, server, batches[:1], preset["budgets"], len(STRATEGIES))
+
+    walls, sweeps, bares, timm_ceilings, sweep_cpus, bare_cpus, all_phases = [], [], [], [], [], [], []
+    bare_ceilings = []
+    last = None
+    # On CPU the phase timers cost nothing (no device to synchronise), so every timed sweep records
+    # them; on a GPU they synchronise, so each repeat adds a separate profiled sweep.
+    cpu_profile = args.device == "cpu"
+    for r in range(args.repeats):
+        order = ("sweep", "bare") if r % 2 == 0 else ("bare", "sweep")
+        for what in order:
+            if what == "sweep":
+                wall, last = sweep(profile=cpu_profile)
+                walls.append(wall)
+                sweeps.append(last["timing"]["sweep_seconds"])
+                sweep_cpus.append(last["timing"]["sweep_cpu_seconds"])
+                if cpu_profile:
+                    all_phases.append(last["timing"]["phases"])
+            else:
+                b = bare_loop(args, edge, server, batches, preset["budgets"], len(STRATEGIES))
+                bares.append(b["bare"])
+                bare_cpus.append(b["bare_cpu"])
+                timm_ceilings.append(b["timm_ceiling"])
+                bare_ceilings.append(b["bare_ceiling"])
+        log(f"[{name}] repeat {r + 1}/{args.repeats}: sweep {sweeps[-1]:.2f} s (cpu {sweep_cpus[-1]:.2f} s, "
+            f"evaluate wall {walls[-1]:.2f} s), bare {bares[-1]:.2f} s (cpu {bare_cpus[-1]:.2f} s), "
+            f"load {os.getloadavg()[0]:.2f}")
+
+        if not cpu_profile:
+            all_phases.append(sweep(profile=True)[1]["timing"]["phases"])
+    phases = {k: statistics.median(p[k] for p in all_phases) for k in all_phases[0]}  # medians over repeats
+    bmax = max(preset["budgets"])
+    select = {k: v for k, v in phases.items() if k.startswith("select/")}
+    server_t = {k: v for k, v in phases.items() if k.startswith("server/")}
+    sage_share = phases[f"select/sage/B{bmax}"] / phases[f"server/sage/B{bmax}"]
+    all_share = sum(select.values()) / (sum(server_t.values()) + phases["ceiling"])
+    timm_ceiling = statistics.median(timm_ceilings)
+    ceiling_ratio = timm_ceiling / phases["ceiling"]
+
+    out = {
+        "models": f"{preset['edge']} -> {preset['server']}", "images": last["num_images"], "batch_size": batch_size,
+        "strategies": len(STRATEGIES), "budgets": preset["budgets"], "server_passes_per_image": len(STRATEGIES) *
+        len(preset["budgets"]) + 1, "data": "in-memory tensors" if in_memory else "decoded from parquet",
+        "sweep_s": sweeps, "wall_s": walls, "bare_s": bares,
+        "sweep_median_s": statistics.median(sweeps), "wall_median_s": statistics.median(walls),
+        "bare_median_s": statistics.median(bares),
+        "sweep_cpu_s": sweep_cpus, "bare_cpu_s": bare_cpus,
+        # headline: the median of the ratios of adjacent (sweep, bare) pairs, which share the load
+        "ratio_sweep": statistics.median([s / b for s, b in zip(sweeps, bares)]),
+        "ratio_of_medians": statistics.median(sweeps) / statistics.median(bares),
+        "ratio_sweep_per_repeat": [s / b for s, b in zip(sweeps, bares)],
+        "ratio_cpu": statistics.median([s / b for s, b in zip(sweep_cpus, bare_cpus)]),
+        "ratio_wall": statistics.median(walls) / statistics.median(bares),
+        "images_per_s": last["num_images"] / statistics.median(sweeps),
+        "bare_images_per_s": last["num_images"] / statistics.median(bares),
+        "ceiling_phase_s": phases["ceiling"], "timm_ceiling_s": timm_ceiling, "ceiling_throughput_ratio": ceiling_ratio,
+        "bare_loop_ceiling_s": None if bare_ceilings[0] is None else statistics.median(bare_ceilings),
+        "sage_select_share_at_Bmax": sage_share, "all_select_share": all_share,
+        "edge_phase_s": phases.get("edge"),
+        "edge_forwards_per_image": last["timing"]["edge_forwards_per_image"],
+        "server_passes": last["timing"]["server_passes"], "threads": last["timing"]["threads"],
+    }
+    flops = sweep_flops_per_image(edge, server, preset["budgets"], len(STRATEGIES))
+    out["gflop_per_image"] = flops / 1e9
+    out["achieved_tflops"] = flops * out["images_per_s"] / 1e12
+    if args.device == "cuda":
+        gpu = torch.cuda.get_device_name()
+        peak = args.peak_tflops or gpu_peak_tflops(gpu)
+        out["gpu"] = gpu
+        out["bf16_peak_tflops"] = peak
+        out["fraction_of_bf16_peak"] = None if not peak else out["achieved_tflops"] / peak
+
+    if args.cache_check:
+        log(f"[{name}] edge cache: a first run fills it, a second reads it ...")
+        cache = ("cache.edge=true", f"cache.dir={folder / 'edge-cache'}")
+        _, first = sweep(extra=cache)
+        _, second = sweep(extra=cache)
+        same = first["results"] == second["results"] and first["ceiling"] == second["ceiling"]
+        out["cache"] = {"first_edge_forwards_per_image": first["timing"]["edge_forwards_per_image"],
+                        "second_edge_forwards_per_image": second["timing"]["edge_forwards_per_image"],
+                        "second_sweep_s": second["timing"]["sweep_seconds"], "results_identical": same}
+
+    if mem_images:
+        mem = {}
+        for factor in (1, 4):
+            log(f"[{name}] peak memory of a sweep over {factor * mem_images} images (separate process) ...")
+            o = sweep_overrides(args, preset, edge_ckpt, server_ckpt, sweep_data, factor * mem_images, mem_batch,
+                                folder / f"mem{factor}")
+            mem[f"{factor}x"] = run_memprobe(args, o)
+        out["memory"] = mem
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt_table(args, results: dict) -> str:
+    lines = []
+    env = (f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else
+                                      f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)") +
+           f", precision {args.precision}, torch {torch.__version__}, OMP_WAIT_POLICY="
+           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average at end {os.getloadavg()[0]:.2f}")
+    lines.append(env)
+    for name, r in results.items():
+        ok = lambda cond: "ok" if cond else "MISSED"  # noqa: E731
+        lines += [
+            "",
+            f"== {name}: {r['models']}, {r['images']} images ({r['data']}), batch {r['batch_size']}, "
+            f"{r['strategies']} strategies x {len(r['budgets'])} budgets {r['budgets']} "
+            f"= {r['server_passes_per_image']} server passes/image, {r['threads']} threads",
+            f"{'metric':<44} {'value':>22}  target",
+            f"{'sweep (Trainer.test), median s':<44} {r['sweep_median_s']:>22.3f}",
+            f"{'bare forwards, median s':<44} {r['bare_median_s']:>22.3f}",
+            f"{'ratio sweep / bare (median of pairs)':<44} {r['ratio_sweep']:>22.3f}  <= 1.10 "
+            f"{ok(r['ratio_sweep'] <= 1.10)}",
+            f"{'  per pair':<44} {' '.join(f'{v:.3f}' for v in r['ratio_sweep_per_repeat']):>22}",
+            f"{'  ratio of medians':<44} {r['ratio_of_medians']:>22.3f}",
+            f"{'ratio of CPU seconds sweep / bare':<44} {r['ratio_cpu']:>22.3f}  (work done, blind to waiting)",
+            f"{'ratio wall (evaluate end to end) / bare':<44} {r['ratio_wall']:>22.3f}  (adds fixed per-run costs)",
+            f"{'throughput sweep / bare, images/s':<44} {r['images_per_s']:>10.1f} / {r['bare_images_per_s']:<10.1f}",
+            f"{'ceiling pass: timm loop s / sweep phase s':<44} "
+            f"{r['timm_ceiling_s']:>10.3f} / {r['ceiling_phase_s']:<10.3f}",
+            f"{'ceiling throughput vs plain timm loop':<44} {r['ceiling_throughput_ratio']:>22.3f}  >= 0.95 "
+            f"{ok(r['ceiling_throughput_ratio'] >= 0.95)}",
+            *([f"{'  (same forwards inside the bare loop, s)':<44} {r['bare_loop_ceiling_s']:>22.3f}"]
+              if r.get("bare_loop_ceiling_s") is not None else []),
+            f"{'SAGE selection / server, largest budget':<44} {100 * r['sage_select_share_at_Bmax']:>21.2f}%  < 2% "
+            f"{ok(r['sage_select_share_at_Bmax'] < 0.02)}",
+            f"{'all selections / all server passes':<44} {100 * r['all_select_share']:>21.2f}%",
+            f"{'edge forwards per image':<44} {r['edge_forwards_per_image']:>22.3f}  == 1 "
+            f"{ok(r['edge_forwards_per_image'] == 1)}",
+            f"{'server passes run / reused (dedupe)':<44} "
+            f"{str(r['server_passes']['images_run']) + ' / ' + str(r['server_passes']['images_reused']):>22}",
+            f"{'model GFLOP per image, achieved TFLOP/s':<44} {r['gflop_per_image']:>10.2f} / {r['achieved_tflops']:<10.3f}",
+        ]
+        if "fraction_of_bf16_peak" in r:
+            frac = r["fraction_of_bf16_peak"]
+            lines.append(f"{'fraction of ' + str(r['gpu']) + ' bf16 peak':<44} "
+                         f"{'n/a' if frac is None else f'{100 * frac:.1f}%':>22}  (peak {r['bf16_peak_tflops']} TFLOP/s)")
+        if "cache" in r:
+            c = r["cache"]
+            lines.append(f"{'edge cache: edge forwards/image 1st, 2nd run':<44} "
+                         f"{c['first_edge_forwards_per_image']:>10.1f} / {c['second_edge_forwards_per_image']:<10.1f}"
+                         f"  results identical: {c['results_identical']}")
+        if "memory" in r:
+            m = r["memory"]
+            key = "cuda_peak_mb" if args.device == "cuda" else "peak_rss_mb"
+            a, b = m["1x"][key], m["4x"][key]
+            lines.append(f"{'peak ' + ('GPU memory' if args.device == 'cuda' else 'RSS') + ' MB, ' + str(m['1x']['images']) + ' vs ' + str(m['4x']['images']) + ' images':<44} "
+                         f"{a:>10.0f} / {b:<10.0f}  flat (4x/1x {b / a:.3f}) {ok(b / a < 1.05)}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="embedded", help="comma list of: " + ", ".join(PRESETS))
+    p.add_argument("--images", type=int, default=None, help="images per sweep (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--precision", default="32-true", help="trainer.precision: 32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--num-workers", type=int, default=None, help="data.num_workers (default: sagebench's)")
+    p.add_argument("--data", default="memory", choices=["memory", "parquet"],
+                   help="memory: the sweep reads the decoded tensors the bare loop uses; parquet: it decodes them")
+    p.add_argument("--compile", action="store_true", help="compile=true for the sweep")
+    p.add_argument("--cache-check", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run the sweep twice with cache.edge=true (default: on for embedded only)")
+    p.add_argument("--mem-images", type=int, default=None, help="images of the 1x memory probe (0: skip; default 2 batches)")
+    p.add_argument("--mem-batch-size", type=int, default=None)
+    p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's bf16 peak, if not in the built-in list")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--memprobe", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    from sagebench.cli import _quiet_libraries
+
+    _quiet_libraries()  # as the CLI: Lightning's banners off
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if args.memprobe:
+        memory_probe(args)
+        return 0
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="sagebench-speed-") as tmp:
+        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+            if name not in PRESETS:
+                p.error(f"unknown --models {name!r}; choose from {', '.join(PRESETS)}")
+            a = argparse.Namespace(**vars(args))
+            if a.cache_check is None:
+                a.cache_check = name == "embedded"
+            results[name] = bench_pair(a, name, Path(tmp))
+    table = fmt_table(args, results)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                                               "table": table, "results": results}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Im et al.'s attention-aware patch selection rules, run under a hard patch budget.
+
+Im, Kwon, Park, Woo, Lee & Kim, "Attention-aware Semantic Communications for Collaborative
+Inference" (arXiv:2404.07217, 2024) let the edge ViT's attention decide *how
+many* patches to send, with one of two rules:
+
+* ``attention_threshold``: every patch whose attention score is ``>= delta``;
+* ``attention_cumsum``: the most attended patches, in decreasing order of attention, as long as
+  their cumulative attention stays ``<= delta`` (default 0.97 of the total).
+
+The benchmark compares strategies at a fixed budget of B patches, so the rule's set is adapted:
+it is ordered by attention (most attended first), **truncated to B** when the rule selects more
+patches than the budget, and **padded by attention order** (the next most attended patches)
+when it selects fewer. Both rule sets are prefixes of the attention order, so under a hard
+budget the patches sent are exactly ``attention_prefix``'s with the same ``importance``; what
+these strategies add is the record of how far the rule is from the budget. Each call reports
+(see :meth:`Strategy.select_with_stats`) ``cut_by_budget`` (images whose rule set had more than
+B patches), ``padded`` (images whose rule set had fewer) and ``rule_patches`` (the rule sets'
+sizes, summed); ``evaluate`` sums them over the data set per (strategy, budget) into
+``results.json``'s ``strategy_stats``.
+
+Both rules rank by ``evidence.attention`` (``importance="last_layer"``) or by attention rollout
+(``importance="rollout"``), Im et al.'s importance signal.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sagebench.models.evidence import EdgeEvidence
+from sagebench.strategies.attention_prefix import attention_order
+from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.importance import check_importance, check_real, importance
+from sagebench.strategies.registry import register_strategy
+
+RULE_STATS = ("cut_by_budget", "padded", "rule_patches")
+# float32 scores summing to 1 carry rounding of about 1e-7: 0.4 + 0.3 + 0.15 must count as <= 0.85
+CUMSUM_TOLERANCE = 1e-6
+
+
+class _AttentionRule(Strategy):
+    """A rule that picks a prefix of the attention order of per-image length; B by truncation/padding."""
+
+    stat_names = RULE_STATS
+
+    def rule_size(self, scores: torch.Tensor) -> torch.Tensor:
+        """``[b]`` int64 number of patches the rule selects, given the ``[b, N]`` importance."""
+        raise NotImplementedError
+
+    def select_with_stats(self, evidence: EdgeEvidence, budget: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        budget = check_budget(budget, evidence.num_patches)
+        scores = importance(evidence, self.importance)
+        picks = attention_order(scores)[:, :budget].contiguous()
+        size = self.rule_size(scores)
+        stats = {
+            "cut_by_budget": (size > budget).sum(),
+            "padded": (size < budget).sum(),
+            "rule_patches": size.sum(),
+        }
+        return picks, stats
+
+    def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
+        return self.select_with_stats(evidence, budget)[0]
+
+
+@register_strategy("attention_threshold")
+class AttentionThresholdStrategy(_AttentionRule):
+    """Im et al.'s threshold rule (attention >= delta), cut to B / padded by attention order; counts cuts.
+
+    From Im et al. (arXiv:2404.07217): send the patches whose attention score is at least
+    ``delta``. Adaptation to a hard budget: the rule's set, most attended first, is truncated to
+    B or padded with the next most attended patches; ``delta`` is absolute, in units of the
+    renormalised attention (each image's scores sum to 1, so uniform attention is 1/N; the
+    default 0.01 is about twice uniform on a 14x14 grid).
+    """
+
+    def __init__(self, delta: float = 0.01, importance: str = "last_layer") -> None:
+        self.delta = check_real(delta, "delta", "attention_threshold", low=0.0, high=1.0)
+        self.importance = check_importance(importance, "attention_threshold")
+
+    def rule_size(self, scores: torch.Tensor) -> torch.Tensor:
+        return (scores >= self.delta).sum(dim=1)
+
+
+@register_strategy("attention_cumsum")
+class AttentionCumsumStrategy(_AttentionRule):
+    """Im et al.'s cumulative rule (top patches while cumulative attention <= delta), cut/padded to B.
+
+    From Im et al. (arXiv:2404.07217): sort the patches by attention and send the longest prefix
+    whose cumulative attention is at most ``delta`` (default 0.97). Adaptation to a hard budget:
+    that prefix is truncated to B or padded with the next patches of the same order. Cumulative
+    sums are taken in float64 and compared with ``delta + 1e-6`` to absorb float32 rounding (so
+    ``delta=1`` keeps every patch); a first patch above ``delta`` alone gives an empty rule set.
+    """
+
+    def __init__(self, delta: float = 0.97, importance: str = "last_layer") -> None:
+        self.delta = check_real(delta, "delta", "attention_cumsum", low=0.0, high=1.0)
+        self.importance = check_importance(importance, "attention_cumsum")
+
+    def rule_size(self, scores: torch.Tensor) -> torch.Tensor:
+        ordered = torch.gather(scores, 1, attention_order(scores)).double()
+        # cumulative sums of non-negative scores only grow: the rule's prefix is the count <= delta
+        return (torch.cumsum(ordered, dim=1) <= self.delta + CUMSUM_TOLERANCE).sum(dim=1)

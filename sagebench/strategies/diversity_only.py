@@ -1,0 +1,38 @@
+"""``diversity_only``: cosine farthest-point sampling over *all* patches, no attention prefilter.
+
+Why: the ablation of ``sage``'s prefilter. SAGE = attention prefilter + diversity; this is the
+diversity half alone, so that the benchmark can show what the prefilter contributes
+(``attention_prefix`` is the other half alone).
+
+Algorithm: exactly ``sage``'s farthest-point step (:func:`sagebench.strategies.sage.farthest_point_order`)
+with every patch a candidate, candidates in attention order: the first pick is the most attended
+patch, each next pick is the patch whose largest cosine similarity to the picked set is
+smallest, ties to the more attended patch (then the lower index). Attention therefore only
+chooses the starting point and breaks ties; the result equals ``sage`` with ``prefilter=inf``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sagebench.models.evidence import EdgeEvidence
+from sagebench.strategies.attention_prefix import attention_order
+from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.importance import check_importance, importance
+from sagebench.strategies.registry import register_strategy
+from sagebench.strategies.sage import farthest_point_order
+
+
+@register_strategy("diversity_only")
+class DiversityOnlyStrategy(Strategy):
+    """Cosine farthest-point sampling over all patches from the most attended one (sage without prefilter)."""
+
+    def __init__(self, importance: str = "last_layer") -> None:
+        self.importance = check_importance(importance, "diversity_only")
+
+    def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
+        budget = check_budget(budget, evidence.num_patches)
+        order = attention_order(importance(evidence, self.importance))  # [b, N]
+        emb = torch.gather(evidence.embeddings, 1,
+                           order.unsqueeze(-1).expand(-1, -1, evidence.embeddings.shape[-1]))
+        return torch.gather(order, 1, farthest_point_order(emb, budget))

@@ -1,0 +1,73 @@
+"""Which per-patch importance an attention-based strategy ranks patches by, and option checks.
+
+Two importance signals come out of the edge's single forward pass (see :class:`EdgeEvidence`):
+
+* ``"last_layer"`` (default): ``evidence.attention``, the last block's CLS->patch attention,
+  averaged over heads and renormalised over the patches.
+* ``"rollout"``: ``evidence.rollout``, attention rollout as used by Im et al. (Abnar & Zuidema):
+  per block the head-mean attention plus the identity, rows renormalised, multiplied from the
+  first block on; the CLS row over the patches, renormalised. The edge computes it only when
+  asked (``EdgeModel(..., with_rollout=True)``; ``evaluate`` does so whenever a configured
+  strategy has ``importance: rollout``).
+
+Every attention-based strategy takes ``importance`` as an option and calls :func:`importance`.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+
+from sagebench.errors import ConfigError
+from sagebench.models.evidence import EdgeEvidence
+
+IMPORTANCE_KINDS = ("last_layer", "rollout")
+
+
+class StrategyOptionError(ConfigError, ValueError):
+    """An invalid strategy option: a ConfigError for the CLI, a ValueError for Python callers."""
+
+
+def check_importance(kind: object, strategy: str) -> str:
+    """Validate an ``importance`` option; anything but ``last_layer`` / ``rollout`` is a ConfigError."""
+    if not isinstance(kind, str) or kind not in IMPORTANCE_KINDS:
+        raise StrategyOptionError(f"{strategy}: importance must be one of {', '.join(IMPORTANCE_KINDS)}, "
+                                  f"got {kind!r}")
+    return kind
+
+
+def importance(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.Tensor:
+    """``[b, N]`` per-patch importance of the given kind (each row sums to 1)."""
+    if kind == "last_layer":
+        return evidence.attention
+    if kind == "rollout":
+        rollout = getattr(evidence, "rollout", None)
+        if rollout is None:
+            raise ConfigError("importance='rollout' needs attention rollout in the edge evidence, but it was not "
+                              "computed: build the edge with EdgeModel(..., with_rollout=True) (evaluate does this "
+                              "when a configured strategy has importance: rollout).")
+        return rollout
+    raise ConfigError(f"importance must be one of {', '.join(IMPORTANCE_KINDS)}, got {kind!r}")
+
+
+def check_real(value: object, option: str, strategy: str, low: float | None = None, high: float | None = None,
+               low_open: bool = False) -> float:
+    """A finite real number in ``[low, high]`` (``(low, high]`` with ``low_open``), as a ``float``."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise StrategyOptionError(f"{strategy}: {option} must be a finite number, got {value!r}")
+    value = float(value)
+    if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        hi = "" if high is None else f"<= {high}"
+        raise StrategyOptionError(f"{strategy}: {option} must be {' and '.join(x for x in (lo, hi) if x)}, "
+                                  f"got {value!r}")
+    return value
+
+
+def check_positive_int(value: object, option: str, strategy: str) -> int:
+    """An integer >= 1 (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < 1:
+        raise StrategyOptionError(f"{strategy}: {option} must be an integer >= 1, got {value!r}")
+    return int(value)

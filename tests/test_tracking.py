@@ -1,0 +1,184 @@
+"""W&B logging and run plots: an offline run can be read back; PNGs exist and show the right patches;
+W&B trouble never costs a run; the online/offline choice never prompts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sagebench import plots, tracking
+from sagebench.config import load_config
+from sagebench.errors import ConfigError
+
+
+def _row(results, strategy, budget):
+    return next(r for r in results["results"] if r["strategy"] == strategy and r["budget"] == budget)
+
+
+# -- the default run, W&B offline ------------------------------------------------------------
+
+
+def test_offline_run_summary_config_and_table_read_back(small_run):
+    run_dir, results = small_run
+    runs = tracking.offline_runs(run_dir)
+    assert len(runs) == 1, "one W&B run per evaluation, under <output_dir>/wandb/"
+    run = tracking.read_offline_run(runs[0])
+    assert (run.name, run.project, run.tags) == ("small-run", "sagebench", ["test"])
+    # the resolved config
+    assert run.config["logger"] == "wandb" and run.config["budgets"] == [4, 8]
+    assert run.config["data"]["limit"] == 60
+    # summary: every (metric, strategy, budget), the ceiling, edge accuracy, the fingerprint
+    s = run.summary
+    for r in results["results"]:
+        key = f"{r['strategy']}/B{r['budget']}"
+        assert s[f"offloaded_acc/{key}"] == pytest.approx(r["offloaded_accuracy"])
+        assert s[f"ceiling_ratio/{key}"] == pytest.approx(r["ceiling_ratio"])
+        assert s[f"overall_acc/{key}"] == pytest.approx(r["overall_accuracy"])
+        assert s[f"num_correct/{key}"] == r["num_correct"]
+    assert s["ceiling/offloaded_acc"] == pytest.approx(results["ceiling"]["offloaded_accuracy"])
+    assert s["ceiling/overall_acc"] == pytest.approx(results["ceiling"]["overall_accuracy"])
+    assert s["edge_acc"] == pytest.approx(results["edge_accuracy"])
+    assert s["benchmark/fingerprint"] == results["benchmark"]["fingerprint"]
+    assert s["sagebench"]["benchmark"] == json.loads(json.dumps(results["benchmark"]))
+    # the results table: one row per (strategy, budget), every metric
+    table = run.table("results")
+    assert table["columns"][:len(tracking.TABLE_COLUMNS)] == tracking.TABLE_COLUMNS
+    assert table["columns"] == tracking.table_columns(results)
+    assert len(table["data"]) == len(results["results"])
+    got = {(row[0], row[1]): row for row in table["data"]}
+    for r in results["results"]:
+        assert got[(r["strategy"], r["budget"])][2:] == pytest.approx([r[c] for c in table["columns"][2:]])
+    # line charts (one line per strategy), overlays as images, results + samples as an artifact
+    for key, metric in (("curves/offloaded_acc_table", "offloaded_accuracy"),
+                        ("curves/ceiling_ratio_table", "ceiling_ratio")):
+        chart = run.table(key)  # wandb.plot.line_series: (x = budget, line = strategy, y)
+        assert chart["columns"] == ["step", "lineKey", "lineVal"]
+        assert sorted(map(tuple, chart["data"])) == sorted(
+            (r["budget"], r["strategy"], pytest.approx(r[metric])) for r in results["results"])
+    overlays = s["overlays"]
+    assert overlays["count"] == tracking.NUM_OVERLAY_IMAGES
+    assert all((run.files_dir / f).is_file() for f in overlays["filenames"])
+    assert (run.files_dir / s["plots/curves"]["path"]).is_file()
+    art = [a for a in run.artifacts if a["type"] == "sagebench-results"]
+    assert len(art) == 1 and {"results.json", "samples.parquet"} <= set(art[0]["files"])
+    # logging happened once, on the process that returned results
+    assert results["report"]["wandb"]["mode"] == "offline"
+    assert len(run.history) == 1
+
+
+def test_curves_and_overlays_png_exist_and_show_each_strategy(small_run):
+    run_dir, results = small_run
+    for name in (plots.CURVES_FILE, plots.OVERLAYS_FILE):
+        with Image.open(run_dir / name) as img:
+            assert img.format == "PNG" and img.width > 300 and img.height > 200
+            assert np.asarray(img.convert("L")).std() > 5, f"{name} is blank"
+    assert results["report"]["curves"].endswith(plots.CURVES_FILE)
+
+
+def test_overlay_examples_are_the_first_offloaded_images_and_each_strategys_choice(small_run, random_models_overrides):
+    """The overlays show, for fixed images, exactly what each strategy sends at the median budget."""
+    from sagebench import data as data_lib
+    from sagebench.evaluate import _data_spec, _model_spec
+    from sagebench.models import EdgeModel, create_model
+    from sagebench.strategies import get_strategy
+
+    run_dir, results = small_run
+    cfg = load_config(None, [*random_models_overrides, "data.limit=60", "budgets=[4,8]"])
+    edge = EdgeModel(create_model(_model_spec(cfg.model.edge)))
+    spec = _data_spec(cfg)
+    view = data_lib.resolve_data_config(edge.vit, spec)
+    dataset = data_lib.EvalImages(data_lib.load_source(spec), data_lib.build_transform(view), spec, view)
+    import pyarrow.parquet as pq
+
+    samples = pq.read_table(run_dir / "samples.parquet").to_pydict()
+    offloaded = [i for i, o in zip(samples["sample_id"], samples["offloaded"]) if o][:tracking.NUM_OVERLAY_IMAGES]
+    strategies = [get_strategy(n) for n in ("attention_prefix", "uniform")]
+    rows = np.array([[i, 1.0] for i in samples["sample_id"]], dtype=float)
+    rows[:, 1] = np.asarray(samples["offloaded"], dtype=float)
+
+    class Layout:
+        def column(self, name):
+            return {"sample_id": 0, "offloaded": 1}[name]
+
+    ctx = tracking.RunContext(edge=edge, strategies=strategies, dataset=dataset, data_config=view, rows=rows,
+                              layout=Layout(), budgets=[8, 4, 16], seed=0)
+    examples = tracking.selection_examples(ctx)
+    assert [ex.sample_id for ex in examples] == offloaded
+    for ex in examples:
+        assert ex.budget == 8  # the median budget
+        assert ex.image.shape == (28, 28) and 0.0 <= ex.image.min() and ex.image.max() <= 1.0
+        assert ex.attention.shape == (7, 7) and ex.patch_size == (4, 4)
+        top = set(np.argsort(-ex.attention.reshape(-1), kind="stable")[:8].tolist())
+        assert set(ex.selections["attention_prefix"]) == top
+        assert len(set(ex.selections["uniform"])) == 8
+        mask = plots.sent_mask(ex.selections["uniform"], (7, 7), (4, 4))
+        assert mask.sum() == 8 * 16
+        r, c = divmod(ex.selections["uniform"][0], 7)
+        assert mask[r * 4:(r + 1) * 4, c * 4:(c + 1) * 4].all()
+    arr = plots.overlay_array(examples[0])  # what W&B gets: one row per image, as RGB
+    assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and arr.shape[1] > arr.shape[0]
+
+
+# -- failures and choices ----------------------------------------------------------------------
+
+
+def test_a_wandb_failure_prints_one_line_and_the_run_goes_on(small_run, tmp_path, monkeypatch, capsys):
+    import wandb
+
+    _, results = small_run
+    payload = {k: v for k, v in results.items() if k not in ("output_dir", "report")}
+
+    def broken_init(*args, **kwargs):
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    info = tracking.report_run(payload["config"], payload, tmp_path)
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 1 and "ConnectionError" in err[0] and str(tmp_path) in err[0]
+    assert info["wandb"]["mode"] == "failed"
+    assert (tmp_path / plots.CURVES_FILE).is_file(), "plots are written without W&B"
+
+
+def test_logger_none_logs_nothing_but_still_writes_the_plots(small_run, tmp_path):
+    _, results = small_run
+    payload = {k: v for k, v in results.items() if k not in ("output_dir", "report")}
+    info = tracking.report_run({**payload["config"], "logger": "none"}, payload, tmp_path)
+    assert "wandb" not in info and not (tmp_path / "wandb").exists()
+    assert (tmp_path / plots.CURVES_FILE).is_file()
+
+
+def test_logger_and_wandb_config_keys():
+    cfg = load_config()
+    assert cfg.logger == "wandb" and cfg.wandb.project == "sagebench"
+    assert cfg.wandb.entity is None and list(cfg.wandb.tags) == [] and cfg.wandb.name is None
+    cfg = load_config(None, ["logger=none", "wandb.project=p", "wandb.entity=team", "wandb.tags=[a,b]", "wandb.name=x"])
+    assert (cfg.logger, cfg.wandb.project, cfg.wandb.entity, list(cfg.wandb.tags)) == ("none", "p", "team", ["a", "b"])
+    with pytest.raises(ConfigError, match="logger must be one of wandb, none"):
+        load_config(None, ["logger=tensorboard"])
+    with pytest.raises(ConfigError, match="wandb.projekt"):
+        load_config(None, ["wandb.projekt=p"])
+
+
+def test_mode_is_chosen_without_prompting(tmp_path):
+    home = {"NETRC": str(tmp_path / "netrc"), "WANDB_CONFIG_DIR": str(tmp_path)}
+    assert tracking.wandb_mode(home)[0] == "offline"
+    assert "WANDB_API_KEY" in tracking.wandb_mode(home)[1] or "wandb login" in tracking.wandb_mode(home)[1]
+    assert tracking.wandb_mode({**home, "WANDB_API_KEY": "k" * 40}) == ("online", "API key from WANDB_API_KEY")
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "p" * 40 + "\n")
+    assert tracking.wandb_mode(home)[0] == "online"
+    assert tracking.wandb_mode({**home, "WANDB_BASE_URL": "https://wandb.example.org"})[0] == "offline"
+    assert tracking.wandb_mode({**home, "WANDB_MODE": "offline"})[0] == "offline"
+    assert tracking.wandb_mode({**home, "WANDB_MODE": "disabled"})[0] == "disabled"
+
+
+def test_summary_keys_name_metric_strategy_and_budget(small_run):
+    _, results = small_run
+    s = tracking.summary_metrics(results)
+    assert s["offloaded_acc/sage/B8"] == _row(results, "sage", 8)["offloaded_accuracy"]
+    ratios = [_row(results, "sage", b)["ceiling_ratio"] for b in (4, 8)]
+    assert s["mean_ceiling_ratio/sage"] == pytest.approx(sum(ratios) / 2)
+    json.dumps(s)  # plain JSON: what W&B stores
