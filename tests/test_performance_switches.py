@@ -159,26 +159,23 @@ def test_compile_wraps_the_server_blocks_and_evaluate_wires_it(random_models_ove
     calls = []
     monkeypatch.setattr(perf, "compile_server", lambda s: calls.append(s) or s)
     _run(random_models_overrides, tmp_path / "c", "data.limit=3", "budgets=[4]", "compile=true")
-    _run(random_models_overrides, tmp_path / "n", "data.limit=3", "budgets=[4]")
     assert len(calls) == 1 and isinstance(calls[0], ServerModel)
+    assert load_config(None, []).compile is False  # off by default
 
 
-def test_threads_are_applied_and_reported(random_models_overrides, tmp_path):
+def test_threads_are_applied_and_profile_records_phase_times(random_models_overrides, tmp_path):
     before = torch.get_num_threads()
     try:
-        res = _run(random_models_overrides, tmp_path, "data.limit=3", "budgets=[4]", "threads=1")
+        res = _run(random_models_overrides, tmp_path, "data.limit=5", "budgets=[4]", "threads=1", "profile=true")
         assert res["timing"]["threads"] == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(Exception, match="threads"):
-        load_config(None, ["threads=0"])
-
-
-def test_profile_records_phase_times(random_models_overrides, tmp_path):
-    res = _run(random_models_overrides, tmp_path, "data.limit=5", "budgets=[4]", "profile=true")
     phases = res["timing"]["phases"]
     assert {"edge", "ceiling", "select/sage/B4", "server/sage/B4"} <= set(phases)
     assert all(v >= 0 for v in phases.values())
+    assert res["timing"]["sweep_cpu_seconds"] > 0 and res["timing"]["sweep_seconds"] > 0
+    with pytest.raises(Exception, match="threads"):
+        load_config(None, ["threads=0"])
 
 
 # ---------------------------------------------------------------------------------------------
