@@ -312,6 +312,27 @@ def _diff_fields(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 
 def submit(run: str | os.PathLike | dict[str, Any], board: str | None = None, root: Path | None = None,
            name: str | None = None, samples: Path | None = None, extra: dict[str, Any] | None = None) -> Entry:
+    """Like :func:`_submit_unlocked`, holding an inter-process lock on the leaderboard root.
+
+    Why: the duplicate/fingerprint checks read the board before writing to it; two concurrent
+    submitters must not both pass the checks and then overwrite or duplicate each other.
+    """
+    import hashlib
+    import tempfile
+
+    from sagebench.fsutil import FileLock
+
+    root = Path(root or default_root())
+    # The lock lives outside the board so that a refused entry leaves no file behind.
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"sagebench-leaderboard-{key}.lock"
+    with FileLock(lock, what=f"leaderboard {root}"):
+        return _submit_unlocked(run, board=board, root=root, name=name, samples=samples, extra=extra)
+
+
+def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None = None, root: Path | None = None,
+                     name: str | None = None, samples: Path | None = None,
+                     extra: dict[str, Any] | None = None) -> Entry:
     """Validate a run's results and copy them (and their per-sample file) into a board.
 
     ``run`` is a run folder, a results JSON file, or an already loaded results dict. The board
