@@ -23,7 +23,7 @@ from sagebench.models.server import ServerModel
 from sagebench.perf import PhaseTimer, ServerPasses
 from sagebench.strategies.base import Strategy, check_budget
 from sagebench.strategy_stats import StrategyStats
-from sagebench.transmission import patchify, transmit
+from sagebench.transmission import patchify
 
 
 class SageBenchModule(L.LightningModule):
