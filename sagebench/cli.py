@@ -94,6 +94,38 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from sagebench import analysis
+
+    options = {"replacement": dict(limit=args.limit, prefix=args.prefix, sage=args.sage, batch_size=args.batch_size,
+                                   device=args.device),
+               "entropy-split": dict(limit=args.limit, batch_size=args.batch_size, device=args.device),
+               "coverage": {}}[args.analysis]
+    defaults = {"prefix": "attention_prefix", "sage": "sage"}
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None and defaults.get(k) != v]
+    command = " ".join(["sagebench", "analyze", args.analysis, str(args.run_dir), *flags]
+                       + ([f"--out {args.out}"] if args.out else []))
+    out = analysis.ANALYSES[args.analysis](args.run_dir, out_dir=args.out, command=command, **options)
+    print(analysis.format_table(out))
+    print(f"\nwrote {out['files']['json']}  {out['files']['png']}")
+    return 0
+
+
+def _analyze_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="analyses of a finished run (writes RUN_DIR/analysis/<name>.json and .png)")
+    p.add_argument("analysis", choices=["replacement", "entropy-split", "coverage"],
+                   help="replacement: units sage swaps vs attention_prefix; entropy-split: accuracy on low/high "
+                        "edge attention entropy; coverage: coverage vs accuracy per strategy and budget")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="output_dir of a finished `sagebench eval` run")
+    p.add_argument("--limit", type=int, help="analyse only the first N offloaded images (replacement, entropy-split)")
+    p.add_argument("--prefix", default="attention_prefix", help="label of the prefix strategy (replacement)")
+    p.add_argument("--sage", default="sage", help="label of the sage strategy (replacement)")
+    p.add_argument("--batch-size", type=int, help="images per edge pass (default: the run's batch_size)")
+    p.add_argument("--device", help="torch device (default: cuda if available and allowed by the run, else cpu)")
+    p.add_argument("--out", help="output folder (default RUN_DIR/analysis)")
+    p.set_defaults(func=_cmd_analyze)
+
+
 def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", help="submit, show, render, compare or pull leaderboard entries")
     p.add_argument("--root", help="leaderboards folder (default $SAGEBENCH_LEADERBOARDS or ./leaderboards)")
@@ -144,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_demo)
 
     _leaderboard_parser(sub)
+    _analyze_parser(sub)
     return parser
 
 
