@@ -95,12 +95,23 @@ class CacheConfig:
 
 
 @dataclass
+class CodecConfig:
+    name: str = "raw"  # raw (8-bit pixel count, pixels untouched) | png | jpeg | webp (sagebench.codecs)
+    quality: int = 75  # jpeg / webp quality, 1..100
+
+
+@dataclass
 class SageBenchConfig:
     benchmark: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelsConfig = field(default_factory=ModelsConfig)
     strategies: list[Any] = field(default_factory=lambda: ["random", "uniform", "attention_prefix", "sage"])
     budgets: list[Any] = field(default_factory=lambda: [4, 8, 12, 16, 24])
+    # byte budgets per request instead of patch counts: each image sends as many patches as fit
+    budget_bytes: Optional[list[Any]] = None
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    # uplinks (conf/channel/<name>.yaml) for which each request's transmission latency is reported
+    channels: list[str] = field(default_factory=lambda: ["nb_iot", "lte_m", "lte", "nr_5g", "wifi"])
     gate: GateConfig = field(default_factory=GateConfig)
     batch_size: int = 256
     seed: int = 0
@@ -228,6 +239,21 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"Budget {b!r} is not a positive integer number of patches.")
     if len(set(cfg.budgets)) != len(cfg.budgets):
         raise ConfigError(f"budgets contains duplicates: {list(cfg.budgets)}.")
+    if cfg.budget_bytes is not None:
+        if not isinstance(cfg.budget_bytes, ListConfig) or len(cfg.budget_bytes) == 0:
+            raise ConfigError("budget_bytes must be a non-empty list of bytes per request, e.g. budget_bytes=[256,512], "
+                              "or null to use patch budgets.")
+        for b in cfg.budget_bytes:
+            if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
+                raise ConfigError(f"Byte budget {b!r} is not a positive integer number of bytes.")
+        if len(set(cfg.budget_bytes)) != len(cfg.budget_bytes):
+            raise ConfigError(f"budget_bytes contains duplicates: {list(cfg.budget_bytes)}.")
+    from sagebench.channels import load_channel
+    from sagebench.codecs import Codec
+
+    Codec(name=cfg.codec.name, quality=cfg.codec.quality)  # unknown codec / quality out of range -> ConfigError
+    for name in cfg.channels:
+        load_channel(name)  # unknown channel -> ConfigError listing the shipped ones
     entries = strategy_entries(cfg)
     if not entries:
         raise ConfigError("strategies is empty: name at least one (see `sagebench strategies`).")

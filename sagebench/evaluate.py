@@ -22,6 +22,8 @@ from torch.utils.data import DataLoader
 from sagebench import data as data_lib
 from sagebench import guards
 from sagebench import resume as resume_lib
+from sagebench.channels import add_latency, load_channel
+from sagebench.codecs import codec_from_config
 from sagebench.config import load_config, strategy_entries
 from sagebench import edge_cache, perf
 from sagebench.errors import ConfigError, SageBenchError, without_worker_traceback
@@ -32,7 +34,7 @@ from sagebench.module import SageBenchModule
 from sagebench.results import (SCHEMA_VERSION, file_sha256, fingerprint, provenance, write_results,
                                write_samples)
 from sagebench.strategies import get_strategy
-from sagebench.strategies.base import check_budget
+from sagebench.strategies.base import check_budget, check_byte_budget
 
 _log = logging.getLogger(__name__)
 _PIXEL_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
@@ -125,6 +127,12 @@ def _output_dir(cfg: DictConfig) -> Path:
     return resume_lib.auto_output_dir(Path("runs"), cfg.benchmark, resume=bool(cfg.resume))
 
 
+def _overlay_units(results: list[dict[str, Any]], byte_budgets: list[int]) -> int:
+    middle = sorted(byte_budgets)[(len(byte_budgets) - 1) // 2]
+    sent = [r["units_sent"] for r in results if r["budget"] == middle and r.get("units_sent")]
+    return max(1, round(sum(sent) / len(sent))) if sent else 1
+
+
 def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None) -> dict[str, Any] | None:
     """Run the sweep described by ``cfg`` (default: the embedded benchmark) and write its results.
 
@@ -164,7 +172,11 @@ def _evaluate(cfg: DictConfig | None, overrides: list[str] | None,
     server_view = data_lib.resolve_data_config(server.vit, spec)
     check_same_view(edge_view, server_view, edge, server)
     num_patches = server.grid[0] * server.grid[1]
-    budgets = [check_budget(b, num_patches) for b in cfg.budgets]
+    budget_unit = "bytes" if cfg.budget_bytes is not None else "patches"
+    budgets = ([check_budget(b, num_patches) for b in cfg.budgets] if budget_unit == "patches"
+               else [check_byte_budget(b) for b in cfg.budget_bytes])
+    codec = codec_from_config(cfg.codec, server_view)
+    channels = [load_channel(c) for c in cfg.channels]
 
     source = data_lib.load_source(spec)
     transform = data_lib.build_transform(server_view)
@@ -178,7 +190,7 @@ def _evaluate(cfg: DictConfig | None, overrides: list[str] | None,
         data_lib.check_labels(dataset, server.vit.num_classes)
 
     module = SageBenchModule(edge, server, strategies, budgets, gate=cfg.gate.name,
-                             threshold=cfg.gate.threshold, seed=cfg.seed)
+                             threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=budget_unit, codec=codec)
     perf.configure(module, cfg)  # threads, dedupe, profile, compile (docs/performance.md)
     trainer_kwargs = dict(OmegaConf.to_container(cfg.trainer, resolve=True))
     edge_weights, server_weights = _weights_id(edge_spec, edge.vit), _weights_id(server_spec, server.vit)
@@ -190,7 +202,8 @@ def _evaluate(cfg: DictConfig | None, overrides: list[str] | None,
         server={"name": server_spec.name, "weights": server_weights, "kwargs": server_spec.kwargs},
         preprocessing={k: server_view.get(k) for k in _PIXEL_KEYS}, gate=cfg.gate.name,
         threshold=None if cfg.gate.name == "all" else float(cfg.gate.threshold), strategies=strategies,
-        budgets=budgets, seed=cfg.seed, columns=module.layout.names(), precision=trainer_kwargs.get("precision"))
+        budgets=budgets, seed=cfg.seed, columns=module.layout.names(), precision=trainer_kwargs.get("precision"),
+        codec=codec.describe())
     if run_state.finished:  # resume=true on a finished run: nothing to evaluate
         stored = resume_lib.finished_results(run_state, run_key)
         guards.warn(f"{out_dir} already holds the finished results of this run; nothing was evaluated.")
@@ -256,6 +269,7 @@ def _evaluate(cfg: DictConfig | None, overrides: list[str] | None,
         guards.warn(line)
     for entry, cell in zip(summary["results"], nonfinite["cells"]):
         entry["nonfinite"] = cell["count"]
+    add_latency(summary["results"], channels)
     previous_evaluated = int((partial.previous_rows[:, layout.column("label")] >= 0).sum())
     edge_per_image = (module.edge_images_total() + previous_evaluated) / max(1, num_images)
     strategy_stats = resume_lib.merge_strategy_stats(module, partial.previous_stats)
@@ -274,6 +288,12 @@ def _evaluate(cfg: DictConfig | None, overrides: list[str] | None,
         "threshold": None if cfg.gate.name == "all" else float(cfg.gate.threshold),
     }
     bench_fields["dataset"] = bench_fields["dataset"] or "unknown"
+    # what the server receives changes with the codec, and a byte budget is not a patch budget: such runs
+    # are a benchmark of their own (absent for raw patch budgets, so older fingerprints stay valid)
+    if not codec.is_raw:
+        bench_fields["codec"] = codec.describe()
+    if budget_unit == "bytes":
+        bench_fields["budget_unit"] = "bytes"
     if skipped:  # not comparable with a run over every image
         bench_fields["num_skipped"] = len(skipped)
     results = {
@@ -287,6 +307,9 @@ def _evaluate(cfg: DictConfig | None, overrides: list[str] | None,
         "edge_accuracy": summary["edge_accuracy"],
         "ceiling": summary["ceiling"],
         "results": summary["results"],
+        # how requests were packed, and the uplinks their latency is reported for (sagebench.channels)
+        "transmission": {"codec": codec.describe(), "budget_unit": budget_unit,
+                         "channels": [c.describe() for c in channels]},
         # counters some strategies report per (strategy, budget), e.g. how often a rule was cut to B
         "strategy_stats": strategy_stats,
         # images that got NaN/Inf logits: counted as wrong, reported here (see sagebench.guards)
@@ -315,5 +338,7 @@ def _evaluate(cfg: DictConfig | None, overrides: list[str] | None,
     results["report"] = report_run(
         results["config"], {k: v for k, v in results.items() if k != "output_dir"}, out_dir,
         RunContext(edge=edge, strategies=strategies, dataset=None if spec.streaming else dataset,
-                   data_config=server_view, rows=rows, layout=module.layout, budgets=budgets, seed=cfg.seed))
+                   data_config=server_view, rows=rows, layout=module.layout, seed=cfg.seed,
+                   # overlays show patch sets: under byte budgets, at the mean unit count of the middle byte budget
+                   budgets=budgets if budget_unit == "patches" else [_overlay_units(summary["results"], budgets)]))
     return results

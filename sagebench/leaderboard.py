@@ -809,8 +809,24 @@ def entry_from_wandb(summary: Mapping[str, Any], config: Mapping[str, Any], name
     fields = list(dict.fromkeys(prefix_to_field.values()))
     entry["results"] = [{"strategy": r["strategy"], "budget": r["budget"],
                          **{f: r.get(f) for f in fields if f in r or f in METRIC_KEYS}} for r in results]
+    _derived_row_fields(entry)
     entry["wandb_run"] = {"id": run_id, "name": name, "path": path, "url": url}
     return entry
+
+
+def _derived_row_fields(entry: dict[str, Any]) -> None:
+    """Row fields W&B does not hold as numbers, rebuilt from the run's metadata: the budget unit and
+    the latency per channel (a function of ``bytes_sent`` and the channels the run reported)."""
+    from sagebench.channels import Channel, add_latency
+
+    transmission = entry.get("transmission")
+    if not isinstance(transmission, dict):
+        return
+    for row in entry["results"]:
+        row["budget_unit"] = transmission.get("budget_unit", "patches")
+    channels = [Channel(c["name"], c.get("display_name", c["name"]), float(c["uplink_kbps"]), float(c["rtt_ms"]),
+                        c.get("source", "")) for c in transmission.get("channels") or []]
+    add_latency(entry["results"], channels)
 
 
 @dataclass

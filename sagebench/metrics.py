@@ -36,6 +36,12 @@ class SweepLayout:
     """Column layout of the record matrix: base columns, then 4 columns per (strategy, budget)."""
 
     cells: tuple[tuple[str, int], ...]  # (strategy label, budget) in sweep order
+    budget_unit: str = "patches"  # patches (B = units sent) or bytes (a byte budget per request)
+
+    @property
+    def budget_prefix(self) -> str:
+        """Column-name prefix of a budget: ``B24`` (24 patches) or ``bytes512`` (512 bytes)."""
+        return "B" if self.budget_unit == "patches" else "bytes"
 
     @property
     def num_columns(self) -> int:
@@ -49,7 +55,7 @@ class SweepLayout:
     def names(self) -> list[str]:
         out = list(BASE_COLUMNS)
         for strategy, budget in self.cells:
-            out += [f"{f}/{strategy}/B{budget}" for f in SWEEP_FIELDS]
+            out += [f"{f}/{strategy}/{self.budget_prefix}{budget}" for f in SWEEP_FIELDS]
         return out
 
 
@@ -129,6 +135,7 @@ def summarize(rows: np.ndarray, layout: SweepLayout) -> dict:
         out["results"].append({
             "strategy": strategy,
             "budget": budget,
+            "budget_unit": layout.budget_unit,
             "offloaded_accuracy": acc,
             "ceiling_ratio": (acc / ceiling_off_acc) if (acc is not None and ceiling_off_acc) else None,
             "overall_accuracy": frac(kept_ok + ok, n),

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torchmetrics import SumMetric
 
+from sagebench.byte_budget import fill_byte_budget
+from sagebench.codecs import Codec
 from sagebench.edge_cache import EdgeSource
 from sagebench.gates import get_gate
 from sagebench.guards import predictions, skipped_rows
@@ -21,7 +23,7 @@ from sagebench.metrics import NOT_OFFLOADED, SweepLayout, SweepRecords, coverage
 from sagebench.models.edge import EdgeModel
 from sagebench.models.server import ServerModel
 from sagebench.perf import PhaseTimer, ServerPasses
-from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.base import Strategy, check_budget, check_byte_budget
 from sagebench.strategy_stats import StrategyStats
 from sagebench.transmission import patchify
 
@@ -35,18 +37,25 @@ class SageBenchModule(L.LightningModule):
 
     def __init__(self, edge: EdgeModel, server: ServerModel, strategies: Sequence[Strategy],
                  budgets: Sequence[int], gate: str = "min_entropy", threshold: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, budget_unit: str = "patches", codec: Codec | None = None) -> None:
         super().__init__()
         if tuple(edge.grid) != tuple(server.grid):
             raise ValueError(f"edge grid {edge.grid} and server grid {server.grid} differ")
         self.edge = edge
         self.server = server
         self.strategies = list(strategies)
-        self.budgets = [check_budget(b, edge.grid[0] * edge.grid[1]) for b in budgets]
+        if budget_unit not in ("patches", "bytes"):
+            raise ValueError(f"budget_unit must be patches or bytes, got {budget_unit!r}")
+        self.budget_unit = budget_unit
+        self.budgets = ([check_budget(b, edge.grid[0] * edge.grid[1]) for b in budgets] if budget_unit == "patches"
+                        else [check_byte_budget(b) for b in budgets])
+        # how the chosen patches are packed and what they cost (sagebench.codecs); raw: 8-bit pixel count
+        self.codec = codec if codec is not None else Codec("raw")
         self.gate_fn = get_gate(gate)
         self.threshold = threshold
         self.seed = seed
-        self.layout = SweepLayout(tuple((s.label, b) for s in self.strategies for b in self.budgets))
+        self.layout = SweepLayout(tuple((s.label, b) for s in self.strategies for b in self.budgets),
+                                  budget_unit=budget_unit)
         self.sweep = SweepRecords(self.layout)
         # counters some strategies report (e.g. how often a rule was cut to the budget), summed over processes
         self.strategy_stats = StrategyStats(self.layout.cells,
@@ -85,25 +94,47 @@ class SageBenchModule(L.LightningModule):
         rows[sent, col("ceiling_pred")] = predictions(self.server.vit(sub_images))
         self.timer.stop("ceiling", started)
         patches = patchify(sub_images, self.server.patch_size)
-        passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer)
+        passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer,
+                              codec=self.codec)
         j = 0
         for strategy in self.strategies:
             for budget in self.budgets:
+                name = f"{strategy.label}/{'B' if self.budget_unit == 'patches' else 'bytes'}{budget}"
+                if self.budget_unit == "bytes":
+                    self._send_byte_budget(rows, sent, sub, passes, strategy, budget, j, name)
+                    j += 1
+                    continue
                 started = self.timer.start()
                 if strategy.stat_names:
                     indices, counters = strategy.select_with_stats(sub, budget)
                     self.strategy_stats.update(j, sent.numel(), counters)
                 else:
                     indices = strategy.select(sub, budget)
-                self.timer.stop(f"select/{strategy.label}/B{budget}", started)
-                rows[sent, col("pred", j)] = passes.predict(indices, f"server/{strategy.label}/B{budget}")
+                self.timer.stop(f"select/{name}", started)
+                preds, sizes = passes.send(indices, f"server/{name}")
+                rows[sent, col("pred", j)] = preds
                 rows[sent, col("coverage", j)] = coverage(indices, self.server.grid)
                 rows[sent, col("units", j)] = float(passes.units(indices))
-                rows[sent, col("bytes", j)] = float(passes.raw_bytes_per_image(indices))
+                rows[sent, col("bytes", j)] = sizes.to(rows.device, torch.float64)
                 j += 1
         for k in self.server_passes:
             self.server_passes[k] += getattr(passes, k)
         return rows
+
+    def _send_byte_budget(self, rows: torch.Tensor, sent: torch.Tensor, sub, passes: ServerPasses,
+                          strategy: Strategy, budget: int, j: int, name: str) -> None:
+        """One (strategy, byte budget) cell: per image, as many patches as fit (sagebench.byte_budget)."""
+        col = self.layout.column
+        started = self.timer.start()
+        groups = fill_byte_budget(strategy, sub, budget, passes.payload)
+        self.timer.stop(f"select/{name}", started)
+        for units, (members, indices) in groups.items():
+            preds, sizes = passes.send(indices, f"server/{name}", rows=members)
+            target = sent[members]
+            rows[target, col("pred", j)] = preds
+            rows[target, col("coverage", j)] = coverage(indices, self.server.grid)
+            rows[target, col("units", j)] = float(units)
+            rows[target, col("bytes", j)] = sizes.to(rows.device, torch.float64)
 
     def _rows(self, batch) -> torch.Tensor:
         """The batch's records; images skipped as corrupt (negative sample id, ``data.on_error=skip``)

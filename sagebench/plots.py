@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 CURVES_FILE = "curves.png"
+LATENCY_FILE = "latency.png"
 OVERLAYS_FILE = "overlays.png"
 
 
@@ -94,8 +95,8 @@ def _line(ax: Any, s: Series, values: list[float | None], scale: float) -> None:
 
 
 def plot_curves(series: Sequence[Series], path: Path, *, title: str = "", ceiling: float | None = None,
-                num_patches: int | None = None, which: Sequence[str] = ("offloaded_accuracy", "ceiling_ratio")
-                ) -> Path:
+                num_patches: int | None = None, which: Sequence[str] = ("offloaded_accuracy", "ceiling_ratio"),
+                budget_unit: str = "patches") -> Path:
     """Offloaded accuracy (%) and/or ceiling ratio against the patch budget, one line per series.
 
     ``ceiling`` (offloaded accuracy of the server on all patches, a fraction) is drawn as a
@@ -115,7 +116,7 @@ def plot_curves(series: Sequence[Series], path: Path, *, title: str = "", ceilin
         else:
             ax.axhline(1.0, color="0.3", linestyle=":", linewidth=1.2, label="ceiling")
             ax.set_ylabel("ceiling ratio")
-        ax.set_xlabel("budget B (patches sent)")
+        ax.set_xlabel("budget B (patches sent)" if budget_unit == "patches" else "byte budget per request")
         budgets = sorted({b for s in series for b in s.budgets})
         if budgets:
             ax.set_xticks(budgets)
@@ -133,7 +134,47 @@ def plot_results_curves(results: dict[str, Any], path: Path) -> Path:
              f"{results.get('num_images')} images offloaded")
     return plot_curves(series_from_results(results), path, title=title,
                        ceiling=(results.get("ceiling") or {}).get("offloaded_accuracy"),
-                       num_patches=bench.get("num_patches"))
+                       num_patches=bench.get("num_patches"),
+                       budget_unit=(results.get("transmission") or {}).get("budget_unit", "patches"))
+
+
+def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
+    """Offloaded accuracy against the mean request latency, one panel per channel, one line per strategy.
+
+    Each point is one budget; the x position is ``rtt + 8 * bytes_sent / uplink`` (sagebench.channels).
+    Returns ``None`` when the run reports no channel.
+    """
+    channels = (results.get("transmission") or {}).get("channels") or []
+    if not channels:
+        return None
+    strategies = list(dict.fromkeys(r["strategy"] for r in results["results"]))
+    cols = min(3, len(channels))
+    rows = (len(channels) + cols - 1) // cols
+    fig = _figure(4.6 * cols, 4.2 * rows)
+    ceiling = (results.get("ceiling") or {}).get("offloaded_accuracy")
+    for k, channel in enumerate(channels):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        for strategy in strategies:
+            pts = sorted((r["latency_ms"][channel["name"]], 100.0 * r["offloaded_accuracy"])
+                         for r in results["results"] if r["strategy"] == strategy
+                         and r.get("latency_ms", {}).get(channel["name"]) is not None
+                         and r.get("offloaded_accuracy") is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=strategy)
+        if ceiling is not None:
+            ax.axhline(100.0 * ceiling, color="0.3", linestyle=":", linewidth=1.2, label="ceiling")
+        ax.set_title(f"{channel.get('display_name', channel['name'])}: {channel['uplink_kbps']:g} kbit/s up, "
+                     f"RTT {channel['rtt_ms']:g} ms", fontsize=8)
+        ax.set_xlabel("mean request latency (ms)")
+        ax.set_ylabel("offloaded accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=7)
+    codec = (results.get("transmission") or {}).get("codec") or {}
+    fig.suptitle(f"accuracy vs uplink latency (codec {codec.get('name', 'raw')}"
+                 f"{' q' + str(codec['quality']) if 'quality' in codec else ''})", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

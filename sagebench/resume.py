@@ -66,9 +66,10 @@ def _normalise(obj: Any) -> Any:
 
 def run_key(*, data: dict[str, Any], edge: dict[str, Any], server: dict[str, Any], preprocessing: dict[str, Any],
             gate: str, threshold: float | None, strategies: Sequence[Any], budgets: Sequence[int], seed: int,
-            columns: Sequence[str], precision: Any = None) -> dict[str, Any]:
+            columns: Sequence[str], precision: Any = None, codec: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything that decides the per-sample records of a run, as a JSON-able dict."""
     return _normalise({
+        **({} if codec is None or codec.get("name") == "raw" else {"codec": codec}),
         "data": data,
         "edge": edge,
         "server": server,

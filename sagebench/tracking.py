@@ -301,6 +301,8 @@ def report_run(config: dict[str, Any], results: dict[str, Any], out_dir: str | o
     info: dict[str, Any] = {}
     examples = guard("drawing the selection overlays", selection_examples, ctx) if ctx is not None else None
     info["curves"] = guard("plotting the curves", plots.plot_results_curves, results, out_dir / plots.CURVES_FILE)
+    info["latency"] = guard("plotting accuracy against latency", plots.plot_latency, results,
+                            out_dir / plots.LATENCY_FILE)
     if examples:
         info["overlays"] = guard("plotting the overlays", plots.plot_overlays, examples, out_dir / plots.OVERLAYS_FILE)
     if str(config.get("logger", "wandb")) == "wandb":

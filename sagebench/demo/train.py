@@ -44,7 +44,9 @@ RECIPES = {
     # Measured on 3 epochs of the edge: no augmentation and no label smoothing trains faster
     # (83.6% vs 77.2%) at this short schedule, and the benchmark needs a short CPU recipe.
     "edge": TrainRecipe(model="sagebench_fmnist_edge", epochs=10, lr=3e-3),
-    "server": TrainRecipe(model="sagebench_fmnist_server", epochs=15, lr=2e-3),
+    # 15 epochs without augmentation reached 88.6%: the server overfits, so it trains longer with
+    # random shifts and flips (the embedded benchmark asks >= 89% of its server).
+    "server": TrainRecipe(model="sagebench_fmnist_server", epochs=22, lr=2e-3, augment=True),
 }
 
 

@@ -44,7 +44,7 @@ class ServerModel(nn.Module):
         vit = self.vit
         b, units = tx.indices.shape
         proj = vit.patch_embed.proj
-        flat = tx.patches.reshape(b, units, -1).to(proj.weight.dtype)
+        flat = tx.patches.reshape(b, units, proj.weight[0].numel()).to(proj.weight.dtype)  # units may be 0
         tokens = F.linear(flat, proj.weight.flatten(1), proj.bias)
         tokens = vit.patch_embed.norm(tokens)
         prefix, positions = self._prefix_and_positions()

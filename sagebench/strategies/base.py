@@ -81,3 +81,14 @@ def check_budget(budget: object, num_patches: int) -> int:
         raise ConfigError(f"patch budget must be between 1 and the number of patches ({num_patches}), got {budget}")
     return budget
 
+
+
+def check_byte_budget(budget: object) -> int:
+    """Validate a byte budget (a positive integer number of bytes per request) and return it."""
+    from numbers import Integral
+
+    from sagebench.errors import ConfigError
+
+    if isinstance(budget, bool) or not isinstance(budget, Integral) or int(budget) < 1:
+        raise ConfigError(f"byte budget must be a positive integer number of bytes per request, got {budget!r}")
+    return int(budget)

@@ -1,0 +1,79 @@
+"""Uplink channels: what a request of ``bytes_sent`` bytes costs in time on NB-IoT, LTE-M, LTE, 5G, Wi-Fi.
+
+Why a simple model: a composition strategy changes how many bytes go up, not the radio; the
+latency of one request is modelled as ``rtt_ms + 8 * bytes / uplink_kbps`` milliseconds (one
+round trip plus the serialisation time of the payload). Each channel is one YAML file in
+``conf/channel/`` with its uplink rate, round-trip time and the source of each figure; a user
+adds a channel by adding a file (or passing a path).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from sagebench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    display_name: str
+    uplink_kbps: float
+    rtt_ms: float
+    source: str
+
+    def latency_ms(self, num_bytes: float) -> float:
+        """Milliseconds from sending a request of ``num_bytes`` bytes to getting the answer back."""
+        return float(self.rtt_ms) + 8.0 * float(num_bytes) / float(self.uplink_kbps)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "display_name": self.display_name, "uplink_kbps": self.uplink_kbps,
+                "rtt_ms": self.rtt_ms, "source": self.source}
+
+
+def _channel_dir() -> Path:
+    return Path(str(files("sagebench.conf"))) / "channel"
+
+
+def list_channels() -> list[str]:
+    """Names of the channels shipped in ``conf/channel/``."""
+    return sorted(p.stem for p in _channel_dir().glob("*.yaml"))
+
+
+def load_channel(name_or_path: str) -> Channel:
+    """A shipped channel by name, or a channel YAML file by path (same keys as the shipped ones)."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = _channel_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = list_channels()
+        close = difflib.get_close_matches(str(name_or_path), known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown channel {name_or_path!r}.{hint} Known channels: {', '.join(known)} "
+                          "(or the path of a YAML file with uplink_kbps, rtt_ms and source).")
+    node = OmegaConf.load(path)
+    try:
+        rate, rtt = float(node.uplink_kbps), float(node.rtt_ms)
+    except Exception as exc:
+        raise ConfigError(f"Channel file {path} needs numeric uplink_kbps and rtt_ms: {exc}") from exc
+    if rate <= 0 or rtt < 0:
+        raise ConfigError(f"Channel file {path}: uplink_kbps must be > 0 and rtt_ms >= 0, got {rate}, {rtt}.")
+    return Channel(name=str(node.get("name", path.stem)), display_name=str(node.get("display_name", path.stem)),
+                   uplink_kbps=rate, rtt_ms=rtt, source=str(node.get("source", "")).strip())
+
+
+def add_latency(results: list[dict], channels: list[Channel]) -> None:
+    """Give each results entry ``latency_ms: {channel: mean request latency}`` over its offloaded images.
+
+    The latency model is linear in the bytes, so the mean latency is the latency of the mean
+    ``bytes_sent`` (exact, no per-image pass needed).
+    """
+    for entry in results:
+        mean_bytes = entry.get("bytes_sent")
+        entry["latency_ms"] = {c.name: (None if mean_bytes is None else round(c.latency_ms(mean_bytes), 3))
+                               for c in channels}

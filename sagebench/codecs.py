@@ -1,0 +1,165 @@
+"""How the chosen patches travel: raw 8-bit pixels, or a real image codec (PNG, JPEG, WebP).
+
+Why a codec at all: a patch budget counts evidence units, but an uplink carries bytes. With a
+real codec the device packs the chosen patches the way it would send them -- one *mosaic*
+image (the patches side by side, in raster order of their grid positions) plus an *index map*
+saying where each patch belongs -- encodes it with Pillow, and the server decodes that payload
+and classifies the decoded pixels. ``bytes_sent`` is then the real payload size (the encoded
+file, headers included, plus the index map), and a lossy codec's artefacts reach the server.
+
+The index map costs ``min(ceil(N / 8), ceil(B * ceil(log2 N) / 8))`` bytes: a bitmap of the N
+grid cells or a list of B positions, whichever is smaller. Because the map says *which* cells
+were sent and the mosaic holds them in raster order, the payload depends on the set of patches
+only, not on the order a strategy ranked them in.
+
+``raw`` keeps the historical accounting: ``C * ph * pw`` bytes per patch, no index map, and the
+server receives the model-ready pixels untouched. A lossless codec (PNG) sends 8-bit pixels, so
+the server sees the preprocessed image rounded to 8 bits -- the price of putting pixels on a wire.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from sagebench.errors import ConfigError
+
+CODECS = ("raw", "png", "jpeg", "webp")
+
+
+def index_map_bytes(units: int, num_patches: int) -> int:
+    """Bytes that tell the server which grid cells the ``units`` patches fill (0 when nothing is sent)."""
+    if units <= 0:
+        return 0
+    bits_per_index = max(1, math.ceil(math.log2(num_patches)))
+    return min(math.ceil(num_patches / 8), math.ceil(units * bits_per_index / 8))
+
+
+def mosaic_shape(units: int) -> tuple[int, int]:
+    """(rows, cols) of the mosaic holding ``units`` patches: as square as possible, filled row by row."""
+    cols = max(1, math.ceil(math.sqrt(units)))
+    return math.ceil(units / cols), cols
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Encodes and decodes the patches of one request.
+
+    ``name``: raw | png | jpeg | webp; ``quality``: 1..100 for jpeg and webp (ignored otherwise);
+    ``mean``/``std``: the model's normalisation, undone to get 8-bit pixels back (the images
+    in the pipeline are already normalised).
+    """
+
+    name: str = "raw"
+    quality: int = 75
+    mean: Sequence[float] = (0.0,)
+    std: Sequence[float] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if self.name not in CODECS:
+            raise ConfigError(f"Unknown codec {self.name!r}. Known codecs: {', '.join(CODECS)}.")
+        if self.name in ("jpeg", "webp") and not 1 <= int(self.quality) <= 100:
+            raise ConfigError(f"codec.quality must be between 1 and 100 for {self.name}, got {self.quality}.")
+
+    @property
+    def is_raw(self) -> bool:
+        return self.name == "raw"
+
+    def describe(self) -> dict:
+        """What identifies the codec in results (quality only where it matters)."""
+        out: dict = {"name": self.name}
+        if self.name in ("jpeg", "webp"):
+            out["quality"] = int(self.quality)
+        return out
+
+    # -- pixels <-> bytes -------------------------------------------------------------------------
+    def _stats(self, channels: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.as_tensor(list(self.mean), dtype=torch.float32, device=like.device)
+        std = torch.as_tensor(list(self.std), dtype=torch.float32, device=like.device)
+        if mean.numel() == 1:
+            mean, std = mean.expand(channels), std.expand(channels)
+        return mean.view(1, 1, channels, 1, 1), std.view(1, 1, channels, 1, 1)
+
+    def to_uint8(self, patches: torch.Tensor) -> np.ndarray:
+        """Model-ready ``[n, B, C, ph, pw]`` -> 8-bit pixels as the device holds them."""
+        mean, std = self._stats(patches.shape[2], patches)
+        pixels = (patches.float() * std + mean).mul_(255.0).round_().clamp_(0, 255)
+        return pixels.to(torch.uint8).cpu().numpy()
+
+    def from_uint8(self, pixels: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        """8-bit ``[n, B, C, ph, pw]`` -> model-ready tensor with ``like``'s device and dtype."""
+        x = torch.from_numpy(pixels).to(like.device).float().div_(255.0)
+        mean, std = self._stats(x.shape[2], x)
+        return ((x - mean) / std).to(like.dtype)
+
+    def _encode_one(self, pixels: np.ndarray) -> bytes:
+        """One request's patches ``[B, C, ph, pw]`` (uint8, raster order) -> the encoded mosaic."""
+        from PIL import Image
+
+        units, c, ph, pw = pixels.shape
+        rows, cols = mosaic_shape(units)
+        canvas = np.zeros((rows * ph, cols * pw, c), dtype=np.uint8)
+        for k in range(units):
+            r, q = divmod(k, cols)
+            canvas[r * ph:(r + 1) * ph, q * pw:(q + 1) * pw] = pixels[k].transpose(1, 2, 0)
+        image = Image.fromarray(canvas[:, :, 0] if c == 1 else canvas, mode="L" if c == 1 else "RGB")
+        buf = io.BytesIO()
+        if self.name == "png":
+            image.save(buf, format="PNG", optimize=False)
+        elif self.name == "jpeg":
+            image.save(buf, format="JPEG", quality=int(self.quality))
+        else:
+            image.save(buf, format="WEBP", quality=int(self.quality), method=4)
+        return buf.getvalue()
+
+    @staticmethod
+    def _decode_one(blob: bytes, units: int, channels: int, ph: int, pw: int) -> np.ndarray:
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(blob))
+        canvas = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        if channels == 1:
+            canvas = canvas[:, :, None]
+        _, cols = mosaic_shape(units)
+        out = np.empty((units, channels, ph, pw), dtype=np.uint8)
+        for k in range(units):
+            r, q = divmod(k, cols)
+            out[k] = canvas[r * ph:(r + 1) * ph, q * pw:(q + 1) * pw].transpose(2, 0, 1)
+        return out
+
+    def payload_bytes(self, patches: torch.Tensor, num_patches: int) -> torch.Tensor:
+        """int64 ``[n]``: bytes each request of ``patches [n, B, C, ph, pw]`` (raster order) takes."""
+        n, units = patches.shape[:2]
+        if self.is_raw or units == 0:
+            per = units * int(np.prod(patches.shape[2:])) if self.is_raw else 0
+            return torch.full((n,), per, dtype=torch.int64)
+        pixels = self.to_uint8(patches)
+        extra = index_map_bytes(units, num_patches)
+        return torch.tensor([len(self._encode_one(p)) + extra for p in pixels], dtype=torch.int64)
+
+    def transmit(self, patches: torch.Tensor, num_patches: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the server receives and what it cost: (decoded patches like ``patches``, bytes ``[n]``)."""
+        n, units, c, ph, pw = patches.shape
+        if self.is_raw or units == 0:
+            return patches, self.payload_bytes(patches, num_patches)
+        pixels = self.to_uint8(patches)
+        extra = index_map_bytes(units, num_patches)
+        decoded = np.empty_like(pixels)
+        sizes = []
+        for i in range(n):
+            blob = self._encode_one(pixels[i])
+            sizes.append(len(blob) + extra)
+            decoded[i] = self._decode_one(blob, units, c, ph, pw)
+        return self.from_uint8(decoded, patches), torch.tensor(sizes, dtype=torch.int64)
+
+
+def codec_from_config(node, data_config: dict) -> Codec:
+    """The run's codec from ``codec.{name,quality}`` and the server's normalisation (``data_config``)."""
+    mean = tuple(float(m) for m in (data_config.get("mean") or (0.0,)))
+    std = tuple(float(s) for s in (data_config.get("std") or (1.0,)))
+    return Codec(name=str(node.name), quality=int(node.quality), mean=mean, std=std)
