@@ -63,7 +63,12 @@ def farthest_point_order(emb: torch.Tensor, budget: int) -> torch.Tensor:
     finite = bool(torch.isfinite(norms).all())  # finite norms <=> finite embeddings <=> finite similarities
     # All pairwise similarities in one batched matmul, then one row read per step: a [b, K, 1]
     # matrix-vector product per step is ~10x slower on CPU (batched gemv with tiny matrices).
-    gram = torch.bmm(unit, unit.transpose(1, 2)).reshape(b * k, k)  # row i*K + j: image i, candidate j
+    gram = torch.bmm(unit, unit.transpose(1, 2))
+    if finite:
+        # a candidate's similarity to itself is +inf: once picked, its own row puts +inf in its
+        # max_sim slot, which later maxima keep (similarities are finite) -- no masking step needed
+        gram.diagonal(dim1=1, dim2=2).fill_(math.inf)
+    gram = gram.reshape(b * k, k)  # row i*K + j: image i, candidate j
     base = torch.arange(b, device=emb.device) * k
     picks = [torch.zeros(b, dtype=torch.int64, device=emb.device)]
     taken = None if finite else torch.zeros(b, k, dtype=torch.bool, device=emb.device)
@@ -73,8 +78,6 @@ def farthest_point_order(emb: torch.Tensor, budget: int) -> torch.Tensor:
         sim = gram.index_select(0, base + current)  # [b, K]: similarity of the last pick to every candidate
         max_sim = sim if max_sim is None else torch.maximum(max_sim, sim)
         if finite:
-            # taken candidates get +inf, which later maxima keep (similarities are finite)
-            max_sim.scatter_(1, current.unsqueeze(1), math.inf)
             score = max_sim
         else:  # non-finite embeddings: mask explicitly (a NaN would survive the +inf)
             taken.scatter_(1, current.unsqueeze(1), True)
