@@ -792,7 +792,9 @@ def entry_from_wandb(summary: Mapping[str, Any], config: Mapping[str, Any], name
         prefix, sep, rest = str(key).partition("/")
         if prefix not in prefix_to_field or not sep:
             continue
-        strategy, sep, budget = rest.rpartition("/B")
+        strategy, sep, budget = rest.rpartition("/bytes")  # a byte budget
+        if not sep or not budget.isdigit():
+            strategy, sep, budget = rest.rpartition("/B")
         if not sep or not budget.isdigit() or not strategy:
             continue
         row = rows.setdefault((strategy, int(budget)), {"strategy": strategy, "budget": int(budget)})

@@ -115,8 +115,9 @@ def wandb_mode(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
 # What is logged (pure functions of the results, tested without W&B)
 
 
-def _key(prefix: str, strategy: str, budget: int) -> str:
-    return f"{prefix}/{strategy}/B{int(budget)}"
+def _key(prefix: str, strategy: str, budget: int, unit: str = "patches") -> str:
+    """``<metric>/<strategy>/B<patches>``, or ``.../bytes<bytes>`` for a byte budget."""
+    return f"{prefix}/{strategy}/{'B' if unit == 'patches' else 'bytes'}{int(budget)}"
 
 
 def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +146,8 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
     fields = row_fields(results)
     for row in results["results"]:
         for field_name in fields:
-            out[_key(METRIC_KEYS.get(field_name, field_name), row["strategy"], row["budget"])] = row.get(field_name)
+            out[_key(METRIC_KEYS.get(field_name, field_name), row["strategy"], row["budget"],
+                     row.get("budget_unit", "patches"))] = row.get(field_name)
         if row.get("ceiling_ratio") is not None:
             ratios.setdefault(row["strategy"], []).append(float(row["ceiling_ratio"]))
     for strategy, values in ratios.items():
