@@ -508,8 +508,10 @@ def _cell(row: Row, b: int) -> str:
     return "-" if acc is None and ratio is None else f"{_pct(acc)} ({_ratio(ratio)})"
 
 
-def _table(ranking: Ranking, rows: Sequence[Row], reported: bool) -> tuple[list[str], list[list[str]]]:
-    header = ["rank", "strategy", *[f"B={b}" for b in ranking.budgets], "mean CR", "ceiling", "edge", "server",
+def _table(ranking: Ranking, rows: Sequence[Row], reported: bool,
+           budget_unit: str = "patches") -> tuple[list[str], list[list[str]]]:
+    label = "B=" if budget_unit == "patches" else "bytes="
+    header = ["rank", "strategy", *[f"{label}{b}" for b in ranking.budgets], "mean CR", "ceiling", "edge", "server",
               "sagebench", "date", "entry" if not reported else "source"]
     body = []
     for r in rows:
@@ -574,14 +576,15 @@ def render(board: Board) -> Path:
              f"Benchmark fingerprint `{meta.get('fingerprint')}`: {_describe(meta.get('benchmark', {}))}.", "",
              _rank_note(ranking) + ". Cells: offloaded accuracy % (ceiling ratio); ceiling = server accuracy "
              "on the offloaded images with all patches.", ""]
+    unit = meta.get("benchmark", {}).get("budget_unit", "patches")  # only byte-budget boards set it
     if ranking.ranked:
-        lines += md(*_table(ranking, ranking.ranked, False))
+        lines += md(*_table(ranking, ranking.ranked, False, unit))
     else:
         lines.append("No measured entries yet.")
     if ranking.reported:
         lines += ["", "## Reported, not reproduced", "",
                   "Numbers copied from the cited source, not measured with sagebench: never ranked.", ""]
-        lines += md(*_table(ranking, ranking.reported, True))
+        lines += md(*_table(ranking, ranking.reported, True, unit))
     series = [plots.Series(f"{r.strategy} ({r.entry})" if _ambiguous(ranking, r) else r.strategy,
                            sorted(r.cells), [r.cells[b][0] for b in sorted(r.cells)],
                            [r.cells[b][1] for b in sorted(r.cells)], dashed=r.reported)
@@ -590,7 +593,7 @@ def render(board: Board) -> Path:
         ceilings = {r.ceiling for r in ranking.ranked if r.ceiling is not None}
         plots.plot_curves(series, board.path / plots.CURVES_FILE, title=f"{board.name} (dashed: reported)",
                           ceiling=ceilings.pop() if len(ceilings) == 1 else None,
-                          num_patches=meta.get("benchmark", {}).get("num_patches"))
+                          num_patches=meta.get("benchmark", {}).get("num_patches"), budget_unit=unit)
         lines += ["", f"![curves]({plots.CURVES_FILE})"]
     lines += ["", "## Submitting", "",
               "```bash", "sagebench eval ...                       # writes runs/<name>/results.json + samples.parquet",
