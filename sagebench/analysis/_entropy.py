@@ -132,7 +132,8 @@ def plot_entropy_split(payload: dict[str, Any], path: Path) -> Path:
         bound = f"H <= {e['low_max']:.2f}" if half == "low" else f"H >= {e['high_min']:.2f}"
         ax.set_title(f"{half} attention entropy ({bound} nats, {payload['ceiling'][half]['count']} images)",
                      fontsize=9)
-        ax.set_xlabel("budget B (patches sent)")
+        ax.set_xlabel("budget B (patches sent)" if payload.get("budget_unit", "patches") == "patches"
+                      else "byte budget per request")
         ax.set_ylabel("offloaded accuracy (%)")
         if budgets:
             ax.set_xticks(budgets)
@@ -164,7 +165,8 @@ def format_entropy_split(payload: dict[str, Any]) -> str:
              f"(mean H {e['high_mean']:.3f})" if low_n and high_n else f"low half: {low_n}, high half: {high_n} images",
              "", "offloaded accuracy % low-entropy / high-entropy half"]
     width = max(len("strategy"), *(len(s) for s in strategies))
-    header = f"{'strategy':<{width}} | " + " | ".join(f"{'B=' + str(b):>13}" for b in budgets)
+    unit = "B=" if payload.get("budget_unit", "patches") == "patches" else "bytes="
+    header = f"{'strategy':<{width}} | " + " | ".join(f"{unit + str(b):>13}" for b in budgets)
     lines += [header, "-" * len(header)]
     for s in strategies:
         lines.append(f"{s:<{width}} | " + " | ".join(
