@@ -240,3 +240,31 @@ def test_dataloader_workers_default_to_where_they_pay(monkeypatch):
     assert perf.num_workers(5, cpu) == 5 and perf.num_workers(0, gpu) == 0  # an explicit number wins
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert (perf.num_workers(None, gpu), perf.num_workers(None, cpu)) == (1, 0)
+
+
+@pytest.mark.parametrize("n_side,dim", [(7, 48), (14, 192)])
+def test_one_shared_gram_per_batch_gives_the_same_sets_as_computing_it_per_budget(n_side, dim):
+    """sage and diversity_only read one attention-ordered Gram matrix per evidence object (every
+    budget reuses it); the result must equal FPS on the candidates' own embeddings, budget by budget."""
+    from sagebench.models.evidence import EdgeEvidence
+    from sagebench.strategies import get_strategy
+    from sagebench.strategies.attention_prefix import attention_order
+    from sagebench.strategies.sage import num_candidates
+
+    g = torch.Generator().manual_seed(n_side)
+    b, n = 9, n_side * n_side
+    emb = torch.randn(b, n, dim, generator=g)
+    emb[:, 10:20] = emb[:, 0:10]  # exact duplicates: ties must resolve the same way
+    shared = EdgeEvidence(logits=torch.randn(b, 10, generator=g), attention=torch.softmax(torch.randn(b, n, generator=g), -1),
+                          embeddings=emb, grid=(n_side, n_side), sample_ids=torch.arange(b))
+    order = attention_order(shared.attention)
+    for budget in (1, 4, n // 4, n // 2, n):
+        for prefilter in (1.0, 2.0, 3.0):
+            k = num_candidates(prefilter, budget, n)
+            cand = order[:, :k]
+            direct = torch.gather(cand, 1, farthest_point_order(
+                torch.gather(emb, 1, cand.unsqueeze(-1).expand(-1, -1, dim)), budget))
+            assert torch.equal(get_strategy("sage", prefilter=prefilter).select(shared, budget), direct)
+        full = torch.gather(order, 1, farthest_point_order(torch.gather(emb, 1, order.unsqueeze(-1).expand(-1, -1, dim)), budget))
+        assert torch.equal(get_strategy("diversity_only").select(shared, budget), full)
+    assert "_ranked_gram" in shared.__dict__  # computed once, kept on the evidence

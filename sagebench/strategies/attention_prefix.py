@@ -17,7 +17,7 @@ import torch
 
 from sagebench.models.evidence import EdgeEvidence
 from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, importance
+from sagebench.strategies.importance import check_importance, importance_order
 from sagebench.strategies.registry import register_strategy
 
 
@@ -35,4 +35,4 @@ class AttentionPrefixStrategy(Strategy):
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         budget = check_budget(budget, evidence.num_patches)
-        return attention_order(importance(evidence, self.importance))[:, :budget].contiguous()
+        return importance_order(evidence, self.importance)[:, :budget].clone()

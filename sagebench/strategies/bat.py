@@ -32,9 +32,8 @@ import math
 import torch
 
 from sagebench.models.evidence import EdgeEvidence
-from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, check_positive_int, check_real, importance
+from sagebench.strategies.importance import check_importance, check_positive_int, check_real, importance_order
 from sagebench.strategies.registry import register_strategy
 
 
@@ -85,10 +84,10 @@ class BATStrategy(Strategy):
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         budget = check_budget(budget, evidence.num_patches)
-        order = attention_order(importance(evidence, self.importance))  # [b, N]
+        order = importance_order(evidence, self.importance)  # [b, N] (shared, read-only)
         k = num_attentive(self.alpha, budget)
         if k == budget:
-            return order[:, :budget].contiguous()
+            return order[:, :budget].clone()
         rest = order[:, k:]  # the inattentive patches, most attended first
         emb = torch.gather(evidence.embeddings, 1, rest.unsqueeze(-1).expand(-1, -1, evidence.embeddings.shape[-1]))
         scores = dpc_knn_scores(emb, self.neighbors)

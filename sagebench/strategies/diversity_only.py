@@ -16,11 +16,10 @@ from __future__ import annotations
 import torch
 
 from sagebench.models.evidence import EdgeEvidence
-from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, importance
+from sagebench.strategies.importance import check_importance
 from sagebench.strategies.registry import register_strategy
-from sagebench.strategies.sage import farthest_point_order
+from sagebench.strategies.sage import farthest_point_from_gram, ranked_gram
 
 
 @register_strategy("diversity_only")
@@ -32,7 +31,5 @@ class DiversityOnlyStrategy(Strategy):
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         budget = check_budget(budget, evidence.num_patches)
-        order = attention_order(importance(evidence, self.importance))  # [b, N]
-        emb = torch.gather(evidence.embeddings, 1,
-                           order.unsqueeze(-1).expand(-1, -1, evidence.embeddings.shape[-1]))
-        return torch.gather(order, 1, farthest_point_order(emb, budget))
+        order, gram, finite = ranked_gram(evidence, self.importance)  # shared with sage, read-only
+        return torch.gather(order, 1, farthest_point_from_gram(gram, evidence.num_patches, budget, finite))

@@ -52,6 +52,25 @@ def importance(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.Tensor
     raise ConfigError(f"importance must be one of {', '.join(IMPORTANCE_KINDS)}, got {kind!r}")
 
 
+def importance_order(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.Tensor:
+    """``[b, N]`` patch indices by decreasing importance (ties: lower index), sorted once per evidence.
+
+    Why a memo: a sweep asks several strategies at several budgets for the same ranking of the
+    same images; the sort is computed on the first request and kept on the evidence object (keyed
+    by ``kind`` and the identity of the importance tensor, so replacing the tensor invalidates it).
+    Callers must treat the result as read-only (slice and copy, never write into it).
+    """
+    from sagebench.strategies.attention_prefix import attention_order
+
+    scores = importance(evidence, kind)
+    memo = evidence.__dict__.setdefault("_importance_order", {})
+    cached = memo.get(kind)
+    if cached is None or cached[0] is not scores:
+        cached = (scores, attention_order(scores))
+        memo[kind] = cached
+    return cached[1]
+
+
 def check_real(value: object, option: str, strategy: str, low: float | None = None, high: float | None = None,
                low_open: bool = False) -> float:
     """A finite real number in ``[low, high]`` (``(low, high]`` with ``low_open``), as a ``float``."""

@@ -28,13 +28,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from sagebench.errors import ConfigError
 from sagebench.models.evidence import EdgeEvidence
-from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, importance
+from sagebench.strategies.importance import check_importance, importance_order
 from sagebench.strategies.registry import register_strategy
 
 
@@ -50,13 +48,12 @@ def num_candidates(prefilter: float, budget: int, num_patches: int) -> int:
     return max(budget, math.ceil(round(k, 9)))
 
 
-def farthest_point_order(emb: torch.Tensor, budget: int) -> torch.Tensor:
-    """``[b, budget]`` positions into ``emb`` ``[b, K, D]`` chosen by cosine farthest-point sampling.
+def cosine_gram(emb: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``([b, K, K] cosine similarities of the L2-normalised rows of emb, finite)``.
 
-    Starts at position 0; each step takes the position whose largest similarity to the chosen
-    set is smallest, the first such position on ties.
+    With finite embeddings the diagonal is +inf (see :func:`farthest_point_from_gram`); zero rows
+    normalise to zero (similarity 0 to all). ``finite`` is False when an embedding holds NaN/Inf.
     """
-    b, k, _ = emb.shape
     emb = emb.float()
     norms = emb.norm(dim=-1, keepdim=True)  # as F.normalize(emb, dim=-1, eps=1e-12) computes it, to the bit
     unit = emb / norms.clamp_min(1e-12).expand_as(emb)  # zero rows stay zero
@@ -68,14 +65,26 @@ def farthest_point_order(emb: torch.Tensor, budget: int) -> torch.Tensor:
         # a candidate's similarity to itself is +inf: once picked, its own row puts +inf in its
         # max_sim slot, which later maxima keep (similarities are finite) -- no masking step needed
         gram.diagonal(dim1=1, dim2=2).fill_(math.inf)
-    gram = gram.reshape(b * k, k)  # row i*K + j: image i, candidate j
-    base = torch.arange(b, device=emb.device) * k
-    picks = [torch.zeros(b, dtype=torch.int64, device=emb.device)]
-    taken = None if finite else torch.zeros(b, k, dtype=torch.bool, device=emb.device)
+    return gram, finite
+
+
+def farthest_point_from_gram(gram: torch.Tensor, k: int, budget: int, finite: bool) -> torch.Tensor:
+    """``[b, budget]`` positions in ``[0, k)`` chosen by farthest-point sampling on the leading
+    ``k x k`` block of ``gram [b, M, M]`` (from :func:`cosine_gram`; ``M >= k``).
+
+    Starts at position 0; each step takes the position whose largest similarity to the chosen
+    set is smallest, the first such position on ties. Reading the leading block of a larger
+    Gram matrix is what lets one matrix (all patches in attention order) serve every budget.
+    """
+    b, m, _ = gram.shape
+    rows = gram.reshape(b * m, m)  # row i*M + j: image i, position j
+    base = torch.arange(b, device=gram.device) * m
+    picks = [torch.zeros(b, dtype=torch.int64, device=gram.device)]
+    taken = None if finite else torch.zeros(b, k, dtype=torch.bool, device=gram.device)
     max_sim = None
     for step in range(1, budget):
         current = picks[-1]
-        sim = gram.index_select(0, base + current)  # [b, K]: similarity of the last pick to every candidate
+        sim = rows.index_select(0, base + current)[:, :k]  # [b, K]: similarity of the last pick to every candidate
         max_sim = sim if max_sim is None else torch.maximum(max_sim, sim)
         if finite:
             score = max_sim
@@ -85,6 +94,37 @@ def farthest_point_order(emb: torch.Tensor, budget: int) -> torch.Tensor:
         # argmin returns the first minimum: ties -> the earlier (more attended) candidate
         picks.append(torch.argmin(score, dim=1))
     return torch.stack(picks, dim=1)
+
+
+def farthest_point_order(emb: torch.Tensor, budget: int) -> torch.Tensor:
+    """``[b, budget]`` positions into ``emb`` ``[b, K, D]`` chosen by cosine farthest-point sampling.
+
+    Starts at position 0; each step takes the position whose largest similarity to the chosen
+    set is smallest, the first such position on ties.
+    """
+    gram, finite = cosine_gram(emb)
+    return farthest_point_from_gram(gram, emb.shape[1], budget, finite)
+
+
+def ranked_gram(evidence: EdgeEvidence, kind: str = "last_layer") -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``(order [b, N], gram [b, N, N], finite)``: patches by decreasing importance and the cosine
+    Gram matrix of their embeddings *in that order*, computed once per evidence object.
+
+    Why: sage at every budget (its candidates are a prefix of ``order``, so their Gram matrix is
+    the leading block) and diversity_only (all of it) share one sort and one batched matmul per
+    batch instead of one per (strategy, budget). Read-only for callers.
+    """
+    order = importance_order(evidence, kind)
+    memo = evidence.__dict__.setdefault("_ranked_gram", {})
+    cached = memo.get(kind)
+    if cached is None or cached[0] is not order or cached[1] is not evidence.embeddings:
+        b, n, d = evidence.embeddings.shape
+        rows = (order + torch.arange(b, device=order.device).unsqueeze(1) * n).reshape(-1)
+        emb = evidence.embeddings.reshape(b * n, d).index_select(0, rows).reshape(b, n, d)  # a gather, faster
+        gram, finite = cosine_gram(emb)
+        cached = (order, evidence.embeddings, gram, finite)
+        memo[kind] = cached
+    return order, cached[2], cached[3]
 
 
 @register_strategy("sage")
@@ -107,9 +147,6 @@ class SageStrategy(Strategy):
         n = evidence.num_patches
         budget = check_budget(budget, n)
         k = num_candidates(self.prefilter, budget, n)
-        candidates = attention_order(importance(evidence, self.importance))[:, :k]  # [b, K], most attended first
-        b, _, d = evidence.embeddings.shape
-        rows = (candidates + torch.arange(b, device=candidates.device).unsqueeze(1) * n).reshape(-1)
-        emb = evidence.embeddings.reshape(b * n, d).index_select(0, rows).reshape(b, k, d)  # a gather, faster
-        picks = farthest_point_order(emb, budget)
-        return torch.gather(candidates, 1, picks)
+        order, gram, finite = ranked_gram(evidence, self.importance)  # shared by every budget of the batch
+        picks = farthest_point_from_gram(gram, k, budget, finite)  # candidates = the k most attended
+        return torch.gather(order[:, :k], 1, picks)
