@@ -130,8 +130,8 @@ class ServerPasses:
         self.dedupe = bool(dedupe)
         self.predict_fn = predict or (lambda logits: logits.argmax(-1).double())
         self.timer = timer or PhaseTimer(False)
-        # per budget: earlier cells' (canonical sets [n, B] with -1 rows for images not in the cell, preds, bytes)
-        self._seen: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        # per budget: earlier cells' (member images, canonical sets [n, B] (-1 rows for non-members), preds, bytes)
+        self._seen: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
         self.forwards = 0        # server forwards run
         self.images_run = 0      # (image, cell) pairs the server computed
         self.images_reused = 0   # (image, cell) pairs answered by an earlier identical selection
@@ -169,8 +169,8 @@ class ServerPasses:
         need = torch.ones(n, dtype=torch.bool, device=device)
         earlier = self._seen.setdefault(budget, [])
         if self.dedupe:
-            for seen_canon, seen_preds, seen_bytes in earlier:  # a loop over earlier cells, never over images
-                same = need & (seen_canon[rows] == canon).all(dim=1)
+            for seen_member, seen_canon, seen_preds, seen_bytes in earlier:  # over earlier cells, never over images
+                same = need & seen_member[rows] & (seen_canon[rows] == canon).all(dim=1)
                 preds = torch.where(same, seen_preds[rows], preds)
                 sizes = torch.where(same, seen_bytes[rows], sizes)
                 need &= ~same
@@ -187,7 +187,9 @@ class ServerPasses:
             full_preds = torch.zeros(n_all, dtype=torch.float64, device=device)
             full_bytes = torch.zeros(n_all, dtype=torch.int64, device=device)
             full_preds[rows], full_bytes[rows] = preds, sizes
-            earlier.append((full, full_preds, full_bytes))
+            member = torch.zeros(n_all, dtype=torch.bool, device=device)  # images this cell sent (an empty
+            member[rows] = True                                            # set must not match a non-member)
+            earlier.append((member, full, full_preds, full_bytes))
         self.timer.stop(name, started)
         return preds, sizes
 

@@ -268,3 +268,26 @@ def test_one_shared_gram_per_batch_gives_the_same_sets_as_computing_it_per_budge
         full = torch.gather(order, 1, farthest_point_order(torch.gather(emb, 1, order.unsqueeze(-1).expand(-1, -1, dim)), budget))
         assert torch.equal(get_strategy("diversity_only").select(shared, budget), full)
     assert "_ranked_gram" in shared.__dict__  # computed once, kept on the evidence
+
+
+def test_dedupe_never_matches_an_image_that_an_earlier_cell_did_not_send():
+    """Byte budgets send different images at different unit counts; an empty selection (0 units)
+    of one image must not be answered from an earlier cell in which that image was not sent."""
+    import timm
+
+    import sagebench.demo.models  # noqa: F401
+    from sagebench.perf import ServerPasses
+
+    torch.manual_seed(0)
+    server = ServerModel(timm.create_model("sagebench_fmnist_server", pretrained=False).eval())
+    patches = patchify(torch.randn(4, 1, 28, 28), server.patch_size)
+    first_logit = lambda logits: logits[:, 0].double()  # noqa: E731  (a value no zero-fill can fake)
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    with torch.inference_mode():
+        fresh = ServerPasses(server, patches, dedupe=False, predict=first_logit)
+        want = fresh.send(empty, rows=torch.tensor([2, 3]))[0]
+        shared = ServerPasses(server, patches, dedupe=True, predict=first_logit)
+        shared.send(empty, rows=torch.tensor([0, 1]))  # an earlier cell: images 0 and 1 sent nothing
+        got, sizes = shared.send(empty, rows=torch.tensor([2, 3]))
+    assert torch.equal(got, want) and sizes.tolist() == [0, 0]
+    assert shared.images_run == 4  # images 2 and 3 were not in the earlier cell: run, not reused
