@@ -43,7 +43,7 @@ def fill_byte_budget(strategy: Strategy, evidence: EdgeEvidence, budget_bytes: i
     device = evidence.logits.device
     lo = torch.zeros(n, dtype=torch.long, device=device)             # fits (0 units always does)
     hi = torch.full((n,), num_patches + 1, dtype=torch.long, device=device)  # does not fit
-    best: list[torch.Tensor | None] = [None] * n
+    best = torch.zeros(n, num_patches, dtype=torch.long, device=device)  # row i: its fitting selection, first lo[i]
     while True:
         active = (hi - lo) > 1
         if not bool(active.any()):
@@ -55,14 +55,9 @@ def fill_byte_budget(strategy: Strategy, evidence: EdgeEvidence, budget_bytes: i
             fits = payload(rows, indices).to(device) <= budget_bytes
             lo[rows[fits]] = m
             hi[rows[~fits]] = m
-            for k in fits.nonzero().squeeze(1).tolist():
-                best[int(rows[k])] = indices[k]
+            best[rows[fits], :m] = indices[fits]
     groups: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for units in torch.unique(lo).tolist():
         rows = (lo == units).nonzero().squeeze(1)
-        if units == 0:
-            chosen = torch.zeros(rows.numel(), 0, dtype=torch.long, device=device)
-        else:
-            chosen = torch.stack([best[int(r)] for r in rows.tolist()])
-        groups[int(units)] = (rows, chosen)
+        groups[int(units)] = (rows, best[rows, :units])
     return groups

@@ -139,10 +139,6 @@ class ServerPasses:
     def units(self, indices: torch.Tensor) -> int:
         return int(indices.shape[1])
 
-    def raw_bytes_per_image(self, indices: torch.Tensor) -> int:
-        _, _, c, ph, pw = self.patches.shape
-        return int(indices.shape[1]) * c * ph * pw
-
     def payload(self, rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Bytes of the requests of images ``rows`` sending ``indices`` (encoded, not decoded)."""
         canon = torch.sort(indices, dim=1).values

@@ -55,7 +55,8 @@ class Example:
         return str(cls)
 
 
-def _figure(width: float, height: float) -> Any:
+def figure(width: float, height: float) -> Any:
+    """A matplotlib Figure on the Agg canvas (no pyplot: no global state, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -64,7 +65,8 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save(fig: Any, path: Path) -> Path:
+    """Write a PNG atomically (a temporary file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -102,7 +104,7 @@ def plot_curves(series: Sequence[Series], path: Path, *, title: str = "", ceilin
     ``ceiling`` (offloaded accuracy of the server on all patches, a fraction) is drawn as a
     dashed horizontal line on the accuracy panel; the ratio panel has a reference line at 1.
     """
-    fig = _figure(5.2 * len(which), 4.0)
+    fig = figure(5.2 * len(which), 4.0)
     axes = [fig.add_subplot(1, len(which), i + 1) for i in range(len(which))]
     for ax, metric in zip(axes, which):
         scale = 100.0 if metric == "offloaded_accuracy" else 1.0
@@ -124,7 +126,7 @@ def plot_curves(series: Sequence[Series], path: Path, *, title: str = "", ceilin
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_results_curves(results: dict[str, Any], path: Path) -> Path:
@@ -150,7 +152,7 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
     strategies = list(dict.fromkeys(r["strategy"] for r in results["results"]))
     cols = min(3, len(channels))
     rows = (len(channels) + cols - 1) // cols
-    fig = _figure(4.6 * cols, 4.2 * rows)
+    fig = figure(4.6 * cols, 4.2 * rows)
     ceiling = (results.get("ceiling") or {}).get("offloaded_accuracy")
     for k, channel in enumerate(channels):
         ax = fig.add_subplot(rows, cols, k + 1)
@@ -174,7 +176,7 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
     fig.suptitle(f"accuracy vs uplink latency (codec {codec.get('name', 'raw')}"
                  f"{' q' + str(codec['quality']) if 'quality' in codec else ''})", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +228,7 @@ def _draw_row(axes: Sequence[Any], ex: Example, titles: bool = True) -> None:
 
 def _overlay_figure(examples: Sequence[Example]) -> Any:
     cols = 2 + max(len(ex.selections) for ex in examples)
-    fig = _figure(1.9 * cols, 2.15 * len(examples))
+    fig = figure(1.9 * cols, 2.15 * len(examples))
     for r, ex in enumerate(examples):
         axes = [fig.add_subplot(len(examples), cols, r * cols + c + 1) for c in range(2 + len(ex.selections))]
         _draw_row(axes, ex)
@@ -237,7 +239,7 @@ def plot_overlays(examples: Sequence[Example], path: Path) -> Path:
     """One row per image: the image, the edge attention heat map, then what each strategy sent."""
     if not examples:
         raise ValueError("no examples to plot")
-    return _save(_overlay_figure(examples), path)
+    return save(_overlay_figure(examples), path)
 
 
 def overlay_array(example: Example) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Small builders shared by tests."""
 
+import pytest
 import timm
 import torch
 
@@ -10,3 +11,13 @@ def tiny_vit(name: str = "vit_tiny_patch16_224", seed: int = 0, **kwargs) -> tor
     args = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2, num_classes=10)
     args.update(kwargs)
     return timm.create_model(name, pretrained=False, **args).eval()
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """The tensors in strategy tests are tiny: intra-op threads only add synchronisation (very slow
+    on a busy CPU). Use with ``pytestmark = pytest.mark.usefixtures("one_cpu_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

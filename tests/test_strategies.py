@@ -25,13 +25,9 @@ from sagebench.strategies.uniform import grid_order
 BUILTINS = ["attention_prefix", "random", "sage", "uniform"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """The tensors here are tiny: intra-op threads only add synchronisation (very slow on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from helpers import one_cpu_thread  # noqa: F401,E402  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny tensors: one intra-op thread (tests/helpers.py)
 GRIDS = [(1, 1), (3, 5), (7, 7), (14, 14)]
 
 

@@ -40,13 +40,9 @@ VARIANTS = [(n, {}) for n in NEW] + [
 VARIANT_IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for n, o in VARIANTS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """The tensors here are tiny: intra-op threads only add synchronisation (very slow on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from helpers import one_cpu_thread  # noqa: F401,E402  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny tensors: one intra-op thread (tests/helpers.py)
 
 
 def with_rollout(ev, rollout):

@@ -6,27 +6,9 @@ headless server or inside a notebook without changing its backend.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-
-def figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save(fig: Any, path: Path) -> Path:
-    """Write a PNG atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    tmp.replace(path)
-    return path
+from sagebench.plots import figure, save  # noqa: F401  (re-exported for the analyses)
 
 
 def title_of(payload: dict[str, Any]) -> str:
