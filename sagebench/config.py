@@ -126,6 +126,7 @@ class SageBenchConfig:
     dedupe: bool = True  # one server pass per distinct patch set of an image at a budget
     compile: bool = False  # torch.compile the server's transformer blocks
     threads: Optional[int] = None  # torch intra-op CPU threads (null: torch's default)
+    reuse_host_memory: bool = True  # glibc: keep freed tensor memory for the next forward (sagebench.host_memory)
     profile: bool = False  # record per-phase seconds (edge, selection, server) in results.json timing
     cache: CacheConfig = field(default_factory=CacheConfig)
 

@@ -11,6 +11,10 @@ on a loaded 2-core machine the embedded sweep ran 3-5x slower with 2 threads tha
 unless the variable is already set or torch was imported first; with it, 2 threads were as fast
 as 1 on the loaded machine (docs/performance.md). ``OMP_WAIT_POLICY=ACTIVE`` restores spinning;
 ``threads=N`` fixes the number of intra-op threads.
+
+Host memory: ``reuse_host_memory`` (on by default) tunes glibc's allocator so that freed
+activation buffers are reused by the next forward instead of being page-faulted in again
+(:mod:`sagebench.host_memory`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from collections import defaultdict
 from typing import Callable
 
 import torch
+
+from sagebench.host_memory import host_memory_state, keep_freed_memory
 
 
 def apply_threads(threads: int | None) -> int:
@@ -198,8 +204,11 @@ class ServerPasses:
 
 
 def configure(module: torch.nn.Module, cfg) -> None:
-    """Apply the config's speed switches to an evaluation module (threads, dedupe, profile, compile)."""
+    """Apply the config's speed switches to an evaluation module (threads, host memory, dedupe,
+    profile, compile)."""
     apply_threads(cfg.get("threads"))
+    if cfg.get("reuse_host_memory", True):
+        keep_freed_memory()
     module.dedupe = bool(cfg.get("dedupe", True))
     module.timer = PhaseTimer(bool(cfg.get("profile", False)))
     if cfg.get("compile", False):
@@ -234,6 +243,7 @@ def timing_report(module: torch.nn.Module, sweep: Stopwatch | None) -> dict:
         out["sweep_seconds"] = round(sweep.wall, 3)
         out["sweep_cpu_seconds"] = round(sweep.cpu, 3)
     out["threads"] = torch.get_num_threads()
+    out["host_memory"] = host_memory_state()
     out["server_passes"] = dict(getattr(module, "server_passes", {}), dedupe=bool(getattr(module, "dedupe", True)))
     source = getattr(module, "edge_source", None)
     if source is not None and hasattr(source, "report"):

@@ -17,7 +17,7 @@ from sagebench.config import load_config
 from sagebench.edge_cache import EdgeCache, EdgeSource
 from sagebench.evaluate import evaluate
 from sagebench.models import EdgeModel, ServerModel
-from sagebench.strategies.sage import farthest_point_order
+from sagebench.strategies.sage import farthest_point_order, similarity_keys
 from sagebench.transmission import patchify, transmit
 
 QUIET = ["logger=none", "gate.name=all"]
@@ -220,6 +220,23 @@ def test_fast_farthest_point_order_matches_the_definition(kind):
         got = farthest_point_order(emb, budget)
         assert torch.equal(got, _reference_order(emb, budget))
         assert all(len(set(row)) == budget for row in got.tolist())
+
+
+def test_similarity_keys_order_like_the_floats_they_stand_for():
+    """FPS runs on int32 keys instead of float similarities: every comparison must agree, ties included."""
+    g = torch.Generator().manual_seed(3)
+    special = torch.tensor([0.0, -0.0, 1e-45, -1e-45, 1e-38, -1e-38, 1.0, -1.0, 1.0000001, -0.9999999,
+                            math.inf, -math.inf, 3.4e38, -3.4e38])
+    x = torch.cat([special, torch.randn(500, generator=g), torch.randn(200, generator=g) * 1e-30,
+                   torch.randint(-3, 4, (100,), generator=g).float() / 3])
+    keys = similarity_keys(x)
+    assert keys.dtype == torch.int32
+    a, b = x.unsqueeze(1), x.unsqueeze(0)
+    ka, kb = keys.unsqueeze(1), keys.unsqueeze(0)
+    assert torch.equal(a < b, ka < kb) and torch.equal(a == b, ka == kb)
+    assert int(similarity_keys(torch.tensor([-0.0]))) == int(similarity_keys(torch.tensor([0.0])))
+    rows = x[:800].reshape(16, 50)
+    assert torch.equal(torch.argmin(rows, 1), torch.argmin(similarity_keys(rows), 1))  # first minimum on ties
 
 
 def test_dataloader_workers_default_to_where_they_pay(monkeypatch):

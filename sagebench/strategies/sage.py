@@ -68,9 +68,27 @@ def cosine_gram(emb: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return gram, finite
 
 
+def similarity_keys(gram: torch.Tensor) -> torch.Tensor:
+    """int32 keys in the same order as the float32 similarities of ``gram`` (no NaN): ``a < b``
+    exactly when ``key(a) < key(b)``; ``-0.0`` and ``+0.0`` get the same key, ``+inf`` the largest.
+
+    Why: farthest-point sampling only compares similarities (a maximum and an argmin per step),
+    so any order-preserving map gives the same picks, ties included. On CPU a float argmin tests
+    every element for NaN and branches on data that changes every step; over int32 keys the same
+    argmin took 13 us instead of 47 us per step on 500 x 48 candidates, and the whole selection
+    ~45 % less time. The map: the float's bits read as a sign-magnitude integer, made two's
+    complement (``key = sign * magnitude``).
+    """
+    bits = gram.float().contiguous().view(torch.int32)
+    sign = bits >> 31  # 0 for +, -1 for -
+    keys = bits & 0x7FFFFFFF  # magnitude: monotone in |x| for non-NaN floats
+    return keys.bitwise_xor_(sign).sub_(sign)  # -magnitude where negative (-0.0 -> 0)
+
+
 def farthest_point_from_gram(gram: torch.Tensor, k: int, budget: int, finite: bool) -> torch.Tensor:
     """``[b, budget]`` positions in ``[0, k)`` chosen by farthest-point sampling on the leading
-    ``k x k`` block of ``gram [b, M, M]`` (from :func:`cosine_gram`; ``M >= k``).
+    ``k x k`` block of ``gram [b, M, M]`` (from :func:`cosine_gram`, or its
+    :func:`similarity_keys` when ``finite``; ``M >= k``).
 
     Starts at position 0; each step takes the position whose largest similarity to the chosen
     set is smallest, the first such position on ties. Reading the leading block of a larger
@@ -103,12 +121,13 @@ def farthest_point_order(emb: torch.Tensor, budget: int) -> torch.Tensor:
     set is smallest, the first such position on ties.
     """
     gram, finite = cosine_gram(emb)
-    return farthest_point_from_gram(gram, emb.shape[1], budget, finite)
+    return farthest_point_from_gram(similarity_keys(gram) if finite else gram, emb.shape[1], budget, finite)
 
 
 def ranked_gram(evidence: EdgeEvidence, kind: str = "last_layer") -> tuple[torch.Tensor, torch.Tensor, bool]:
     """``(order [b, N], gram [b, N, N], finite)``: patches by decreasing importance and the cosine
-    Gram matrix of their embeddings *in that order*, computed once per evidence object.
+    Gram matrix of their embeddings *in that order* (as :func:`similarity_keys` when ``finite``),
+    computed once per evidence object, ready for :func:`farthest_point_from_gram`.
 
     Why: sage at every budget (its candidates are a prefix of ``order``, so their Gram matrix is
     the leading block) and diversity_only (all of it) share one sort and one batched matmul per
@@ -122,6 +141,8 @@ def ranked_gram(evidence: EdgeEvidence, kind: str = "last_layer") -> tuple[torch
         rows = (order + torch.arange(b, device=order.device).unsqueeze(1) * n).reshape(-1)
         emb = evidence.embeddings.reshape(b * n, d).index_select(0, rows).reshape(b, n, d)  # a gather, faster
         gram, finite = cosine_gram(emb)
+        if finite:
+            gram = similarity_keys(gram)
         cached = (order, evidence.embeddings, gram, finite)
         memo[kind] = cached
     return order, cached[2], cached[3]
