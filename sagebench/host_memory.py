@@ -1,20 +1,25 @@
 """Keep freed host memory in the process for reuse (glibc's allocator), so CPU forwards stop page-faulting.
 
-Why: a sweep on the CPU allocates the same activation buffers (megabytes each) for every forward.
-glibc's ``malloc`` serves blocks above its mmap threshold with fresh ``mmap`` pages and hands the
-top of its heap back to the OS once more than the trim threshold is free, so many of those buffers
-go back to the OS after each forward and the next forward page-faults them in again (the kernel
-zeroes every 4 KiB page). Measured on the embedded benchmark (500-image batches, 2 cores): a
-ceiling forward that took 30-45 thousand minor page faults ran 235-265 ms, one with none 195 ms;
-the sweep's ceiling phase went from 0.94 s to 0.81 s per 2000 images with the settings below.
+Why: a sweep on the CPU allocates the same activation buffers (megabytes to hundreds of megabytes)
+for every forward. glibc's ``malloc`` serves blocks above its mmap threshold (128 KiB at start,
+raised on the fly to at most 32 MiB) with fresh ``mmap`` pages, unmapped again on ``free``, and
+hands the top of its heap back to the OS once more than twice that is free there. So a forward's
+buffers often go back to the OS and the next forward page-faults them in again (the kernel
+zeroes every 4 KiB page). A sweep keeps more tensors alive between forwards than a bare loop
+(evidence, Gram matrices, records), which pins the heap's top and makes this more frequent.
+Measured (2 cores, docs/performance.md): an embedded 500-image ceiling forward with 30-45
+thousand minor faults took 235-265 ms, one with none 195 ms; with DeiT-Tiny at batch 64 (MLP
+activations of 39 MB, above glibc's largest dynamic threshold) the sweep's ceiling forwards took
+57-228 thousand faults each.
 
-What it does: ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` (glibc's largest; blocks below it come from the
-heap, whose freed memory is reused) and ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` (the heap is not
-shrunk while less than that is free). The cost is that the process keeps its peak heap instead
-of returning it between forwards -- the working set it needs again a moment later. Blocks over
-32 MiB (large models at large batches) still come from ``mmap``; their fault cost is small next
-to the compute that fills them. Process-wide and not undone: it is a property of the process,
-like PyTorch's thread count. Other C libraries (musl, macOS, Windows) are left alone.
+What it does: ``mallopt(M_MMAP_THRESHOLD, 256 MiB)`` (blocks below it come from the heap, whose
+freed memory is reused; it also stops the threshold from moving) and
+``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` (the heap is not shrunk while less than that is free at its
+top). The cost: the process keeps its peak heap instead of returning it between forwards --
+the working set it needs again a moment later (measured +30-80 MB peak RSS; flat in the number of
+images). Blocks over 256 MiB still come from ``mmap``. Process-wide and not undone, like PyTorch's
+thread count; DataLoader worker processes inherit it. Other C libraries (musl, macOS, Windows) are
+left alone.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import platform
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 32 * 2**20  # glibc's maximum on 64-bit (HEAP_MAX_SIZE / 2)
+MMAP_THRESHOLD = 256 * 2**20  # above every activation buffer of DeiT-Base at batch 64 (155 MB)
 TRIM_THRESHOLD = 2**30
 
 _state: str | None = None
