@@ -26,4 +26,4 @@ EXTRA=()
 WORKERS=${WORKERS:-$(( $(nproc) > 9 ? 8 : $(nproc) - 1 ))}
 timeout 450 "$PY" benchmarks/speed.py --models "${MODELS:-deit}" --device cuda --precision bf16-mixed \
   --batch-size 256 --images "${IMAGES:-4096}" --repeats "${REPEATS:-3}" --num-workers "$WORKERS" \
-  --mem-images 512 --json "${OUT:-.}/gpu_speed.json" "${EXTRA[@]}"
+  --mem-images 512 --mem-runs 1 --json "${OUT:-.}/gpu_speed.json" "${EXTRA[@]}"
