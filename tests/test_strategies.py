@@ -469,7 +469,7 @@ def evidence_cases(draw):
     return ev, budget, prefilter
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)  # the same examples on every CI run
 @given(evidence_cases())
 def test_property_every_builtin_returns_exactly_b_distinct_valid_indices(case):
     ev, budget, prefilter = case

@@ -413,7 +413,7 @@ def test_dpc_knn_scores_pick_density_peaks():
 # --------------------------------------------------------------------------- properties
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)  # the same examples on every CI run
 @given(evidence_cases(), st.sampled_from([0.0, 0.3, 0.5, 1.0]), st.sampled_from([0.0, 0.02, 0.5, 0.97, 1.0]),
        st.sampled_from([0.1, 0.25, 1.0]), st.integers(1, 8))
 def test_property_every_new_strategy_returns_exactly_b_distinct_valid_indices(case, alpha, delta, rate, neighbors):
