@@ -319,10 +319,8 @@ def memory_probe(args) -> None:
     res = evaluate(load_config(None, spec["overrides"]))
     done.set()
     sampler.join()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with contextlib.suppress(OSError, ValueError, StopIteration):  # VmHWM honours the reset above
-        status = Path("/proc/self/status").read_text().splitlines()
-        peak = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
+    hwm = _proc_status_mb("VmHWM")  # honours the reset above; getrusage's maximum does not
+    peak = hwm["VmHWM"] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"peak_rss_mb": peak, "images": res["num_images"]}
     if anon["peak"]:
         out["peak_anon_mb"], out["file_mapped_mb"] = anon["peak"], anon["file_at_end"]
