@@ -97,14 +97,16 @@ def make_checkpoints(folder: Path, edge_name: str, server_name: str) -> tuple[Pa
     return paths[0], paths[1]
 
 
-def make_random_parquet(path: Path, n: int, size: int = 224, classes: int = 1000) -> Path:
+def make_random_parquet(path: Path, n: int, size: int = 224, classes: int = 1000, mode: str = "RGB") -> Path:
+    """``n`` random images (``mode`` "RGB" or "L", ``size`` square) with random labels, as a parquet data set."""
     import datasets
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    # random 56x56 noise blown up 4x: random content, but PNGs that encode and decode quickly
-    small = rng.integers(0, 256, (n, size // 4, size // 4, 3), dtype=np.uint8)
-    images = [Image.fromarray(np.repeat(np.repeat(im, 4, axis=0), 4, axis=1)) for im in small]
+    # random (size/4)^2 noise blown up 4x: random content, but PNGs that encode and decode quickly
+    shape = (n, size // 4, size // 4) + ((3,) if mode == "RGB" else ())
+    small = rng.integers(0, 256, shape, dtype=np.uint8)
+    images = [Image.fromarray(np.repeat(np.repeat(im, 4, axis=0), 4, axis=1)) for im in small]  # L or RGB by shape
     labels = [int(x) for x in rng.integers(0, classes, n)]
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
     datasets.Dataset.from_dict({"image": images, "label": labels}, features=feats).to_parquet(str(path))

@@ -150,9 +150,8 @@ class SageBenchModule(L.LightningModule):
         return torch.cat(parts)
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
-        rows = self._rows(batch)
-        self.sweep.update(rows)
-        return rows  # for callbacks (sagebench.resume.PartialResults saves them as the sweep goes)
+        # the stored copy, for callbacks (sagebench.resume.PartialResults saves them as the sweep goes)
+        return self.sweep.store(self._rows(batch))
 
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self.test_step(batch, batch_idx)

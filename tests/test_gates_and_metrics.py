@@ -95,3 +95,31 @@ def test_records_are_sorted_by_sample_id_and_duplicates_are_caught():
     m.update(torch.from_numpy(np.stack([_row(lay, 2, 0, 0, 0, -1, [-1, -1])])))
     with pytest.raises(RuntimeError, match="more than once"):
         m.compute()
+
+
+def test_records_live_in_a_few_large_blocks_not_one_allocation_per_batch(monkeypatch):
+    # A per-batch tensor kept for the whole run pins the heap between batches' activations
+    # (docs/performance.md, "Memory"); rows are copied into blocks allocated once per many batches.
+    lay = _layout()
+    monkeypatch.setattr(SweepRecords, "BLOCK_BYTES", 8 * lay.num_columns * 10)  # 10 rows per block
+    m = SweepRecords(lay)
+    batches = [np.stack([_row(lay, 3 * b + i, b % 2, 0, 0, -1, [-1, -1]) for i in range(3)]) for b in range(9)]
+    stored = [m.store(torch.from_numpy(rows)) for rows in batches]
+    blocks = {s.untyped_storage().data_ptr() for s in stored}
+    assert len(blocks) == 3  # 27 rows, 3 per batch, 10 per block: a batch never straddles two blocks
+    for rows, kept in zip(batches, stored):
+        assert kept.dtype == torch.float64 and torch.equal(kept, torch.from_numpy(rows))
+    assert np.array_equal(m.compute(), np.concatenate(batches))
+    m.reset()
+    m.update(torch.from_numpy(batches[0]))
+    assert m.compute().shape == (3, lay.num_columns)  # reset drops the old rows and their block
+
+
+def test_a_batch_larger_than_a_block_gets_its_own_block(monkeypatch):
+    lay = _layout()
+    monkeypatch.setattr(SweepRecords, "BLOCK_BYTES", 8 * lay.num_columns * 2)
+    m = SweepRecords(lay)
+    rows = np.stack([_row(lay, i, 0, 0, 0, -1, [-1, -1]) for i in range(5)])
+    kept = m.store(torch.from_numpy(rows).float())  # float32 in: stored as float64
+    assert kept.dtype == torch.float64 and kept.shape == (5, lay.num_columns)
+    assert np.array_equal(m.compute(), rows)
