@@ -9,6 +9,7 @@ processes.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,18 +60,34 @@ class SweepLayout:
         return out
 
 
+def _record_block(rows: int, columns: int, device: torch.device) -> torch.Tensor:
+    """An empty float64 ``[rows, columns]`` block; on the CPU in its own private anonymous mapping
+    (process memory, counted in RssAnon), away from the heap that activations reuse."""
+    if device.type != "cpu":
+        return torch.empty(rows, columns, dtype=torch.float64, device=device)
+    nbytes = max(1, rows * columns * 8)
+    try:
+        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                        prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    except (AttributeError, OSError, ValueError):  # no such flags (Windows) or no mapping: the heap will do
+        return torch.empty(rows, columns, dtype=torch.float64)
+    # the tensor holds a reference to the mapping, which is unmapped when the last view goes
+    return torch.frombuffer(buf, dtype=torch.float64, count=rows * columns).view(rows, columns)
+
+
 class SweepRecords(Metric):
     """Accumulates one float64 row per image; ``compute`` returns all rows sorted by sample id.
 
     float64 holds every integer field exactly (ids, labels, byte counts < 2**53).
 
-    Rows are copied into a few large blocks (:attr:`BLOCK_BYTES` each) rather than kept as one
-    small tensor per batch. Why: records are the only thing a sweep keeps for the rest of the run,
-    and a per-batch block allocated between the batch's transient activations stays pinned in the
-    middle of the heap: freed activation memory around it can then no longer be merged, and the
-    heap grows batch after batch (measured: 50,000 embedded images, +62 MB of stranded free heap on
-    top of the records' own 29 MB; docs/performance.md "Memory"). A block is allocated once per
-    ~10,000 ImageNet-sized rows, so the heap stays flat apart from the records themselves.
+    Rows are copied into a few large blocks (:attr:`BLOCK_BYTES` each, mapped outside the heap on
+    the CPU) rather than kept as one small tensor per batch. Why: records are the only thing a
+    sweep keeps for the rest of the run, and a per-batch tensor allocated between the batch's
+    transient activations stays pinned in the middle of the heap: freed activation memory around
+    it can then no longer be merged, and the heap grows batch after batch (measured: 50,000
+    embedded images, +62 MB of stranded free heap on top of the records' own 29 MB). Blocks from
+    the heap still moved the activations around (+18 MB beyond the records); mapped on their own,
+    the process grows by the records' bytes and nothing else (docs/performance.md "Memory").
     """
 
     full_state_update = False
@@ -99,8 +116,7 @@ class SweepRecords(Metric):
         block = self._block
         if block is None or block.device != rows.device or self._used + n > block.shape[0]:
             capacity = max(n, self.BLOCK_BYTES // (8 * self.layout.num_columns))
-            block = self._block = torch.empty(capacity, self.layout.num_columns, dtype=torch.float64,
-                                              device=rows.device)
+            block = self._block = _record_block(capacity, self.layout.num_columns, rows.device)
             self._used = 0
         stored = block[self._used:self._used + n]
         stored.copy_(rows)

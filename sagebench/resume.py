@@ -486,6 +486,11 @@ class PartialResults(L.Callback):
         except Exception as exc:  # never hide the original error
             warn(f"could not save the last finished images ({exc}).")
 
+    @property
+    def chunks_written(self) -> int:
+        """Chunks this attempt has saved so far (one per flush that had rows)."""
+        return self._seq
+
     def flush(self) -> None:
         """Write the pending rows (and the strategy counters they added) as one chunk, atomically."""
         self._last_flush = time.monotonic()
