@@ -367,6 +367,9 @@ def bench_pair(args, name: str, tmp: Path) -> dict:
     edge_ckpt, server_ckpt = make_checkpoints(folder, preset["edge"], preset["server"])
     mem_batch = args.mem_batch_size or batch_size
     mem_images = args.mem_images if args.mem_images is not None else 2 * mem_batch
+    if 0 < mem_images < 2 * mem_batch:
+        log(f"[{name}] note: the 1x memory probe ({mem_images} images) is under 2 batches of {mem_batch}; the "
+            "heap reaches its working size over the first batches, so 1x/4x then measures warm-up, not growth")
     if preset["data"] == "embedded":
         data_path, sweep_data = Path(DATA_FILE), None
     else:
