@@ -69,7 +69,7 @@ def _record_block(rows: int, columns: int, device: torch.device) -> torch.Tensor
     try:
         buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
                         prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    except (AttributeError, OSError, ValueError):  # no such flags (Windows) or no mapping: the heap will do
+    except (AttributeError, TypeError, OSError, ValueError):  # no such flags (Windows) or no mapping: the heap will do
         return torch.empty(rows, columns, dtype=torch.float64)
     # the tensor holds a reference to the mapping, which is unmapped when the last view goes
     return torch.frombuffer(buf, dtype=torch.float64, count=rows * columns).view(rows, columns)

@@ -123,3 +123,17 @@ def test_a_batch_larger_than_a_block_gets_its_own_block(monkeypatch):
     kept = m.store(torch.from_numpy(rows).float())  # float32 in: stored as float64
     assert kept.dtype == torch.float64 and kept.shape == (5, lay.num_columns)
     assert np.array_equal(m.compute(), rows)
+
+
+def test_records_fall_back_to_ordinary_tensors_where_no_anonymous_mapping_is_available(monkeypatch):
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise OSError("no mapping here")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    lay = _layout()
+    m = SweepRecords(lay)
+    rows = np.stack([_row(lay, i, 0, 0, 0, -1, [-1, -1]) for i in (2, 0, 1)])
+    m.update(torch.from_numpy(rows))
+    assert m.compute()[:, 0].tolist() == [0, 1, 2]
