@@ -87,7 +87,7 @@ class SweepRecords(Metric):
     it can then no longer be merged, and the heap grows batch after batch (measured: 50,000
     embedded images, +62 MB of stranded free heap on top of the records' own 29 MB). Blocks from
     the heap still moved the activations around (+18 MB beyond the records); mapped on their own,
-    the process grows by the records' bytes and nothing else (docs/performance.md "Memory").
+    a warm process grows at the records' slope (docs/performance.md "Memory").
     """
 
     full_state_update = False
