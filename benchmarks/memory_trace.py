@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,30 +52,23 @@ def child(spec: dict) -> None:
     from sagebench.evaluate import evaluate
     from sagebench.resume import PartialResults
 
-    peak = {"mb": 0.0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.01):
-            peak["mb"] = max(peak["mb"], _anon_mb())
-
+    sampler = speed.AnonSampler(interval_s=0.01)
     trace: list[dict] = []
     step = module.SageBenchModule.test_step
 
     def traced_step(self, batch, batch_idx: int):
-        peak["mb"] = _anon_mb()
+        sampler.peak = _anon_mb()  # the peak during this batch
         out = step(self, batch, batch_idx)
         now = _anon_mb()
         flushes = sum(cb.chunks_written for cb in self.trainer.callbacks if isinstance(cb, PartialResults))
         trace.append({"batch": batch_idx, "images": int(self.sweep.num_images), "end_mb": now, "flushes": flushes,
-                      "peak_mb": max(peak["mb"], now), "records_mb": int(self.sweep.num_images) * 8 *
+                      "peak_mb": max(sampler.peak, now), "records_mb": int(self.sweep.num_images) * 8 *
                       self.layout.num_columns / 2**20})
         return out
 
     module.SageBenchModule.test_step = traced_step
-    threading.Thread(target=sample, daemon=True).start()
     evaluate(load_config(None, spec["overrides"]))
-    stop.set()
+    sampler.stop()
     print("TRACE " + json.dumps({"trace": trace, "after_run_mb": _anon_mb()}), flush=True)
 
 

@@ -291,6 +291,35 @@ def _proc_status_mb(*keys: str) -> dict[str, float] | None:
     return got if len(got) == len(keys) else None
 
 
+class AnonSampler:
+    """Samples the process's own memory (``RssAnon``) and the mapped files (``RssFile``) in a thread.
+
+    /proc has no peak for RssAnon, so one is kept here: :attr:`peak` (MB) since start or since the
+    caller last set it; :attr:`file_mb` the latest RssFile. Linux only (both stay as they are elsewhere).
+    """
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.peak = 0.0
+        self.file_mb: float | None = None
+        self._interval = interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            got = _proc_status_mb("RssAnon", "RssFile")
+            if got:
+                self.peak = max(self.peak, got["RssAnon"])
+                self.file_mb = got["RssFile"]
+            if self._done.wait(self._interval):
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def memory_probe(args) -> None:
     from sagebench.config import load_config
     from sagebench.evaluate import evaluate
@@ -302,30 +331,15 @@ def memory_probe(args) -> None:
         Path("/proc/self/clear_refs").write_text("5")
     # RSS counts the pages of files mapped into the process too: `datasets` memory-maps the data
     # set's Arrow file, so RSS grows by the bytes of every image read (reclaimable page cache, not
-    # process memory). The process's own memory is RssAnon; /proc has no peak for it, so a thread
-    # samples it.
-    anon = {"peak": 0.0, "file_at_end": None}
-    done = threading.Event()
-
-    def sample_anon() -> None:
-        while True:
-            got = _proc_status_mb("RssAnon", "RssFile")
-            if got:
-                anon["peak"] = max(anon["peak"], got["RssAnon"])
-                anon["file_at_end"] = got["RssFile"]
-            if done.wait(0.02):
-                return
-
-    sampler = threading.Thread(target=sample_anon, daemon=True)
-    sampler.start()
+    # process memory). The process's own memory is RssAnon, sampled.
+    anon = AnonSampler()
     res = evaluate(load_config(None, spec["overrides"]))
-    done.set()
-    sampler.join()
+    anon.stop()
     hwm = _proc_status_mb("VmHWM")  # honours the reset above; getrusage's maximum does not
     peak = hwm["VmHWM"] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"peak_rss_mb": peak, "images": res["num_images"]}
-    if anon["peak"]:
-        out["peak_anon_mb"], out["file_mapped_mb"] = anon["peak"], anon["file_at_end"]
+    if anon.peak:
+        out["peak_anon_mb"], out["file_mapped_mb"] = anon.peak, anon.file_mb
     if args.device == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print("MEMPROBE " + json.dumps(out), flush=True)
