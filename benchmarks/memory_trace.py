@@ -47,10 +47,10 @@ def _anon_mb() -> float:
 
 def child(spec: dict) -> None:
     """Run the sweep in this (fresh) process, recording memory after every batch."""
-    from sagebench import module
     from sagebench.config import load_config
-    from sagebench.evaluate import evaluate
-    from sagebench.resume import PartialResults
+    from sagebench.sweep import module
+    from sagebench.sweep.evaluate import evaluate
+    from sagebench.sweep.partial import PartialResults
 
     sampler = speed.AnonSampler(interval_s=0.01)
     trace: list[dict] = []

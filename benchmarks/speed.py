@@ -9,7 +9,7 @@ One command, no network, no trained weights (random-init models saved to a tempo
 
 For each model pair it prints, measured in one process on the same inputs:
 
-* sweep / bare: ``sagebench.evaluate`` (config, Trainer, DataLoader, edge with its evidence, gate,
+* sweep / bare: ``sagebench.sweep.evaluate`` (config, Trainer, DataLoader, edge with its evidence, gate,
   every strategy's selection, gathers, records, results files) against a plain loop that runs one
   edge forward per image, one ceiling forward, and for each (strategy, budget) one server forward
   on that many tokens (a contiguous slice of the patches: no selection, no gather), on the same
@@ -53,7 +53,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import sagebench  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch loads, as the CLI does)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -137,7 +136,7 @@ def sweep_overrides(args, preset: dict, edge_ckpt: Path, server_ckpt: Path, data
 
 
 class InMemoryImages:
-    """Patches ``sagebench.data.EvalImages`` to serve already-decoded tensors.
+    """Patches ``sagebench.data.images.EvalImages`` to serve already-decoded tensors.
 
     The tensors are the ones the bare loop uses, made by sagebench's own transform from the same
     data (:func:`load_inputs`), so both sides see identical inputs; everything else in
@@ -171,7 +170,7 @@ class InMemoryImages:
 def load_inputs(preset: dict, data_path: Path, images: int, edge_ckpt: Path, server_ckpt: Path):
     """The exact tensors and models the sweep sees: images by sagebench's own transform, the checkpoints."""
     from sagebench import data as data_lib
-    from sagebench.models import ModelSpec, create_model
+    from sagebench.models.loading import ModelSpec, create_model
 
     edge = create_model(ModelSpec(preset["edge"], checkpoint=str(edge_ckpt)))
     server = create_model(ModelSpec(preset["server"], checkpoint=str(server_ckpt)))
@@ -221,7 +220,7 @@ def bare_loop(args, edge, server, batches, budgets, num_strategies: int) -> dict
     device = torch.device(args.device)
     prefix, positions = _prefix_positions(server)
     ph, pw = server.patch_embed.patch_size
-    from sagebench.perf import cpu_seconds
+    from sagebench.runtime.speed import cpu_seconds
 
     with torch.inference_mode(), autocast_ctx(args):
         sync(args)
@@ -322,7 +321,7 @@ class AnonSampler:
 
 def memory_probe(args) -> None:
     from sagebench.config import load_config
-    from sagebench.evaluate import evaluate
+    from sagebench.sweep.evaluate import evaluate
 
     spec = json.loads(args.memprobe)
     if args.device == "cuda":
@@ -370,7 +369,7 @@ def run_memprobe(args, overrides: list[str]) -> dict:
 def bench_pair(args, name: str, tmp: Path) -> dict:
     from sagebench.config import load_config
     from sagebench.demo import DATA_FILE
-    from sagebench.evaluate import evaluate
+    from sagebench.sweep.evaluate import evaluate
 
     args.current = name
     preset = dict(PRESETS[name])

@@ -3,7 +3,7 @@
     python leaderboards/seed_paper_table3.py [LEADERBOARDS_DIR]   # default: leaderboards/ beside this file
 
 Builds a *reported* results entry (``"reported": true`` plus a ``"source"``) from the numbers below,
-submits it with ``sagebench.leaderboard.submit`` (the same validation as ``sagebench leaderboard
+submits it with ``sagebench.leaderboard.store.submit`` (the same validation as ``sagebench leaderboard
 submit``) to the board of ``conf/experiment/paper_table3.yaml`` (``imagenet1k-val-deit``), and renders
 the board's README.md and curves.png. Offline: the benchmark block (and so the fingerprint that a real
 ``sagebench eval --config paper_table3`` run will carry) is derived from the experiment config the way
@@ -46,18 +46,18 @@ def _fraction(pct: float) -> float:
 def benchmark_block(cfg: Any, num_images: int) -> dict[str, Any]:
     """The ``benchmark`` block (with ``name`` and ``fingerprint``) that ``sagebench eval`` writes for ``cfg``.
 
-    Mirrors the benchmark fields of ``sagebench.evaluate`` for a run that evaluated ``num_images``
+    Mirrors the benchmark fields of ``sagebench.sweep.evaluate`` for a run that evaluated ``num_images``
     images and skipped none; the models are built without weights on the meta device.
     """
-    import torch
     import timm
+    import torch
 
     import sagebench.models.loading  # noqa: F401  (registers the embedded benchmark's models with timm)
     from sagebench import data as data_lib
     from sagebench.models.vit import grid_size
     from sagebench.results import fingerprint
 
-    evaluate = importlib.import_module("sagebench.evaluate")  # the module (the package re-exports a function)
+    evaluate = importlib.import_module("sagebench.sweep.evaluate")  # the module (the package re-exports a function)
     edge_spec, server_spec = evaluate._model_spec(cfg.model.edge), evaluate._model_spec(cfg.model.server)
     with torch.device("meta"):
         edge_vit = timm.create_model(edge_spec.name, pretrained=False, **edge_spec.kwargs)

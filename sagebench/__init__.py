@@ -9,14 +9,19 @@ import os as _os
 import sys as _sys
 
 # Before torch loads its OpenMP runtime: worker threads that sleep rather than spin when they wait, so a
-# sweep does not slow down 3-5x on a CPU that other processes share (see sagebench.perf).
+# sweep does not slow down 3-5x on a CPU that other processes share (see sagebench.runtime.speed).
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from importlib.metadata import PackageNotFoundError, version
 
 from sagebench.errors import ConfigError, DataError, ModelLoadError, SageBenchError
-from sagebench.strategies import Strategy, get_strategy, list_strategies, register_strategy
+from sagebench.strategies import (
+    Strategy,
+    get_strategy,
+    list_strategies,
+    register_strategy,
+)
 
 try:
     __version__ = version("sagebench")
@@ -25,8 +30,8 @@ except PackageNotFoundError:  # running from a source tree without install
 
 
 def evaluate(cfg=None, overrides=None):
-    """Run a sweep; see :func:`sagebench.evaluate.evaluate` (imported lazily: it pulls in Lightning)."""
-    from sagebench.evaluate import evaluate as _evaluate
+    """Run a sweep; see :func:`sagebench.sweep.evaluate.evaluate` (imported lazily: it pulls in Lightning)."""
+    from sagebench.sweep.evaluate import evaluate as _evaluate
 
     return _evaluate(cfg, overrides)
 

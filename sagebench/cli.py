@@ -33,8 +33,8 @@ def _quiet_libraries() -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from sagebench.config import load_config
-    from sagebench.evaluate import evaluate
     from sagebench.results import format_table
+    from sagebench.sweep.evaluate import evaluate
 
     cfg = load_config(args.config, args.overrides)
     results = evaluate(cfg)
@@ -64,7 +64,8 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
 
     summaries = train_demo(Path(args.out) if args.out else None, roles=tuple(args.roles),
                            data_dir=Path(args.data_dir) if args.data_dir else None,
-                           epochs=args.epochs, seed=args.seed, export_data=not args.no_export)
+                           epochs=args.epochs, seed=args.seed, export_data=not args.no_export,
+                           benchmark=args.benchmark)
     for s in summaries:
         print(f"{s['role']}: test accuracy {100 * s['test_accuracy']:.2f}% -> {s['weights']}")
     return 0
@@ -157,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("eval", help="run a sweep (default: the embedded benchmark) and write results.json")
-    p.add_argument("--config", "-c", help="YAML file, or the name of a shipped experiment (e.g. imagenet_deit)")
+    p.add_argument("--config", "-c", action="append", default=[],
+                   help="YAML file, or the name of a shipped experiment (e.g. imagenet_deit, fmnist); "
+                        "repeat to layer several, applied in order")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotlist overrides, e.g. budgets=[8,16]")
     p.set_defaults(func=_cmd_eval)
 
@@ -170,8 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roles", nargs="+", default=["edge", "server"], choices=["edge", "server"])
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files "
-                                      "(default /usr/share/datasets/fashion-mnist, else the hub)")
+    p.add_argument("--benchmark", default="cifar10", choices=["cifar10", "fmnist"],
+                   help="which embedded benchmark's models to train (default cifar10)")
+    p.add_argument("--data-dir", "--data-path", dest="data_dir",
+                   help="cifar10: folder with train.parquet/test.parquet (default: the hub copy uoft-cs/cifar10); "
+                        "fmnist: folder with the IDX files (default /usr/share/datasets/fashion-mnist, else the hub)")
     p.add_argument("--no-export", action="store_true", help="do not (re)write the test-split parquet")
     p.set_defaults(func=_cmd_train_demo)
 
@@ -180,8 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; for ``eval``, ``KEY=VALUE`` overrides and ``--config`` may come in any order."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "command", None) == "eval":
+        overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+        extra = [e for e in extra if e not in overrides]
+        args.overrides = [*args.overrides, *overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     _quiet_libraries()
     try:
         return int(args.func(args) or 0)

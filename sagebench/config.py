@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sagebench.data.spec import DataSpec
 from sagebench.errors import ConfigError
 
 
@@ -33,23 +34,7 @@ if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", _asset)
 
 
-@dataclass
-class DataConfig:
-    name: Optional[str] = None
-    split: str = "validation"
-    path: Optional[str] = None
-    revision: Optional[str] = None
-    streaming: bool = False
-    limit: Optional[int] = None
-    image_column: str = "image"
-    label_column: str = "label"
-    crop_pct: Optional[float] = None
-    interpolation: Optional[str] = None
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
-    input_size: Optional[list[int]] = None
-    num_workers: Optional[int] = None  # DataLoader workers; null: where they pay (GPU: up to 8; CPU: 0 below 8 cores)
-    on_error: str = "fail"  # a corrupt image: fail (stop, naming it) | skip (count it, list it in the results)
+DataConfig = DataSpec  # the data section is the data stage's own spec (one type, one set of checks)
 
 
 @dataclass
@@ -96,7 +81,7 @@ class CacheConfig:
 
 @dataclass
 class CodecConfig:
-    name: str = "raw"  # raw (8-bit pixel count, pixels untouched) | png | jpeg | webp (sagebench.codecs)
+    name: str = "raw"  # raw (8-bit pixel count, pixels untouched) | png | jpeg | webp (sagebench.transmission.codecs)
     quality: int = 75  # jpeg / webp quality, 1..100
 
 
@@ -126,7 +111,7 @@ class SageBenchConfig:
     dedupe: bool = True  # one server pass per distinct patch set of an image at a budget
     compile: bool = False  # torch.compile the server's transformer blocks
     threads: Optional[int] = None  # torch intra-op CPU threads (null: torch's default)
-    reuse_host_memory: bool = True  # glibc: keep freed tensor memory for the next forward (sagebench.host_memory)
+    reuse_host_memory: bool = True  # glibc: keep freed tensor memory for the next forward (sagebench.runtime.host_memory)
     profile: bool = False  # record per-phase seconds (edge, selection, server) in results.json timing
     cache: CacheConfig = field(default_factory=CacheConfig)
 
@@ -173,23 +158,62 @@ def _explain(exc: OmegaConfBaseException, source: str) -> ConfigError:
     return ConfigError(f"Invalid value in {source}: {msg}" + (f" (key {key!r})" if key else ""))
 
 
-def load_config(config_file: str | None = None, overrides: Sequence[str] = ()) -> DictConfig:
-    """Merge defaults, an optional config file (path or shipped experiment name) and dotlist overrides."""
+def _group_file(entry: Any, source: str) -> Path:
+    """``"data/cifar10"`` -> ``conf/data/cifar10.yaml`` (a config group file shipped with the package)."""
+    if not isinstance(entry, str) or "/" not in entry:
+        raise ConfigError(f"{source}: each defaults entry is GROUP/NAME (e.g. data/cifar10), got {entry!r}.")
+    group, name = entry.split("/", 1)
+    path = _conf_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (_conf_dir() / group).glob("*.yaml"))
+        raise ConfigError(f"{source}: defaults entry {entry!r} names no file conf/{group}/{name}.yaml"
+                          + (f"; conf/{group}/ holds {', '.join(known)}." if known else "."))
+    return path
+
+
+def _read_layers(source: str, path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, DictConfig]]:
+    """A config file as the layers it stands for: its ``defaults`` (group files, in order), then itself.
+
+    Why composition: a data set or a model pair is one file in ``conf/data/`` or ``conf/models/``,
+    and an experiment names the ones it uses (``defaults: [data/cifar10, models/cifar10_vits]``)
+    instead of repeating them.
+    """
+    if path.resolve() in seen:
+        raise ConfigError(f"{source}: its defaults include itself ({' -> '.join(str(p) for p in seen)}).")
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as exc:
+        raise ConfigError(f"Could not parse {source}: {exc}") from exc
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{source} must hold a mapping of config keys, not a {type(layer).__name__}.")
+    out: list[tuple[str, DictConfig]] = []
+    if "defaults" in layer:
+        entries = layer.pop("defaults")
+        if not isinstance(entries, ListConfig):
+            raise ConfigError(f"{source}: defaults must be a list of GROUP/NAME entries, e.g. [data/cifar10].")
+        for entry in entries:
+            group_path = _group_file(entry, source)
+            out += _read_layers(f"conf/{entry}.yaml", group_path, (*seen, path.resolve()))
+    out.append((source, layer))
+    return out
+
+
+def load_config(config_file: str | Sequence[str] | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Merge defaults, config files (paths or shipped experiment names, applied in order) and overrides.
+
+    Each file may name group files to merge first (``defaults: [data/cifar10, models/cifar10_vits]``);
+    ``KEY=VALUE`` overrides come last.
+    """
     cfg = OmegaConf.structured(SageBenchConfig)
     OmegaConf.set_struct(cfg, True)
     # free-form pass-through sections
     for node in (cfg.trainer, cfg.model.edge.kwargs, cfg.model.server.kwargs):
         OmegaConf.set_struct(node, False)
-    layers: list[tuple[str, Any]] = [("conf/config.yaml", _conf_dir() / "config.yaml")]
-    if config_file:
-        layers.append((config_file, _resolve_config_file(config_file)))
-    for source, path in layers:
-        try:
-            layer = OmegaConf.load(path)
-        except Exception as exc:
-            raise ConfigError(f"Could not parse {source}: {exc}") from exc
-        if not isinstance(layer, DictConfig):
-            raise ConfigError(f"{source} must hold a mapping of config keys, not a {type(layer).__name__}.")
+    files_in = [config_file] if isinstance(config_file, str) else list(config_file or [])
+    layers = _read_layers("conf/config.yaml", _conf_dir() / "config.yaml")
+    for name in files_in:
+        layers += _read_layers(name, _resolve_config_file(name))
+    for source, layer in layers:
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as exc:
@@ -249,8 +273,8 @@ def validate(cfg: DictConfig) -> None:
                 raise ConfigError(f"Byte budget {b!r} is not a positive integer number of bytes.")
         if len(set(cfg.budget_bytes)) != len(cfg.budget_bytes):
             raise ConfigError(f"budget_bytes contains duplicates: {list(cfg.budget_bytes)}.")
-    from sagebench.channels import load_channel
-    from sagebench.codecs import Codec
+    from sagebench.transmission.channels import load_channel
+    from sagebench.transmission.codecs import Codec
 
     Codec(name=cfg.codec.name, quality=cfg.codec.quality)  # unknown codec / quality out of range -> ConfigError
     for name in cfg.channels:

@@ -22,6 +22,10 @@ class ModelLoadError(SageBenchError):
     """A model or its weights cannot be loaded."""
 
 
+class LeaderboardError(SageBenchError):
+    """A leaderboard operation refused (invalid entry, wrong board, duplicate, different images...)."""
+
+
 def without_worker_traceback(exc: SageBenchError) -> SageBenchError:
     """``exc`` with its own message, when a DataLoader worker re-raised it with a traceback inside.
 

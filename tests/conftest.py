@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import tiny_vit  # noqa: F401
 
 import sagebench.demo.models  # noqa: F401
-from helpers import tiny_vit  # noqa: F401
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def small_run(tmp_path_factory, random_models_overrides):
     Returns ``(run_dir, results)``; shared by the tracking and leaderboard tests.
     """
     from sagebench.config import load_config
-    from sagebench.evaluate import evaluate
+    from sagebench.sweep.evaluate import evaluate
 
     out = tmp_path_factory.mktemp("small_run") / "run"
     cfg = load_config(None, [*random_models_overrides, "data.limit=60", "budgets=[4,8]", f"output_dir={out}",

@@ -27,7 +27,7 @@ BUDGETS = (4, 8)
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, random_models_overrides):
     from sagebench.config import load_config
-    from sagebench.evaluate import evaluate
+    from sagebench.sweep.evaluate import evaluate
 
     out = tmp_path_factory.mktemp("analysis_run") / "run"
     cfg = load_config(None, [*random_models_overrides, f"data.limit={NUM_IMAGES}", "gate.name=all",
@@ -62,12 +62,14 @@ def _edge_evidence_of(run_dir, sample_id: int):
     """The edge evidence of one image, rebuilt here from the run's config with the library's own parts."""
     from sagebench import data as data_lib
     from sagebench.config import load_config
-    from sagebench.evaluate import _data_spec, _model_spec
-    from sagebench.models import EdgeModel, create_model
+    from sagebench.data import DataSpec
+    from sagebench.edge.model import EdgeModel
+    from sagebench.models.loading import create_model
+    from sagebench.sweep.build import model_spec
 
     cfg = load_config(str(run_dir / "config.yaml"))
-    edge = EdgeModel(create_model(_model_spec(cfg.model.edge))).eval()
-    spec = _data_spec(cfg)
+    edge = EdgeModel(create_model(model_spec(cfg.model.edge))).eval()
+    spec = DataSpec.from_config(cfg.data)
     view = data_lib.resolve_data_config(edge.vit, spec)
     images = data_lib.EvalImages(data_lib.load_source(spec), data_lib.build_transform(view), spec, view)
     image, _, sid = images[sample_id]

@@ -17,14 +17,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sagebench.byte_budget import fill_byte_budget
-from sagebench.channels import Channel, list_channels, load_channel
-from sagebench.codecs import Codec, index_map_bytes, mosaic_shape
 from sagebench.config import load_config
+from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
-from sagebench.evaluate import evaluate
-from sagebench.models.evidence import EdgeEvidence
 from sagebench.strategies import get_strategy
+from sagebench.sweep.evaluate import evaluate
+from sagebench.transmission.byte_budget import fill_byte_budget
+from sagebench.transmission.channels import Channel, list_channels, load_channel
+from sagebench.transmission.codecs import Codec, index_map_bytes, mosaic_shape
 
 MEAN, STD = (0.286,), (0.353,)
 

@@ -59,7 +59,7 @@ def test_malformed_yaml_file_is_refused(tmp_path):
     bad.write_text("budgets: [1, 2\nseed: 0\n")
     with pytest.raises(ConfigError, match="Could not parse"):
         load_config(str(bad))
-    with pytest.raises(ConfigError, match="Shipped experiments: imagenet_deit"):
+    with pytest.raises(ConfigError, match="Did you mean .imagenet_deit.*Shipped experiments: .*imagenet_deit"):
         load_config("imagenet_deti")
 
 

@@ -1,4 +1,4 @@
-"""sagebench.data: loading, preprocessing and indexing of the evaluation images.
+"""sagebench.data.images: loading, preprocessing and indexing of the evaluation images.
 
 All data is made here, in tmp_path: 7 tiny RGB images with ClassLabel labels 0, 1, 2, 0, 1, 2, 0
 (image ``i`` is filled with the value ``10 * i``), as parquet, as a save_to_disk directory and as

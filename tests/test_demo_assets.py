@@ -18,10 +18,11 @@ from sagebench.demo import DATA_FILE, DEMO_DIR, EDGE_WEIGHTS, SERVER_WEIGHTS
 
 @pytest.fixture(scope="module")
 def test_split():
+    import io
+
+    import numpy as np
     import pyarrow.parquet as pq
     from PIL import Image
-    import io
-    import numpy as np
 
     table = pq.read_table(DATA_FILE)
     images = np.stack([np.asarray(Image.open(io.BytesIO(cell["bytes"]))) for cell in table.column("image").to_pylist()])

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sagebench.config import load_config
-from sagebench.evaluate import evaluate
+from sagebench.sweep.evaluate import evaluate
 
 METRICS = ("offloaded_accuracy", "ceiling_ratio", "overall_accuracy", "coverage", "units_sent", "bytes_sent")
 

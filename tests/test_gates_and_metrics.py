@@ -10,7 +10,8 @@ import torch
 
 from sagebench.errors import ConfigError
 from sagebench.gates import get_gate, min_entropy, offload_all, offload_min_entropy
-from sagebench.metrics import NOT_OFFLOADED, SweepLayout, SweepRecords, coverage, summarize
+from sagebench.metrics import SweepLayout, coverage, summarize
+from sagebench.sweep.records import NOT_OFFLOADED, SweepRecords
 
 
 def test_min_entropy_is_minus_log2_of_the_top_probability():

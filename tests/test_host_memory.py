@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sagebench import host_memory
+from sagebench.runtime import host_memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -17,7 +17,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 # allocates, fills and frees eight 12 MB buffers, again and again, before and after the tuning.
 _PROBE = r"""
 import json, resource, torch
-from sagebench.host_memory import keep_freed_memory
+from sagebench.runtime.host_memory import keep_freed_memory
 
 def faults_per_round(rounds=7):
     faults = []
@@ -61,7 +61,7 @@ def test_the_state_is_reported_and_applying_twice_is_harmless():
 
 def test_evaluate_applies_it_and_reports_it(random_models_overrides, tmp_path):
     from sagebench.config import load_config
-    from sagebench.evaluate import evaluate
+    from sagebench.sweep.evaluate import evaluate
 
     res = evaluate(load_config(None, random_models_overrides + ["data.limit=60", "budgets=[4]", f"output_dir={tmp_path / 'run'}"]))
     assert res["timing"]["host_memory"] == ("applied" if GLIBC else "unavailable")

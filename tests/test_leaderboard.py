@@ -12,10 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import wandb_offline
 
 from sagebench import leaderboard as lb
-from sagebench import tracking
 from sagebench.cli import main
+from sagebench.reporting import wandb as tracking
 from sagebench.results import fingerprint
 
 
@@ -265,7 +266,7 @@ def _api_run(run_id, summary, config, state="finished", raw_config=False):
 
 def test_pull_builds_validated_entries_from_wandb_runs(small_run, results, root):
     # the summary exactly as sagebench logged it (read back from the offline run) plus W&B's own keys
-    logged = tracking.read_offline_run(tracking.offline_runs(small_run[0])[0])
+    logged = wandb_offline.read_offline_run(wandb_offline.offline_runs(small_run[0])[0])
     summary = json.loads(json.dumps(logged.summary))
     runs = [
         _api_run("abc123", summary, logged.config),

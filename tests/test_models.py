@@ -6,12 +6,14 @@ import time
 
 import pytest
 import torch
+from helpers import tiny_vit
 from safetensors.torch import save_file
 
+from sagebench.edge.model import EdgeModel
 from sagebench.errors import ModelLoadError
-from sagebench.models import EdgeModel, ModelSpec, ServerModel, create_model, read_state_dict
-from sagebench.transmission import patchify, transmit
-from helpers import tiny_vit
+from sagebench.models.loading import ModelSpec, create_model, read_state_dict
+from sagebench.server.model import ServerModel
+from sagebench.transmission.patches import patchify, transmit
 
 VARIANTS = {
     "deit (cls token)": ("vit_tiny_patch16_224", {}),

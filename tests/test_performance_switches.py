@@ -12,13 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sagebench import perf
 from sagebench.config import load_config
-from sagebench.edge_cache import EdgeCache, EdgeSource
-from sagebench.evaluate import evaluate
-from sagebench.models import EdgeModel, ServerModel
+from sagebench.edge.cache import EdgeCache, EdgeSource
+from sagebench.edge.model import EdgeModel
+from sagebench.runtime import speed as perf
+from sagebench.server.model import ServerModel
+from sagebench.server.passes import ServerPasses
 from sagebench.strategies.sage import farthest_point_order, similarity_keys
-from sagebench.transmission import patchify, transmit
+from sagebench.sweep.evaluate import evaluate
+from sagebench.transmission.patches import patchify, transmit
 
 QUIET = ["logger=none", "gate.name=all"]
 
@@ -63,7 +65,7 @@ def test_order_only_differences_share_a_pass_and_give_the_same_prediction():
     for row in (0, 2, 4):  # one patch swapped for one not chosen: a new set
         other[row, 0] = next(i for i in range(49) if i not in chosen[row].tolist())
     with torch.inference_mode():
-        passes = perf.ServerPasses(server, patches, dedupe=True)
+        passes = ServerPasses(server, patches, dedupe=True)
         a = passes.predict(chosen)
         b = passes.predict(shuffled)
         c = passes.predict(other)
@@ -128,8 +130,9 @@ def test_a_full_cache_never_calls_the_edge_and_returns_what_it_stored(tmp_path):
 
 
 def test_the_cache_folder_depends_on_the_edge_weights(random_demo_checkpoints, tmp_path):
-    from sagebench.edge_cache import cache_key, key_digest
     from helpers import tiny_vit
+
+    from sagebench.edge.cache import cache_key, key_digest
 
     common = dict(data={"content_hash": "x", "num_images": 3}, preprocessing={}, edge_name="n", edge_kwargs={},
                   attention="last_layer", with_rollout=False, precision="32-true", device_type="cpu")
@@ -263,7 +266,7 @@ def test_dataloader_workers_default_to_where_they_pay(monkeypatch):
 def test_one_shared_gram_per_batch_gives_the_same_sets_as_computing_it_per_budget(n_side, dim):
     """sage and diversity_only read one attention-ordered Gram matrix per evidence object (every
     budget reuses it); the result must equal FPS on the candidates' own embeddings, budget by budget."""
-    from sagebench.models.evidence import EdgeEvidence
+    from sagebench.edge.evidence import EdgeEvidence
     from sagebench.strategies import get_strategy
     from sagebench.strategies.attention_prefix import attention_order
     from sagebench.strategies.sage import num_candidates
@@ -293,7 +296,7 @@ def test_dedupe_never_matches_an_image_that_an_earlier_cell_did_not_send():
     import timm
 
     import sagebench.demo.models  # noqa: F401
-    from sagebench.perf import ServerPasses
+    from sagebench.server.passes import ServerPasses
 
     torch.manual_seed(0)
     server = ServerModel(timm.create_model("sagebench_fmnist_server", pretrained=False).eval())

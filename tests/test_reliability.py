@@ -27,12 +27,13 @@ import torch
 from hypothesis import given, settings
 from PIL import Image
 
-from sagebench import fsutil, resume
 from sagebench.cli import main
 from sagebench.config import load_config
 from sagebench.data import to_model_mode
-from sagebench.evaluate import evaluate
+from sagebench.runtime import files as fsutil
 from sagebench.strategies import get_strategy, list_strategies, strategy_class
+from sagebench.sweep import resume
+from sagebench.sweep.evaluate import evaluate
 
 METRICS = ("offloaded_accuracy", "ceiling_ratio", "overall_accuracy", "coverage", "units_sent", "bytes_sent",
            "num_correct", "nonfinite")
@@ -299,7 +300,9 @@ def test_nan_logits_are_reported_per_model_and_cell_and_counted_as_wrong(random_
 
 def test_wandb_unreachable_falls_back_to_offline_and_the_run_finishes(random_models_overrides, tmp_path,
                                                                       monkeypatch, capsys):
-    from sagebench import tracking
+    import wandb_offline
+
+    from sagebench.reporting import wandb as tracking
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # a key, so the run tries to log online...
@@ -313,7 +316,7 @@ def test_wandb_unreachable_falls_back_to_offline_and_the_run_finishes(random_mod
                         "data.limit=6", "budgets=[4]", f"output_dir={out_dir}"], capsys)
     assert code == 0, err
     assert "W&B unreachable: logging offline instead" in err and "Traceback" not in err
-    assert (out_dir / "results.json").is_file() and tracking.offline_runs(out_dir)
+    assert (out_dir / "results.json").is_file() and wandb_offline.offline_runs(out_dir)
 
 
 # --------------------------------------------------------------------------- resume
@@ -321,7 +324,7 @@ def test_wandb_unreachable_falls_back_to_offline_and_the_run_finishes(random_mod
 
 _SLOW_RUN = textwrap.dedent("""
     import sys, time
-    import sagebench.module as m
+    import sagebench.sweep.module as m
     step = m.SageBenchModule.test_step
     def slow(self, batch, batch_idx):
         rows = step(self, batch, batch_idx)
@@ -390,7 +393,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_results_as_an_uninterrupt
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
 def test_a_crash_after_the_sweep_resumes_without_evaluating_again_and_damaged_chunks_are_redone(
         streaming, random_models_overrides, tmp_path, monkeypatch, capsys):
-    import sagebench.evaluate as ev
+    import sagebench.sweep.evaluate as ev
 
     out_dir = tmp_path / "run"
     args = [*random_models_overrides, *QUIET, "data.limit=12", "batch_size=4", "budgets=[8]", "flush_seconds=0",
@@ -420,7 +423,7 @@ def test_a_crash_after_the_sweep_resumes_without_evaluating_again_and_damaged_ch
 
 def test_everything_done_before_the_crash_resumes_with_an_empty_sweep(random_models_overrides, tmp_path,
                                                                       monkeypatch, capsys):
-    import sagebench.evaluate as ev
+    import sagebench.sweep.evaluate as ev
 
     out_dir = tmp_path / "run"
     args = [*random_models_overrides, *QUIET, "data.limit=6", "budgets=[8]", f"output_dir={out_dir}"]
@@ -449,7 +452,7 @@ def _drop_last_row_of_a_chunk(out_dir: Path) -> int:
 def test_a_resume_on_two_ddp_processes_splits_the_rest_and_pads_a_process_with_nothing_to_do(
         random_models_overrides, tmp_path, monkeypatch, capsys):
     """Partial results of a 1-process run, resumed by 2 processes with 1 image left: same results."""
-    import sagebench.evaluate as ev
+    import sagebench.sweep.evaluate as ev
 
     out_dir = tmp_path / "run"
     common = [*random_models_overrides, *QUIET, "data.limit=9", "batch_size=4", "budgets=[4,12]",

@@ -13,19 +13,25 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_vit
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_strategies import (
+    GRIDS,
+    assert_valid,
+    budgets_for,
+    evidence_cases,
+    make_evidence,
+)
 
-from helpers import tiny_vit
+from sagebench.edge.model import EdgeModel
 from sagebench.errors import ConfigError
-from sagebench.models import EdgeModel
 from sagebench.strategies import describe, get_strategy, list_strategies
 from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.bat import dpc_knn_scores, num_attentive
 from sagebench.strategies.importance import importance
 from sagebench.strategies.sage import farthest_point_order
-from sagebench.strategy_stats import StrategyStats
-from test_strategies import GRIDS, assert_valid, budgets_for, evidence_cases, make_evidence
+from sagebench.sweep.strategy_stats import StrategyStats
 
 NEW = ["attention_threshold", "attention_cumsum", "diversity_only", "tome", "bat"]
 ATTENTION_BASED = ["attention_prefix", "sage", *NEW]
@@ -450,7 +456,7 @@ def test_a_sweep_with_every_new_strategy_and_rollout_importance(random_models_ov
     import json
 
     from sagebench.config import SageBenchConfig, load_config
-    from sagebench.evaluate import evaluate
+    from sagebench.sweep.evaluate import evaluate
 
     strategies = ("[attention_threshold, attention_cumsum, diversity_only, tome, bat, "
                   "{name: sage, prefilter: 1.0}, {name: sage, prefilter: 3.0}, "

@@ -7,11 +7,13 @@ import json
 
 import numpy as np
 import pytest
+import wandb_offline
 from PIL import Image
 
-from sagebench import plots, tracking
 from sagebench.config import load_config
 from sagebench.errors import ConfigError
+from sagebench.reporting import plots, report
+from sagebench.reporting import wandb as tracking
 
 
 def _row(results, strategy, budget):
@@ -23,9 +25,9 @@ def _row(results, strategy, budget):
 
 def test_offline_run_summary_config_and_table_read_back(small_run):
     run_dir, results = small_run
-    runs = tracking.offline_runs(run_dir)
+    runs = wandb_offline.offline_runs(run_dir)
     assert len(runs) == 1, "one W&B run per evaluation, under <output_dir>/wandb/"
-    run = tracking.read_offline_run(runs[0])
+    run = wandb_offline.read_offline_run(runs[0])
     assert (run.name, run.project, run.tags) == ("small-run", "sagebench", ["test"])
     # the resolved config
     assert run.config["logger"] == "wandb" and run.config["budgets"] == [4, 8]
@@ -59,7 +61,7 @@ def test_offline_run_summary_config_and_table_read_back(small_run):
         assert sorted(map(tuple, chart["data"])) == sorted(
             (r["budget"], r["strategy"], pytest.approx(r[metric])) for r in results["results"])
     overlays = s["overlays"]
-    assert overlays["count"] == tracking.NUM_OVERLAY_IMAGES
+    assert overlays["count"] == report.NUM_OVERLAY_IMAGES
     assert all((run.files_dir / f).is_file() for f in overlays["filenames"])
     assert (run.files_dir / s["plots/curves"]["path"]).is_file()
     art = [a for a in run.artifacts if a["type"] == "sagebench-results"]
@@ -81,20 +83,22 @@ def test_curves_and_overlays_png_exist_and_show_each_strategy(small_run):
 def test_overlay_examples_are_the_first_offloaded_images_and_each_strategys_choice(small_run, random_models_overrides):
     """The overlays show, for fixed images, exactly what each strategy sends at the median budget."""
     from sagebench import data as data_lib
-    from sagebench.evaluate import _data_spec, _model_spec
-    from sagebench.models import EdgeModel, create_model
+    from sagebench.data import DataSpec
+    from sagebench.edge.model import EdgeModel
+    from sagebench.models.loading import create_model
     from sagebench.strategies import get_strategy
+    from sagebench.sweep.build import model_spec
 
     run_dir, results = small_run
     cfg = load_config(None, [*random_models_overrides, "data.limit=60", "budgets=[4,8]"])
-    edge = EdgeModel(create_model(_model_spec(cfg.model.edge)))
-    spec = _data_spec(cfg)
+    edge = EdgeModel(create_model(model_spec(cfg.model.edge)))
+    spec = DataSpec.from_config(cfg.data)
     view = data_lib.resolve_data_config(edge.vit, spec)
     dataset = data_lib.EvalImages(data_lib.load_source(spec), data_lib.build_transform(view), spec, view)
     import pyarrow.parquet as pq
 
     samples = pq.read_table(run_dir / "samples.parquet").to_pydict()
-    offloaded = [i for i, o in zip(samples["sample_id"], samples["offloaded"]) if o][:tracking.NUM_OVERLAY_IMAGES]
+    offloaded = [i for i, o in zip(samples["sample_id"], samples["offloaded"]) if o][:report.NUM_OVERLAY_IMAGES]
     strategies = [get_strategy(n) for n in ("attention_prefix", "uniform")]
     rows = np.array([[i, 1.0] for i in samples["sample_id"]], dtype=float)
     rows[:, 1] = np.asarray(samples["offloaded"], dtype=float)
@@ -103,9 +107,9 @@ def test_overlay_examples_are_the_first_offloaded_images_and_each_strategys_choi
         def column(self, name):
             return {"sample_id": 0, "offloaded": 1}[name]
 
-    ctx = tracking.RunContext(edge=edge, strategies=strategies, dataset=dataset, data_config=view, rows=rows,
+    ctx = report.RunContext(edge=edge, strategies=strategies, dataset=dataset, data_config=view, rows=rows,
                               layout=Layout(), budgets=[8, 4, 16], seed=0)
-    examples = tracking.selection_examples(ctx)
+    examples = report.selection_examples(ctx)
     assert [ex.sample_id for ex in examples] == offloaded
     for ex in examples:
         assert ex.budget == 8  # the median budget
@@ -136,7 +140,7 @@ def test_a_wandb_failure_prints_one_line_and_the_run_goes_on(small_run, tmp_path
 
     monkeypatch.setattr(wandb, "init", broken_init)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    info = tracking.report_run(payload["config"], payload, tmp_path)
+    info = report.report_run(payload["config"], payload, tmp_path)
     err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(err) == 1 and "ConnectionError" in err[0] and str(tmp_path) in err[0]
     assert info["wandb"]["mode"] == "failed"
@@ -146,7 +150,7 @@ def test_a_wandb_failure_prints_one_line_and_the_run_goes_on(small_run, tmp_path
 def test_logger_none_logs_nothing_but_still_writes_the_plots(small_run, tmp_path):
     _, results = small_run
     payload = {k: v for k, v in results.items() if k not in ("output_dir", "report")}
-    info = tracking.report_run({**payload["config"], "logger": "none"}, payload, tmp_path)
+    info = report.report_run({**payload["config"], "logger": "none"}, payload, tmp_path)
     assert "wandb" not in info and not (tmp_path / "wandb").exists()
     assert (tmp_path / plots.CURVES_FILE).is_file()
 

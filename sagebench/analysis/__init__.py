@@ -18,7 +18,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from sagebench.analysis._coverage import coverage, format_coverage, pearson
-from sagebench.analysis._entropy import attention_entropy, entropy_split, format_entropy_split, split_by_entropy
+from sagebench.analysis._entropy import (
+    attention_entropy,
+    entropy_split,
+    format_entropy_split,
+    split_by_entropy,
+)
 from sagebench.analysis._replacement import format_replacement, replacement
 from sagebench.analysis._run import AnalysisError, load_run
 

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from sagebench.analysis._figures import figure, save, title_of
-from sagebench.analysis._run import AnalysisError, build_models, load_run, offloaded_batches, provenance, write_outputs
+from sagebench.analysis._run import (
+    AnalysisError,
+    build_models,
+    load_run,
+    offloaded_batches,
+    provenance,
+    write_outputs,
+)
 
 NAME = "entropy-split"
 HALVES = ("low", "high")

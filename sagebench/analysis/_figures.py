@@ -1,4 +1,4 @@
-"""Matplotlib on the Agg canvas, without pyplot: as :mod:`sagebench.plots` draws a run's figures.
+"""Matplotlib on the Agg canvas, without pyplot: as :mod:`sagebench.reporting.plots` draws a run's figures.
 
 Why not pyplot: no global figure state and no display are needed, so an analysis can run on a
 headless server or inside a notebook without changing its backend.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sagebench.plots import figure, save  # noqa: F401  (re-exported for the analyses)
+from sagebench.reporting.plots import figure, save  # noqa: F401  (re-exported for the analyses)
 
 
 def title_of(payload: dict[str, Any]) -> str:

@@ -23,8 +23,18 @@ import numpy as np
 import torch
 
 from sagebench.analysis._figures import figure, save, title_of
-from sagebench.analysis._run import (AnalysisError, Models, build_models, load_run, mean_or_none, offloaded_batches, provenance,
-                                     require_labels, write_outputs)
+from sagebench.analysis._run import (
+    AnalysisError,
+    Models,
+    build_models,
+    load_run,
+    mean_or_none,
+    offloaded_batches,
+    provenance,
+    require_labels,
+    write_outputs,
+)
+from sagebench.cells import Cell
 
 NAME = "replacement"
 
@@ -138,7 +148,7 @@ def replacement(run_dir: str | Path, limit: int | None = None, *, prefix: str = 
     labels = require_labels(run, {"prefix": prefix, "sage": sage}, NAME)
     strategies = {role: run.build_strategy(label) for role, label in labels.items()}
     budgets = [b for b in run.budgets
-               if all(f"pred/{labels[r]}/B{b}" in run.samples for r in labels)]
+               if all(run.cell_column("pred", labels[r], b) in run.samples for r in labels)]
     if not budgets:
         raise AnalysisError(f"{run.path / 'samples.parquet'} has no prediction columns of {labels['prefix']} and "
                             f"{labels['sage']} at the same budget.")
@@ -175,10 +185,10 @@ def _finish(run: Any, models: Models, labels: dict[str, str], ids: np.ndarray, c
     summaries = []
     for b, cell in cells.items():
         for role, values in (("prefix", cell.coverage_prefix), ("sage", cell.coverage_sage)):
-            stored = run.column(f"coverage/{labels[role]}/B{b}")[pos]
-            mismatches["coverage"][f"{labels[role]}/B{b}"] = int((~np.isclose(stored, values, atol=1e-12)).sum())
-        prefix_ok = run.correct(f"pred/{labels['prefix']}/B{b}", ids)
-        sage_ok = run.correct(f"pred/{labels['sage']}/B{b}", ids)
+            stored = run.column(run.cell_column("coverage", labels[role], b))[pos]
+            mismatches["coverage"][Cell(labels[role], b).name] = int((~np.isclose(stored, values, atol=1e-12)).sum())
+        prefix_ok = run.correct(run.cell_column("pred", labels['prefix'], b), ids)
+        sage_ok = run.correct(run.cell_column("pred", labels['sage'], b), ids)
         summaries.append(_summary(cell, b, prefix_ok, sage_ok))
     num_offloaded = int(run.column("offloaded").astype(bool).sum())
     payload: dict[str, Any] = {

@@ -4,7 +4,7 @@ Why a separate reader: every analysis needs the same things from a run (its resu
 per-sample records, the strategies exactly as configured, the models and images rebuilt from
 its own ``config.yaml``), and must refuse a folder that is not a finished run, or whose models
 changed since the run, with a message that says so instead of producing silently wrong numbers.
-Models and data are built with the very functions :func:`sagebench.evaluate.evaluate` uses.
+Models and data are built with the very functions :func:`sagebench.sweep.evaluate.evaluate` uses.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class RunDir:
 
     def cell_column(self, field: str, label: str, budget: int) -> str:
         """Name of a per-cell column of ``samples.parquet``, e.g. ``pred/sage/B8`` (``pred/sage/bytes512``)."""
-        return f"{field}/{label}/{'B' if self.budget_unit == 'patches' else 'bytes'}{budget}"
+        from sagebench.cells import Cell
+
+        return Cell(label, budget, self.budget_unit).key(field)
 
     @property
     def labels(self) -> list[str]:
@@ -202,7 +204,7 @@ class Models:
     cfg: Any
     edge: Any  # sagebench.models.EdgeModel
     server_probe: Any | None  # EdgeModel around the *server* ViT: its last-layer CLS attention on all N patches
-    dataset: Any  # sagebench.data.EvalImages
+    dataset: Any  # sagebench.data.images.EvalImages
     device: torch.device
     seed: int
     batch_size: int
@@ -227,27 +229,29 @@ def build_models(run: RunDir, *, with_server: bool, strategies: Sequence[Any] = 
     import lightning as L
 
     from sagebench import data as data_lib
-    from sagebench.evaluate import _data_spec, _model_spec, _weights_id, check_same_view
-    from sagebench.models import EdgeModel, ServerModel, create_model
+    from sagebench.edge.model import EdgeModel
+    from sagebench.models.loading import create_model
+    from sagebench.server.model import ServerModel
+    from sagebench.sweep.build import check_same_view, model_spec, weights_id
 
     cfg = run.config()
     seed = int(cfg.seed)
     L.seed_everything(seed, workers=True, verbose=False)  # as evaluate: same seed state before building
     bench = run.results.get("benchmark") or {}
     with_rollout = any(getattr(s, "importance", None) == "rollout" for s in strategies)
-    edge_spec = _model_spec(cfg.model.edge)
+    edge_spec = model_spec(cfg.model.edge)
     edge = EdgeModel(create_model(edge_spec), attention=cfg.model.edge.attention, with_rollout=with_rollout)
-    _check_weights(run, "edge", _weights_id(edge_spec, edge.vit), (bench.get("edge") or {}).get("weights"))
-    spec = _data_spec(cfg)
+    _check_weights(run, "edge", weights_id(edge_spec, edge.vit), (bench.get("edge") or {}).get("weights"))
+    spec = data_lib.DataSpec.from_config(cfg.data)
     if spec.streaming:
         raise AnalysisError("The run streamed its data set (data.streaming=true); the analysis reads images by "
                             "sample id and needs a map-style copy: rerun it with data.streaming=false.")
     view = data_lib.resolve_data_config(edge.vit, spec)
     server_probe = None
     if with_server:
-        server_spec = _model_spec(cfg.model.server)
+        server_spec = model_spec(cfg.model.server)
         server = ServerModel(create_model(server_spec))
-        _check_weights(run, "server", _weights_id(server_spec, server.vit),
+        _check_weights(run, "server", weights_id(server_spec, server.vit),
                        (bench.get("server") or {}).get("weights"))
         server_view = data_lib.resolve_data_config(server.vit, spec)
         check_same_view(view, server_view, edge, server)
@@ -346,7 +350,7 @@ def clean(value: Any) -> Any:
 def write_outputs(run: RunDir, name: str, payload: dict[str, Any], plot: Callable[[dict[str, Any], Path], Path],
                   out_dir: str | Path | None = None) -> dict[str, Any]:
     """Write ``<out_dir>/<name>.json`` and ``.png`` (default ``RUN_DIR/analysis``); return the payload."""
-    from sagebench.fsutil import atomic_write_text
+    from sagebench.runtime.files import atomic_write_text
 
     folder = Path(out_dir) if out_dir is not None else run.path / ANALYSIS_DIR
     json_path, png_path = folder / f"{name}.json", folder / f"{name}.png"

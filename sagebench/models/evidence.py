@@ -1,51 +1,5 @@
-"""What the edge model knows about an image after its single forward pass."""
+"""Deprecated location of :class:`~sagebench.edge.evidence.EdgeEvidence` (kept for plug-ins that import it here)."""
 
-from __future__ import annotations
+from sagebench.edge.evidence import EdgeEvidence
 
-from dataclasses import dataclass
-
-import torch
-
-
-@dataclass
-class EdgeEvidence:
-    """Everything a composition strategy may look at, for a batch of ``b`` images.
-
-    Attributes:
-        logits: ``[b, C]`` edge class scores.
-        attention: ``[b, N]`` importance of each patch: the last block's CLS->patch attention
-            averaged over heads (or attention rollout), renormalised over the N patches so that
-            each row sums to 1.
-        embeddings: ``[b, N, D]`` final-layer (after the last norm) patch tokens, not L2-normalised.
-        grid: ``(rows, cols)`` of the patch grid; ``N == rows * cols``, patches in raster order.
-        sample_ids: ``[b]`` int64 index of each image in the data set: strategies that draw random
-            numbers seed them from it so that an image gets the same draw in any batch or process.
-        seed: the run seed.
-        rollout: ``[b, N]`` attention rollout over the patches (rows sum to 1), or ``None`` when the
-            edge was not asked for it (``EdgeModel(..., with_rollout=True)``); strategies with
-            ``importance="rollout"`` rank patches by it.
-    """
-
-    logits: torch.Tensor
-    attention: torch.Tensor
-    embeddings: torch.Tensor
-    grid: tuple[int, int]
-    sample_ids: torch.Tensor
-    seed: int = 0
-    rollout: torch.Tensor | None = None
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def batch_size(self) -> int:
-        return self.logits.shape[0]
-
-    def subset(self, rows: torch.Tensor) -> "EdgeEvidence":
-        """The evidence of a subset of the batch (e.g. the offloaded images), same order as ``rows``."""
-        return EdgeEvidence(
-            logits=self.logits[rows], attention=self.attention[rows], embeddings=self.embeddings[rows],
-            grid=self.grid, sample_ids=self.sample_ids[rows], seed=self.seed,
-            rollout=None if self.rollout is None else self.rollout[rows],
-        )
+__all__ = ["EdgeEvidence"]

@@ -4,6 +4,19 @@
 Importing this package registers the built-ins (one small module each).
 """
 
+from sagebench.strategies import (  # noqa: F401,E402  (built-ins)  # noqa: F401,E402  (built-ins)  # noqa: F401,E402  (built-ins)
+    ats,
+    attention_prefix,
+    attention_rules,
+    bat,
+    diversity_only,
+    facility_location,
+    kdpp,
+    random,
+    sage,
+    tome,
+    uniform,
+)
 from sagebench.strategies.base import Strategy
 from sagebench.strategies.registry import (
     ENTRY_POINT_GROUP,
@@ -13,8 +26,6 @@ from sagebench.strategies.registry import (
     register_strategy,
     strategy_class,
 )
-from sagebench.strategies import attention_prefix, random, sage, uniform  # noqa: F401,E402  (built-ins)
-from sagebench.strategies import attention_rules, bat, diversity_only, tome  # noqa: F401,E402  (built-ins)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "Strategy", "describe", "get_strategy", "list_strategies",

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from sagebench.models.evidence import EdgeEvidence
+from sagebench.edge.evidence import EdgeEvidence
 from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.base import Strategy, check_budget
 from sagebench.strategies.importance import check_importance, check_real, importance

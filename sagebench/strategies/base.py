@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from sagebench.models.evidence import EdgeEvidence
+from sagebench.edge.evidence import EdgeEvidence
 
 
 class Strategy(ABC):

@@ -31,9 +31,14 @@ import math
 
 import torch
 
-from sagebench.models.evidence import EdgeEvidence
+from sagebench.edge.evidence import EdgeEvidence
 from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, check_positive_int, check_real, importance_order
+from sagebench.strategies.importance import (
+    check_importance,
+    check_positive_int,
+    check_real,
+    importance_order,
+)
 from sagebench.strategies.registry import register_strategy
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from sagebench.models.evidence import EdgeEvidence
+from sagebench.edge.evidence import EdgeEvidence
 from sagebench.strategies.base import Strategy, check_budget
 from sagebench.strategies.importance import check_importance
 from sagebench.strategies.registry import register_strategy

@@ -20,8 +20,8 @@ from numbers import Integral, Real
 
 import torch
 
+from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
-from sagebench.models.evidence import EdgeEvidence
 
 IMPORTANCE_KINDS = ("last_layer", "rollout")
 

@@ -29,8 +29,8 @@ import math
 
 import torch
 
+from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
-from sagebench.models.evidence import EdgeEvidence
 from sagebench.strategies.base import Strategy, check_budget
 from sagebench.strategies.importance import check_importance, importance_order
 from sagebench.strategies.registry import register_strategy

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import torch
 
-from sagebench.models.evidence import EdgeEvidence
+from sagebench.edge.evidence import EdgeEvidence
 from sagebench.strategies.base import Strategy, check_budget
 from sagebench.strategies.registry import register_strategy
 

@@ -1,0 +1,216 @@
+"""Where the images come from: the Hugging Face hub or a local file or folder.
+
+:func:`load_source` opens a hub data set (``datasets.load_dataset``) or a local parquet file,
+parquet glob/directory, ``save_to_disk`` directory or image folder. Nothing is decoded here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sagebench.data.spec import DataSpec, _check_limit
+from sagebench.errors import DataError
+
+_WHERE_TO_POINT = (
+    "Point data.path at a parquet file (or a glob such as 'dir/*.parquet', or a directory of "
+    "parquet files), a directory written by datasets' save_to_disk, or an image folder with one "
+    "subfolder per class."
+)
+
+
+_IMAGE_SUFFIXES = {
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+    ".jfif", ".jpe",
+}
+
+
+_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+
+
+def load_source(spec: DataSpec) -> Any:
+    """Load the data set named by ``spec``, without decoding any image.
+
+    Returns a map-style ``datasets.Dataset``, or a ``datasets.IterableDataset`` when
+    ``spec.streaming``. ``spec.path`` takes precedence over ``spec.name``. Raises
+    :class:`DataError` for a missing path, an unreadable local copy, an unknown split, or a hub
+    data set that cannot be reached (offline, no network, not logged in, gated).
+    """
+    _check_limit(spec.limit)
+    if spec.path:
+        return _load_local(spec)
+    if spec.name:
+        return _load_hub(spec)
+    raise DataError(
+        "No data set given: set data.name to a Hugging Face hub data set (e.g. "
+        "'ILSVRC/imagenet-1k') or data.path to a local copy. " + _WHERE_TO_POINT
+    )
+
+
+def _has_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def _resolve_local(path: str) -> tuple[str, Path, list[Path]]:
+    """``(kind, path, files)`` of a local source; kind is parquet, parquet_dir, arrow or imagefolder.
+
+    ``files`` lists the parquet files for ``parquet`` (one file or a glob's matches), else is empty.
+    """
+    raw = os.path.expanduser(path)
+    if _has_glob(raw):
+        files = sorted(Path(p) for p in glob.glob(raw, recursive=True) if os.path.isfile(p))
+        if not files:
+            raise DataError(f"data.path {path!r} matches no files. {_WHERE_TO_POINT}")
+        not_parquet = [f.name for f in files if f.suffix != ".parquet"]
+        if not_parquet:
+            raise DataError(
+                f"data.path {path!r} matches files that are not parquet ({', '.join(not_parquet[:3])}); "
+                "a glob must match parquet files only."
+            )
+        return "parquet", Path(raw), files
+    target = Path(raw).resolve()
+    if not target.exists():
+        raise DataError(f"data.path {path!r} does not exist ({target}). {_WHERE_TO_POINT}")
+    if target.is_file():
+        if target.suffix != ".parquet":
+            raise DataError(f"data.path {path!r} is a file but not a .parquet file. {_WHERE_TO_POINT}")
+        return "parquet", target, [target]
+    if (target / "dataset_dict.json").is_file() or (target / "state.json").is_file():
+        return "arrow", target, []
+    if next(target.rglob("*.parquet"), None) is not None:
+        return "parquet_dir", target, []
+    if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in target.rglob("*") if p.is_file()):
+        return "imagefolder", target, []
+    raise DataError(f"data.path {path!r} is a directory with no parquet, arrow or image files. {_WHERE_TO_POINT}")
+
+
+def _pick_split(splits: Any, split: str, where: str, *, strict: bool) -> Any:
+    """One split of a (Iterable)DatasetDict; when not ``strict`` a lone split is taken whatever its name."""
+    names = list(splits.keys())
+    if split in splits:
+        return splits[split]
+    if not strict and len(names) == 1:
+        return splits[names[0]]
+    raise DataError(f"{where} has the splits {names}, not {split!r}: set data.split to one of them.")
+
+
+def _load_local(spec: DataSpec) -> Any:
+    import datasets
+    import pyarrow as pa
+
+    kind, target, files = _resolve_local(spec.path)  # type: ignore[arg-type]
+    where = f"data.path {spec.path!r}"
+    try:
+        if kind == "parquet":
+            return datasets.load_dataset(
+                "parquet", data_files=[str(f) for f in files], split="train", streaming=spec.streaming
+            )
+        if kind == "arrow":
+            loaded = datasets.load_from_disk(str(target))
+            if isinstance(loaded, datasets.DatasetDict):
+                loaded = _pick_split(loaded, spec.split, where, strict=True)
+            return loaded.to_iterable_dataset() if spec.streaming else loaded
+        # A directory: datasets infers the splits from file/folder names (train-*, validation/, ...);
+        # one without such names holds a single split, "train".
+        builder = "parquet" if kind == "parquet_dir" else "imagefolder"
+        loaded = datasets.load_dataset(builder, data_dir=str(target), streaming=spec.streaming)
+        return _pick_split(loaded, spec.split, where, strict=False)
+    except DataError:
+        raise
+    except (OSError, pa.ArrowException, datasets.exceptions.DatasetsError) as exc:
+        raise DataError(
+            f"Could not read {where} as {kind.replace('_', ' ')} ({type(exc).__name__}: {exc}). "
+            f"Check that the files are complete. {_WHERE_TO_POINT}"
+        ) from exc
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "the hub could not (or may not) be reached", not a bug."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    with contextlib.suppress(ImportError):
+        from datasets.exceptions import DatasetNotFoundError
+
+        errors.append(DatasetNotFoundError)
+    with contextlib.suppress(ImportError):
+        from huggingface_hub import errors as hub_errors
+
+        for name in ("HfHubHTTPError", "LocalEntryNotFoundError", "EntryNotFoundError", "LocalTokenNotFoundError"):
+            if isinstance(getattr(hub_errors, name, None), type):
+                errors.append(getattr(hub_errors, name))
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        with contextlib.suppress(ImportError):
+            cls = getattr(__import__(module), name, None)
+            if isinstance(cls, type):
+                errors.append(cls)
+    return tuple(errors)
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.upper() in _TRUE_VALUES
+
+
+@contextlib.contextmanager
+def _offline_env_honoured() -> Iterator[None]:
+    """Apply HF_HUB_OFFLINE / HF_DATASETS_OFFLINE as they are now, not as they were at import.
+
+    ``datasets`` and ``huggingface_hub`` read these variables once, when first imported; a
+    variable set later (by a launcher, a notebook or a test) would otherwise be ignored and
+    every request retried for tens of seconds. Only ever switches offline mode on.
+    """
+    import datasets.config
+    from huggingface_hub import constants
+
+    hub_offline = _truthy(os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"))
+    datasets_env = os.environ.get("HF_DATASETS_OFFLINE")
+    datasets_offline = hub_offline if datasets_env is None else _truthy(datasets_env)
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    try:
+        if datasets_offline:
+            datasets.config.HF_HUB_OFFLINE = True
+        if hub_offline:
+            constants.HF_HUB_OFFLINE = True
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def _load_hub(spec: DataSpec) -> Any:
+    import datasets
+
+    name = spec.name
+    try:
+        with _offline_env_honoured():
+            return datasets.load_dataset(
+                name, split=spec.split, revision=spec.revision, streaming=spec.streaming
+            )
+    except _hub_errors() as exc:
+        raise DataError(
+            f"Could not load the data set {name!r} (split {spec.split!r}) from the Hugging Face hub "
+            f"({type(exc).__name__}: {exc}). "
+            "If the machine is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set) or has no network, "
+            "point data.path at a local copy: a parquet file or glob, a save_to_disk directory, or an "
+            "image folder with one subfolder per class. "
+            "If the data set is gated or private, log in with `hf auth login` (`huggingface-cli login` "
+            "in older huggingface_hub) or set HF_TOKEN, and accept the terms on the data set's hub "
+            f"page (https://huggingface.co/datasets/{name}). Check the spelling of data.name too."
+        ) from exc
+    except ValueError as exc:  # unknown split, missing config name, malformed repo id
+        raise DataError(
+            f"Could not load the data set {name!r} (split {spec.split!r}): {exc}. "
+            "Check data.name and data.split."
+        ) from exc
+
+
+def check_columns(found: Sequence[str] | None, spec_columns: dict[str, str]) -> None:
+    if found is None:
+        return
+    missing = [f"data.{key}={col!r}" for key, col in spec_columns.items() if col not in found]
+    if missing:
+        raise DataError(
+            f"The data set has no column for {', '.join(missing)}; its columns are {list(found)}. "
+            "Set data.image_column and data.label_column to the image and label columns."
+        )

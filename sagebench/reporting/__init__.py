@@ -1,0 +1,1 @@
+"""What a finished run shows: figures (``plots``) and the W&B run (``wandb``)."""

@@ -1,0 +1,250 @@
+"""PNG figures of a run (and of a leaderboard): accuracy curves and selection overlays.
+
+Why files as well as W&B: a user without W&B (or offline) still sees the curves and what each
+strategy sent, in the run's output folder. Figures are drawn on matplotlib's Agg canvas through
+``matplotlib.figure.Figure`` (no pyplot global state, no display needed, thread-safe enough for
+a post-run step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+CURVES_FILE = "curves.png"
+LATENCY_FILE = "latency.png"
+OVERLAYS_FILE = "overlays.png"
+
+
+@dataclass
+class Series:
+    """One line of a curves figure: values per budget (``None`` = not measured at that budget)."""
+
+    label: str
+    budgets: list[int]
+    offloaded_accuracy: list[float | None]
+    ceiling_ratio: list[float | None]
+    dashed: bool = False
+
+
+@dataclass
+class Example:
+    """One image of the selection overlays: what the edge saw and what each strategy sent.
+
+    ``image`` is ``[H, W]`` (grayscale) or ``[H, W, 3]`` in [0, 1], as the models saw it (after
+    the eval transform, de-normalised); ``attention`` is ``[rows, cols]``; ``selections`` maps a
+    strategy label to its chosen patch indices (raster order) at ``budget``.
+    """
+
+    sample_id: int
+    label: int
+    edge_pred: int
+    image: np.ndarray
+    attention: np.ndarray
+    patch_size: tuple[int, int]
+    budget: int
+    selections: dict[str, list[int]] = field(default_factory=dict)
+    class_names: Sequence[str] | None = None
+
+    def name_of(self, cls: int) -> str:
+        if self.class_names and 0 <= cls < len(self.class_names):
+            return str(self.class_names[cls])
+        return str(cls)
+
+
+def figure(width: float, height: float) -> Any:
+    """A matplotlib Figure on the Agg canvas (no pyplot: no global state, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Write a PNG atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, format="png", bbox_inches="tight")
+    tmp.replace(path)
+    return path
+
+
+def series_from_results(results: dict[str, Any]) -> list[Series]:
+    """One :class:`Series` per strategy of a results dict, budgets ascending."""
+    budgets = sorted({int(r["budget"]) for r in results["results"]})
+    by_key = {(r["strategy"], int(r["budget"])): r for r in results["results"]}
+    out = []
+    for strategy in dict.fromkeys(r["strategy"] for r in results["results"]):
+        rows = [by_key.get((strategy, b)) for b in budgets]
+        out.append(Series(strategy, budgets,
+                          [r and r.get("offloaded_accuracy") for r in rows],
+                          [r and r.get("ceiling_ratio") for r in rows]))
+    return out
+
+
+def _line(ax: Any, s: Series, values: list[float | None], scale: float) -> None:
+    pts = [(b, v * scale) for b, v in zip(s.budgets, values) if v is not None]
+    if not pts:
+        return
+    xs, ys = zip(*pts)
+    ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.6, linestyle="--" if s.dashed else "-", label=s.label)
+
+
+def plot_curves(series: Sequence[Series], path: Path, *, title: str = "", ceiling: float | None = None,
+                num_patches: int | None = None, which: Sequence[str] = ("offloaded_accuracy", "ceiling_ratio"),
+                budget_unit: str = "patches") -> Path:
+    """Offloaded accuracy (%) and/or ceiling ratio against the patch budget, one line per series.
+
+    ``ceiling`` (offloaded accuracy of the server on all patches, a fraction) is drawn as a
+    dashed horizontal line on the accuracy panel; the ratio panel has a reference line at 1.
+    """
+    fig = figure(5.2 * len(which), 4.0)
+    axes = [fig.add_subplot(1, len(which), i + 1) for i in range(len(which))]
+    for ax, metric in zip(axes, which):
+        scale = 100.0 if metric == "offloaded_accuracy" else 1.0
+        for s in series:
+            _line(ax, s, getattr(s, metric), scale)
+        if metric == "offloaded_accuracy":
+            if ceiling is not None:
+                ax.axhline(100.0 * ceiling, color="0.3", linestyle=":", linewidth=1.2,
+                           label=f"ceiling (all {num_patches} patches)" if num_patches else "ceiling")
+            ax.set_ylabel("offloaded accuracy (%)")
+        else:
+            ax.axhline(1.0, color="0.3", linestyle=":", linewidth=1.2, label="ceiling")
+            ax.set_ylabel("ceiling ratio")
+        ax.set_xlabel("budget B (patches sent)" if budget_unit == "patches" else "byte budget per request")
+        budgets = sorted({b for s in series for b in s.budgets})
+        if budgets:
+            ax.set_xticks(budgets)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+def plot_results_curves(results: dict[str, Any], path: Path) -> Path:
+    bench = results.get("benchmark", {})
+    title = (f"{bench.get('name', '')}: {bench.get('edge', {}).get('name', '?')} -> "
+             f"{bench.get('server', {}).get('name', '?')}, {results.get('num_offloaded')} of "
+             f"{results.get('num_images')} images offloaded")
+    return plot_curves(series_from_results(results), path, title=title,
+                       ceiling=(results.get("ceiling") or {}).get("offloaded_accuracy"),
+                       num_patches=bench.get("num_patches"),
+                       budget_unit=(results.get("transmission") or {}).get("budget_unit", "patches"))
+
+
+def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
+    """Offloaded accuracy against the mean request latency, one panel per channel, one line per strategy.
+
+    Each point is one budget; the x position is ``rtt + 8 * bytes_sent / uplink`` (sagebench.transmission.channels).
+    Returns ``None`` when the run reports no channel.
+    """
+    channels = (results.get("transmission") or {}).get("channels") or []
+    if not channels:
+        return None
+    strategies = list(dict.fromkeys(r["strategy"] for r in results["results"]))
+    cols = min(3, len(channels))
+    rows = (len(channels) + cols - 1) // cols
+    fig = figure(4.6 * cols, 4.2 * rows)
+    ceiling = (results.get("ceiling") or {}).get("offloaded_accuracy")
+    for k, channel in enumerate(channels):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        for strategy in strategies:
+            pts = sorted((r["latency_ms"][channel["name"]], 100.0 * r["offloaded_accuracy"])
+                         for r in results["results"] if r["strategy"] == strategy
+                         and r.get("latency_ms", {}).get(channel["name"]) is not None
+                         and r.get("offloaded_accuracy") is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=strategy)
+        if ceiling is not None:
+            ax.axhline(100.0 * ceiling, color="0.3", linestyle=":", linewidth=1.2, label="ceiling")
+        ax.set_title(f"{channel.get('display_name', channel['name'])}: {channel['uplink_kbps']:g} kbit/s up, "
+                     f"RTT {channel['rtt_ms']:g} ms", fontsize=8)
+        ax.set_xlabel("mean request latency (ms)")
+        ax.set_ylabel("offloaded accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=7)
+    codec = (results.get("transmission") or {}).get("codec") or {}
+    fig.suptitle(f"accuracy vs uplink latency (codec {codec.get('name', 'raw')}"
+                 f"{' q' + str(codec['quality']) if 'quality' in codec else ''})", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Selection overlays
+
+
+def _upsample(grid_values: np.ndarray, patch_size: tuple[int, int]) -> np.ndarray:
+    return np.kron(grid_values, np.ones(patch_size))
+
+
+def sent_mask(indices: Sequence[int], grid: tuple[int, int], patch_size: tuple[int, int]) -> np.ndarray:
+    """``[H, W]`` boolean mask of the pixels in the sent patches."""
+    cells = np.zeros(grid[0] * grid[1], dtype=float)
+    cells[np.asarray(list(indices), dtype=int)] = 1.0
+    return _upsample(cells.reshape(grid), patch_size) > 0.5
+
+
+def _show_image(ax: Any, image: np.ndarray) -> None:
+    if image.ndim == 2:
+        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
+
+
+def _draw_row(axes: Sequence[Any], ex: Example, titles: bool = True) -> None:
+    from matplotlib.patches import Rectangle
+
+    grid = ex.attention.shape
+    ph, pw = ex.patch_size
+    _show_image(axes[0], ex.image)
+    ok = "ok" if ex.edge_pred == ex.label else "wrong"
+    axes[0].set_title(f"#{ex.sample_id}: {ex.name_of(ex.label)}\nedge: {ex.name_of(ex.edge_pred)} ({ok})", fontsize=8)
+    _show_image(axes[1], ex.image)
+    axes[1].imshow(_upsample(ex.attention, ex.patch_size), cmap="inferno", alpha=0.6, interpolation="nearest")
+    axes[1].set_title("edge attention", fontsize=8)
+    for ax, (strategy, indices) in zip(axes[2:], ex.selections.items()):
+        mask = sent_mask(indices, grid, ex.patch_size)
+        shown = ex.image * (np.where(mask, 1.0, 0.25)[..., None] if ex.image.ndim == 3 else np.where(mask, 1.0, 0.25))
+        _show_image(ax, shown)
+        for i in indices:
+            r, c = divmod(int(i), grid[1])
+            ax.add_patch(Rectangle((c * pw - 0.5, r * ph - 0.5), pw, ph, fill=False, edgecolor="#00c8ff",
+                                   linewidth=0.8))
+        ax.set_title(f"{strategy}\nB={ex.budget} sent", fontsize=8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def _overlay_figure(examples: Sequence[Example]) -> Any:
+    cols = 2 + max(len(ex.selections) for ex in examples)
+    fig = figure(1.9 * cols, 2.15 * len(examples))
+    for r, ex in enumerate(examples):
+        axes = [fig.add_subplot(len(examples), cols, r * cols + c + 1) for c in range(2 + len(ex.selections))]
+        _draw_row(axes, ex)
+    return fig
+
+
+def plot_overlays(examples: Sequence[Example], path: Path) -> Path:
+    """One row per image: the image, the edge attention heat map, then what each strategy sent."""
+    if not examples:
+        raise ValueError("no examples to plot")
+    return save(_overlay_figure(examples), path)
+
+
+def overlay_array(example: Example) -> np.ndarray:
+    """The overlay row of one image as an ``[H, W, 3]`` uint8 array (for ``wandb.Image``)."""
+    fig = _overlay_figure([example])
+    fig.tight_layout()
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -1,0 +1,137 @@
+"""After a run: PNG plots in the output folder and, with ``logger: wandb``, a Weights & Biases run.
+
+Why a post-run step rather than a Lightning logger inside the sweep: every figure the run is
+judged by (exact metrics, curves, the table) exists only once the records of all processes are
+gathered on rank 0, and the overlays need a single extra edge pass on a handful of images,
+which costs nothing next to the sweep. :func:`report_run` is called by ``evaluate`` on global
+rank 0 only (other ranks return before it), so nothing is logged twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from sagebench.reporting import plots
+from sagebench.reporting.wandb import log_to_wandb
+from sagebench.runtime.log import warn
+
+NUM_OVERLAY_IMAGES = 4
+
+
+@dataclass
+class RunContext:
+    """What the post-run step may reuse from the sweep (all optional: missing parts skip the overlays)."""
+
+    edge: Any = None  # EdgeModel
+    strategies: Sequence[Any] = ()
+    dataset: Any = None  # map-style EvalImages (index == sample id)
+    data_config: dict[str, Any] = field(default_factory=dict)
+    rows: np.ndarray | None = None
+    layout: Any = None  # SweepLayout
+    budgets: Sequence[int] = ()
+    seed: int = 0
+
+
+def overlay_budget(budgets: Sequence[int]) -> int:
+    """The budget the overlays show: the median of the sweep's budgets (the middle of the curve)."""
+    ordered = sorted(int(b) for b in budgets)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def overlay_sample_ids(rows: np.ndarray, layout: Any, k: int = NUM_OVERLAY_IMAGES) -> list[int]:
+    """The first ``k`` offloaded images by sample id: fixed for a data set, edge model and gate."""
+    off = rows[:, layout.column("offloaded")] > 0.5
+    return [int(i) for i in rows[off, layout.column("sample_id")][:k]]
+
+
+def _class_names(dataset: Any) -> list[str] | None:
+    try:
+        feature = dataset.dataset.features[dataset.label_column]
+        return list(feature.names)
+    except Exception:
+        return None
+
+
+def selection_examples(ctx: RunContext, k: int = NUM_OVERLAY_IMAGES) -> list[plots.Example]:
+    """Image, edge attention and each strategy's chosen patches at :func:`overlay_budget`."""
+    import torch
+
+    if ctx.edge is None or ctx.dataset is None or ctx.rows is None or not hasattr(ctx.dataset, "__getitem__"):
+        return []
+    ids = overlay_sample_ids(ctx.rows, ctx.layout, k)
+    if not ids:
+        return []
+    items = [ctx.dataset[i] for i in ids]
+    device = next(ctx.edge.parameters()).device
+    images = torch.stack([it[0] for it in items]).to(device)
+    labels = [int(it[1]) for it in items]
+    sample_ids = torch.tensor(ids, dtype=torch.int64, device=device)
+    budget = overlay_budget(ctx.budgets)
+    with torch.no_grad():
+        evidence = ctx.edge(images, sample_ids, ctx.seed)
+        selections = {s.label: s.select(evidence, budget).cpu().numpy() for s in ctx.strategies}
+    mean = np.asarray(ctx.data_config.get("mean") or (0.0,), dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(ctx.data_config.get("std") or (1.0,), dtype=np.float32).reshape(-1, 1, 1)
+    pixels = np.clip(images.float().cpu().numpy() * std + mean, 0.0, 1.0)
+    grid = tuple(evidence.grid)
+    patch = (pixels.shape[2] // grid[0], pixels.shape[3] // grid[1])
+    attention = evidence.attention.float().cpu().numpy().reshape(-1, *grid)
+    preds = evidence.logits.argmax(-1).cpu().numpy()
+    names = _class_names(ctx.dataset)
+    out = []
+    for j, sid in enumerate(ids):
+        img = pixels[j]
+        img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+        out.append(plots.Example(sample_id=sid, label=labels[j], edge_pred=int(preds[j]), image=img,
+                                 attention=attention[j], patch_size=patch, budget=budget,
+                                 selections={s: [int(x) for x in sel[j]] for s, sel in selections.items()},
+                                 class_names=names))
+    return out
+
+
+class Guard:
+    """Runs steps that must not fail the run: the first failure of each kind prints one line."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.failures: list[str] = []
+
+    def __call__(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - by design: reporting never loses a run
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            self.failures.append(what)
+            warn(f"{what} failed ({type(exc).__name__}: {first[:200]}); "
+                 f"the results are saved in {self.out_dir}")
+            return None
+
+
+def report_run(config: dict[str, Any], results: dict[str, Any], out_dir: str | os.PathLike,
+               ctx: RunContext | None = None) -> dict[str, Any]:
+    """Write ``curves.png`` and ``overlays.png`` into ``out_dir`` and log to W&B when configured.
+
+    ``config`` is the resolved config as a plain dict (``logger``, ``wandb.*``). Never raises
+    for a plotting or W&B problem: each prints one warning line. Returns what was produced:
+    ``{"curves": path, "overlays": path, "wandb": {...}, "seconds": s}``.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    guard = Guard(out_dir)
+    info: dict[str, Any] = {}
+    examples = guard("drawing the selection overlays", selection_examples, ctx) if ctx is not None else None
+    info["curves"] = guard("plotting the curves", plots.plot_results_curves, results, out_dir / plots.CURVES_FILE)
+    info["latency"] = guard("plotting accuracy against latency", plots.plot_latency, results,
+                            out_dir / plots.LATENCY_FILE)
+    if examples:
+        info["overlays"] = guard("plotting the overlays", plots.plot_overlays, examples, out_dir / plots.OVERLAYS_FILE)
+    if str(config.get("logger", "wandb")) == "wandb":
+        info["wandb"] = log_to_wandb(config, results, out_dir, examples or [], info, guard)
+    info["seconds"] = round(time.perf_counter() - started, 3)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in info.items() if v is not None}

@@ -1,0 +1,212 @@
+"""From a config to the parts of a sweep: models, strategies, data, budgets, codec, channels.
+
+Why public: ``evaluate`` builds with these functions, and so do ``sagebench analyze`` and
+notebooks that want the run's edge, server or images without running a sweep. Each function
+has one job; :func:`build` calls them in the order ``evaluate`` always has (random-init
+weights depend on the seed state when each model is created).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sagebench import data as data_lib
+from sagebench.config import strategy_entries
+from sagebench.edge.model import EdgeModel
+from sagebench.errors import ConfigError
+from sagebench.models.loading import ModelSpec, create_model
+from sagebench.results.files import file_sha256
+from sagebench.server.model import ServerModel
+from sagebench.strategies import Strategy, get_strategy
+from sagebench.strategies.base import check_budget, check_byte_budget
+from sagebench.transmission.channels import Channel, load_channel
+from sagebench.transmission.codecs import Codec, codec_from_config
+
+#: The preprocessing keys that must agree between edge and server (they see the same pixels).
+PIXEL_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+@dataclass
+class Sweep:
+    """Everything a sweep needs, built from a config before any image is read."""
+
+    cfg: DictConfig
+    data: data_lib.DataSpec
+    strategies: list[Strategy]
+    edge_spec: ModelSpec
+    server_spec: ModelSpec
+    edge: EdgeModel
+    server: ServerModel
+    view: dict[str, Any]  # the resolved timm data config both models see
+    budgets: list[int]
+    budget_unit: str  # "patches" | "bytes"
+    codec: Codec
+    channels: list[Channel]
+    dataset: torch.utils.data.Dataset
+    num_images: int | None  # None for a stream
+    edge_weights: str
+    server_weights: str
+
+    @property
+    def with_rollout(self) -> bool:
+        return any(getattr(s, "importance", None) == "rollout" for s in self.strategies)
+
+    @property
+    def num_patches(self) -> int:
+        return self.server.grid[0] * self.server.grid[1]
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return {k: self.view.get(k) for k in PIXEL_KEYS}
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.cfg.gate.name == "all" else float(self.cfg.gate.threshold)
+
+
+def model_spec(node: DictConfig) -> ModelSpec:
+    """The :class:`ModelSpec` of a ``model.edge`` / ``model.server`` config node."""
+    return ModelSpec(name=node.name, pretrained=bool(node.pretrained), checkpoint=node.checkpoint,
+                     kwargs=OmegaConf.to_container(node.kwargs, resolve=True) or {})
+
+
+def weights_id(spec: ModelSpec, model: torch.nn.Module) -> str:
+    """What identifies the weights: the checkpoint's hash, the shipped file's hash, or the hub tag."""
+    if spec.checkpoint:
+        return "sha256:" + file_sha256(spec.checkpoint)[:16]
+    if spec.pretrained:
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        if cfg.get("file") and Path(cfg["file"]).is_file():
+            return "sha256:" + file_sha256(cfg["file"])[:16]
+        return "hub:" + str(cfg.get("hf_hub_id") or cfg.get("tag") or spec.name)
+    return "random-init"
+
+
+def build_strategies(cfg: DictConfig) -> list[Strategy]:
+    """The configured strategies, each built once; two with the same label are refused."""
+    strategies = [get_strategy(name, **opts) for name, opts in strategy_entries(cfg)]
+    labels = [s.label for s in strategies]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"strategies lists the same strategy twice: {labels}.")
+    return strategies
+
+
+def build_edge(cfg: DictConfig, strategies: list[Strategy]) -> tuple[ModelSpec, EdgeModel]:
+    """The edge: attention rollout is computed (in the same single forward) only if a strategy ranks by it."""
+    spec = model_spec(cfg.model.edge)
+    with_rollout = any(getattr(s, "importance", None) == "rollout" for s in strategies)
+    return spec, EdgeModel(create_model(spec), attention=cfg.model.edge.attention, with_rollout=with_rollout)
+
+
+def build_server(cfg: DictConfig) -> tuple[ModelSpec, ServerModel]:
+    spec = model_spec(cfg.model.server)
+    return spec, ServerModel(create_model(spec))
+
+
+def check_same_view(edge_cfg: dict, server_cfg: dict, edge: EdgeModel, server: ServerModel) -> None:
+    """Edge and server must see the same pixels through the same patch grid."""
+    diff = [k for k in PIXEL_KEYS if str(edge_cfg.get(k)) != str(server_cfg.get(k))]
+    if diff:
+        details = "; ".join(f"{k}: edge {edge_cfg.get(k)} vs server {server_cfg.get(k)}" for k in diff)
+        raise ConfigError(f"Edge and server models expect different preprocessing ({details}). They must see "
+                          "the same crop: set the data.* overrides (e.g. data.crop_pct, data.mean) explicitly.")
+    if tuple(edge.grid) != tuple(server.grid):
+        raise ConfigError(f"Edge grid {edge.grid} and server grid {server.grid} differ: evidence units must be "
+                          "the same patches for both (same image size and patch size).")
+    if edge.vit.patch_embed.patch_size != server.vit.patch_embed.patch_size:
+        raise ConfigError(f"Edge patch size {edge.vit.patch_embed.patch_size} and server patch size "
+                          f"{server.vit.patch_embed.patch_size} differ.")
+
+
+def resolve_view(spec: data_lib.DataSpec, edge: EdgeModel, server: ServerModel) -> dict[str, Any]:
+    """The timm data config both models see (checked to be the same for both)."""
+    edge_view = data_lib.resolve_data_config(edge.vit, spec)
+    server_view = data_lib.resolve_data_config(server.vit, spec)
+    check_same_view(edge_view, server_view, edge, server)
+    return server_view
+
+
+def build_budgets(cfg: DictConfig, num_patches: int) -> tuple[list[int], str]:
+    """``(budgets, unit)``: patch budgets checked against the grid, or byte budgets per request."""
+    if cfg.budget_bytes is not None:
+        return [check_byte_budget(b) for b in cfg.budget_bytes], "bytes"
+    return [check_budget(b, num_patches) for b in cfg.budgets], "patches"
+
+
+def build_dataset(spec: data_lib.DataSpec, view: dict[str, Any],
+                  num_classes: int) -> tuple[torch.utils.data.Dataset, int | None]:
+    """The evaluation images (a stream when ``data.streaming``) and their number (None for a stream)."""
+    source = data_lib.load_source(spec)
+    transform = data_lib.build_transform(view)
+    if spec.streaming:
+        dataset: torch.utils.data.Dataset = data_lib.StreamingEvalImages(source, transform, spec, view)
+        dataset.num_classes = num_classes  # a stream's labels are checked as they come
+        return dataset, None
+    dataset = data_lib.EvalImages(source, transform, spec, view)
+    data_lib.check_labels(dataset, num_classes)
+    return dataset, len(dataset)
+
+
+def build(cfg: DictConfig) -> Sweep:
+    """Every part of the sweep ``cfg`` describes (call after seeding: random-init weights use the seed)."""
+    spec = data_lib.DataSpec.from_config(cfg.data)
+    strategies = build_strategies(cfg)
+    edge_spec, edge = build_edge(cfg, strategies)
+    server_spec, server = build_server(cfg)
+    view = resolve_view(spec, edge, server)
+    budgets, unit = build_budgets(cfg, server.grid[0] * server.grid[1])
+    codec = codec_from_config(cfg.codec, view)
+    channels = [load_channel(c) for c in cfg.channels]
+    dataset, num_images = build_dataset(spec, view, server.vit.num_classes)
+    return Sweep(cfg=cfg, data=spec, strategies=strategies, edge_spec=edge_spec, server_spec=server_spec,
+                 edge=edge, server=server, view=view, budgets=budgets, budget_unit=unit, codec=codec,
+                 channels=channels, dataset=dataset, num_images=num_images,
+                 edge_weights=weights_id(edge_spec, edge.vit), server_weights=weights_id(server_spec, server.vit))
+
+
+def run_key(sweep: Sweep, columns: list[str], precision: Any) -> dict[str, Any]:
+    """Everything that decides the records: an unfinished run resumes only if all of it is unchanged."""
+    from sagebench.sweep import resume
+
+    cfg = sweep.cfg
+    n = sweep.num_images if sweep.num_images is not None else sweep.data.limit or 0
+    return resume.run_key(
+        data=data_lib.dataset_fingerprint_fields(sweep.data, n),
+        edge={"name": sweep.edge_spec.name, "weights": sweep.edge_weights, "attention": cfg.model.edge.attention,
+              "kwargs": sweep.edge_spec.kwargs},
+        server={"name": sweep.server_spec.name, "weights": sweep.server_weights, "kwargs": sweep.server_spec.kwargs},
+        preprocessing=sweep.preprocessing, gate=cfg.gate.name, threshold=sweep.threshold,
+        strategies=sweep.strategies, budgets=sweep.budgets, seed=cfg.seed, columns=columns, precision=precision,
+        codec=sweep.codec.describe())
+
+
+def benchmark_fields(sweep: Sweep, num_images: int, num_skipped: int) -> dict[str, Any]:
+    """What makes two runs comparable (hashed into the fingerprint), not what they compare."""
+    spec = sweep.data
+    fields: dict[str, Any] = {
+        "dataset": spec.name or (Path(spec.path).name if spec.path else None) or "unknown",
+        # the data set's "name" is already "dataset"; kept out so it cannot shadow the benchmark name
+        **{k: v for k, v in data_lib.dataset_fingerprint_fields(spec, num_images).items() if k != "name"},
+        "num_patches": sweep.num_patches,
+        "grid": list(sweep.server.grid),
+        "edge": {"name": sweep.edge_spec.name, "weights": sweep.edge_weights,
+                 "attention": sweep.cfg.model.edge.attention},
+        "server": {"name": sweep.server_spec.name, "weights": sweep.server_weights},
+        "preprocessing": sweep.preprocessing,
+        "gate": sweep.cfg.gate.name,
+        "threshold": sweep.threshold,
+    }
+    # what the server receives changes with the codec, and a byte budget is not a patch budget: such runs
+    # are a benchmark of their own (absent for raw patch budgets, so older fingerprints stay valid)
+    if not sweep.codec.is_raw:
+        fields["codec"] = sweep.codec.describe()
+    if sweep.budget_unit == "bytes":
+        fields["budget_unit"] = "bytes"
+    if num_skipped:  # not comparable with a run over every image
+        fields["num_skipped"] = num_skipped
+    return fields

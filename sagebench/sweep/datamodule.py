@@ -1,0 +1,54 @@
+"""The data module of a sweep: each image served to exactly one process, once, in index order."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from sagebench import data as data_lib
+
+
+class SweepData(L.LightningDataModule):
+    """Serves the evaluation images; the sampler is built in the hook, once the process group exists.
+
+    Each process gets a disjoint, unpadded share (Lightning's own distributed sampler pads with
+    duplicates in test/validate loops, which would count some images twice). ``done_ids`` is
+    asked for when the loader is built: the ids an earlier attempt finished (read by the
+    partial-results callback in its ``setup``, which Lightning runs before the loader hook).
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
+                 done_ids: Callable[[], np.ndarray | None] | None = None) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._done_ids = done_ids or (lambda: None)
+
+    def _loader(self) -> DataLoader:
+        kwargs: dict[str, Any] = dict(batch_size=self.batch_size, num_workers=self.num_workers,
+                                      pin_memory=torch.cuda.is_available(),
+                                      persistent_workers=False)
+        if self.num_workers > 0:
+            kwargs["prefetch_factor"] = 4
+        done = self._done_ids()
+        done = done if done is not None and len(done) else None
+        if isinstance(self.dataset, torch.utils.data.IterableDataset):
+            if done is not None:
+                self.dataset.exclude = frozenset(int(i) for i in done)
+            return DataLoader(self.dataset, **kwargs)
+        if done is not None:
+            remaining = np.setdiff1d(np.arange(len(self.dataset), dtype=np.int64), done)
+            sampler = data_lib.RemainingSampler(remaining, pad=int(done[0]))
+            return DataLoader(data_lib.PaddedView(self.dataset), sampler=sampler, **kwargs)
+        return DataLoader(self.dataset, sampler=data_lib.UnrepeatedSampler(len(self.dataset)), **kwargs)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader()

@@ -1,0 +1,278 @@
+"""``evaluate(config)``: the benchmark job, as named stages.
+
+Why a function and not only a CLI: notebooks and other tools call it, and the CLI stays a thin
+shell around it. Under DDP every process runs it; only global rank 0 writes and returns results.
+
+The stages, in order: :func:`open_run_folder` (never overwrite, resume or refuse) ->
+:func:`~sagebench.sweep.build.build` (models, strategies, data, budgets) -> run key ->
+:func:`run_sweep` (``Trainer.test``; finished records saved as it goes) ->
+:func:`finalise_records` (merge with earlier attempts, check each image counted once) ->
+:func:`assemble_results` -> :func:`write_run` -> :func:`report_run` (plots, W&B).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from sagebench.config import load_config
+from sagebench.edge.cache import edge_source
+from sagebench.errors import (
+    ConfigError,
+    DataError,
+    SageBenchError,
+    without_worker_traceback,
+)
+from sagebench.metrics import SweepLayout, summarize
+from sagebench.results import (
+    SCHEMA_VERSION,
+    RunResults,
+    fingerprint,
+    provenance,
+    write_results,
+    write_samples,
+)
+from sagebench.runtime import speed
+from sagebench.runtime.files import atomic_write_text, check_writable
+from sagebench.runtime.host_memory import keep_freed_memory
+from sagebench.runtime.log import warn
+from sagebench.sweep import records as records_lib
+from sagebench.sweep import resume as resume_lib
+from sagebench.sweep.build import Sweep, benchmark_fields, build, run_key
+from sagebench.sweep.datamodule import SweepData
+from sagebench.sweep.module import SageBenchModule
+from sagebench.sweep.partial import PartialResults
+from sagebench.sweep.trainer import build_trainer
+from sagebench.transmission.channels import add_latency
+
+
+def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None) -> dict[str, Any] | None:
+    """Run the sweep described by ``cfg`` (default: the embedded benchmark) and write its results.
+
+    Returns the results dict in the global-zero process (``None`` elsewhere). Writes
+    ``<output_dir>/results.json``, ``samples.parquet`` and ``config.yaml``; while it runs,
+    finished per-sample records are saved in ``<output_dir>/partial/`` so that a killed run can
+    be continued with ``resume=true`` (see :mod:`sagebench.sweep.resume`).
+    """
+    cfg = cfg if cfg is not None else load_config(None, overrides or [])
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out_dir, run_state = open_run_folder(cfg)
+    configure_runtime(cfg)
+    sweep = build(cfg)
+    layout = SweepLayout(tuple((s.label, b) for s in sweep.strategies for b in sweep.budgets),
+                         budget_unit=sweep.budget_unit)
+    trainer_kwargs = dict(OmegaConf.to_container(cfg.trainer, resolve=True))
+    key = run_key(sweep, layout.names(), trainer_kwargs.get("precision"))
+    if run_state.finished:  # resume=true on a finished run: nothing to evaluate
+        return stored_results(run_state, key, out_dir)
+    partial = PartialResults(out_dir, key, resume=bool(cfg.resume), flush_seconds=cfg.flush_seconds,
+                             num_columns=layout.num_columns)
+    try:  # the output-folder lock is released when evaluate returns or fails
+        attempt = run_sweep(sweep, trainer_kwargs, partial, out_dir)
+        if not attempt.trainer.is_global_zero:
+            return None
+        records = finalise_records(attempt, partial, sweep.num_images)
+        results = assemble_results(sweep, attempt, records, partial, started)
+        write_run(out_dir, cfg, records, results, partial)
+    finally:
+        partial.release()
+    results["output_dir"] = str(out_dir)
+    results["report"] = report(sweep, results, records, out_dir)
+    return results
+
+
+def open_run_folder(cfg: DictConfig) -> tuple[Path, resume_lib.RunState]:
+    """The output folder, checked now (writable; never overwrite results or unfinished work)."""
+    if cfg.output_dir:
+        out_dir = Path(cfg.output_dir)
+    else:  # same folder in every process of a DDP launch: rank 0 picks it, children inherit SAGEBENCH_RUN_ID
+        out_dir = resume_lib.auto_output_dir(Path("runs"), cfg.benchmark, resume=bool(cfg.resume))
+    check_writable(out_dir)
+    return out_dir, resume_lib.precheck(out_dir, bool(cfg.resume))
+
+
+def configure_runtime(cfg: DictConfig) -> None:
+    """Process-wide speed settings (threads, glibc's allocator); none changes the results."""
+    speed.apply_threads(cfg.get("threads"))
+    if cfg.get("reuse_host_memory", True):
+        keep_freed_memory()
+
+
+def stored_results(run_state: resume_lib.RunState, key: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
+    """``resume=true`` on a finished run: its stored results (checked to be this run's)."""
+    stored = resume_lib.finished_results(run_state, key)
+    warn(f"{out_dir} already holds the finished results of this run; nothing was evaluated.")
+    stored["output_dir"] = str(out_dir)
+    return stored if os.environ.get("RANK", "0") == "0" else None
+
+
+@dataclass
+class Attempt:
+    """What one ``Trainer.test`` left behind."""
+
+    trainer: Any
+    module: SageBenchModule
+    clock: speed.Stopwatch
+
+
+def build_module(sweep: Sweep, trainer: Any) -> SageBenchModule:
+    """The LightningModule, with every speed switch given to its constructor."""
+    cfg = sweep.cfg
+    source = edge_source(sweep, trainer) if cfg.cache.edge else None
+    if cfg.get("compile", False):
+        speed.compile_server(sweep.server)
+    return SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=cfg.gate.name,
+                           threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=sweep.budget_unit,
+                           codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
+                           timer=speed.PhaseTimer(bool(cfg.get("profile", False))), edge_source=source)
+
+
+def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResults, out_dir: Path) -> Attempt:
+    """``Trainer.test`` over the data set; an error keeps the finished images and says how to resume."""
+    trainer_kwargs = dict(trainer_kwargs)
+    trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), partial]
+    trainer = build_trainer(
+        **{**dict(logger=False, enable_checkpointing=False, enable_model_summary=False,
+                  enable_progress_bar=bool(sweep.cfg.progress)), **trainer_kwargs},
+        use_distributed_sampler=False, inference_mode=True,
+    )
+    module = build_module(sweep, trainer)
+    datamodule = SweepData(sweep.dataset, sweep.cfg.batch_size,
+                           speed.num_workers(sweep.cfg.data.num_workers, trainer), done_ids=lambda: partial.done_ids)
+    clock = speed.Stopwatch()  # wall and CPU seconds of the sweep itself
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    except SageBenchError as exc:
+        partial.release()
+        exc = without_worker_traceback(exc)  # a DataLoader worker's error: its message, not its traceback
+        kept = resume_lib.inspect_run(out_dir)
+        if kept.unfinished and trainer.is_global_zero and not isinstance(exc, ConfigError):
+            exc.args = (f"{exc} (The images finished so far are kept in {kept.partial}: fix this and rerun "
+                        "with resume=true to continue.)",)
+        raise exc from None
+    except BaseException as exc:
+        partial.release()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) and resume_lib.inspect_run(out_dir).unfinished:
+            warn(f"interrupted: the images finished so far are kept in {out_dir / 'partial'}; rerun with "
+                 "resume=true to continue.")
+        raise
+    return Attempt(trainer, module, clock.stop())
+
+
+@dataclass
+class Records:
+    """The run's per-image records (global rank 0), every image once, corrupt ones set apart."""
+
+    rows: np.ndarray
+    layout: SweepLayout
+    skipped: list[int]
+    warnings: list[str]
+    nonfinite: dict[str, Any]
+
+
+def finalise_records(attempt: Attempt, partial: PartialResults, num_images: int | None) -> Records:
+    """Merge this attempt's records with earlier attempts', check each image is counted once."""
+    layout = attempt.module.layout
+    # (no records at all when an earlier attempt had finished every image: Lightning skips an empty loop)
+    this_attempt, _ = resume_lib.drop_redone(attempt.module.records, partial.done_ids, layout.num_columns)
+    all_rows = resume_lib.merge_rows([partial.previous_rows, this_attempt], layout.num_columns)
+    if all_rows.shape[0] != partial.previous_rows.shape[0] + this_attempt.shape[0]:
+        raise RuntimeError("images of an earlier attempt were evaluated again (resume bug)")
+    if num_images is not None and all_rows.shape[0] != num_images:
+        raise RuntimeError(f"{all_rows.shape[0]} images evaluated but the data set has {num_images}: "
+                           "each image must be counted exactly once")
+    rows, skipped = records_lib.split_skipped(all_rows, layout)
+    warnings: list[str] = []  # printed now and kept in results.json
+    if skipped:
+        shown = ", ".join(map(str, skipped[:20])) + (", ..." if len(skipped) > 20 else "")
+        warnings.append(f"skipped {len(skipped)} corrupt image(s) (data.on_error=skip), sample ids: {shown}; "
+                        "they are excluded from every metric and listed in results.skipped.")
+    if rows.shape[0] == 0 and skipped:
+        raise DataError(f"No image could be evaluated: all {len(skipped)} were corrupt and skipped. "
+                        "Check data.path and data.image_column.")
+    nonfinite = records_lib.nonfinite_counts(rows, layout)
+    warnings += records_lib.nonfinite_warnings(nonfinite, rows.shape[0])
+    for line in warnings:
+        warn(line)
+    return Records(rows, layout, skipped, warnings, nonfinite)
+
+
+def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: PartialResults,
+                     started: float) -> dict[str, Any]:
+    """The results dict (results.json): what was measured, on what, with what, by which code."""
+    cfg, module = sweep.cfg, attempt.module
+    num_images = records.rows.shape[0]
+    summary = summarize(records.rows, records.layout)
+    for entry, cell in zip(summary["results"], records.nonfinite["cells"]):
+        entry["nonfinite"] = cell["count"]
+    add_latency(summary["results"], sweep.channels)
+    previous_evaluated = int((partial.previous_rows[:, records.layout.column("label")] >= 0).sum())
+    bench = benchmark_fields(sweep, num_images, len(records.skipped))
+    return RunResults(
+        schema_version=SCHEMA_VERSION,
+        benchmark={"name": cfg.benchmark, **bench, "fingerprint": fingerprint(bench)},
+        config=OmegaConf.to_container(cfg, resolve=True),
+        strategies=[{"label": s.label, "name": s.name, "options": s.options()} for s in sweep.strategies],
+        provenance=provenance(device=str(module.device), world_size=attempt.trainer.world_size),
+        num_images=summary["num_images"],
+        num_offloaded=summary["num_offloaded"],
+        edge_accuracy=summary["edge_accuracy"],
+        ceiling=summary["ceiling"],
+        results=summary["results"],
+        # how requests were packed, and the uplinks their latency is reported for (sagebench.transmission.channels)
+        transmission={"codec": sweep.codec.describe(), "budget_unit": sweep.budget_unit,
+                      "channels": [c.describe() for c in sweep.channels]},
+        # counters some strategies report per (strategy, budget), e.g. how often a rule was cut to B
+        strategy_stats=resume_lib.merge_strategy_stats(module, partial.previous_stats),
+        # images that got NaN/Inf logits: counted as wrong, reported here (see sagebench.sweep.records)
+        nonfinite=records.nonfinite,
+        # corrupt images skipped under data.on_error=skip: excluded from every metric
+        skipped={"count": len(records.skipped), "sample_ids": records.skipped},
+        resume={"key": partial.key, "attempts": partial.attempt, "images_resumed": int(partial.previous_rows.shape[0])},
+        warnings=records.warnings,
+        timing={"wall_seconds": round(time.perf_counter() - started, 3),
+                "edge_forwards_per_image": (module.edge_images_total() + previous_evaluated) / max(1, num_images),
+                **speed.timing_report(module, attempt.clock)},
+    ).to_json()
+
+
+def write_run(out_dir: Path, cfg: DictConfig, records: Records, results: dict[str, Any],
+              partial: PartialResults) -> None:
+    """samples.parquet, config.yaml, then results.json (last: its presence means the run is complete)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_samples(out_dir, records.rows, records.layout)
+        atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_results(out_dir, results)
+    except OSError as exc:
+        raise SageBenchError(f"Cannot write results to {out_dir}: {exc}. Set output_dir=PATH to a writable folder. "
+                             f"(The evaluated images are kept in {partial.partial}: rerun with resume=true.)") from exc
+    partial.finish()
+
+
+def _overlay_units(results: list[dict[str, Any]], byte_budgets: list[int]) -> int:
+    middle = sorted(byte_budgets)[(len(byte_budgets) - 1) // 2]
+    sent = [r["units_sent"] for r in results if r["budget"] == middle and r.get("units_sent")]
+    return max(1, round(sum(sent) / len(sent))) if sent else 1
+
+
+def report(sweep: Sweep, results: dict[str, Any], records: Records, out_dir: Path) -> dict[str, Any]:
+    """Plots + W&B (rank 0 only, after the results are on disk; never raises for a plot/W&B problem)."""
+    from sagebench.reporting.report import RunContext, report_run
+
+    # overlays show patch sets: under byte budgets, at the mean unit count of the middle byte budget
+    budgets = (sweep.budgets if sweep.budget_unit == "patches"
+               else [_overlay_units(results["results"], sweep.budgets)])
+    return report_run(
+        results["config"], {k: v for k, v in results.items() if k != "output_dir"}, out_dir,
+        RunContext(edge=sweep.edge, strategies=sweep.strategies, dataset=None if sweep.data.streaming else sweep.dataset,
+                   data_config=sweep.view, rows=records.rows, layout=records.layout, seed=sweep.cfg.seed,
+                   budgets=budgets))

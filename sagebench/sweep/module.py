@@ -1,0 +1,185 @@
+"""The evaluation LightningModule: edge once -> gate -> every (strategy, budget) -> server.
+
+Why one module for the whole sweep: the edge forward (and the gate) run once per image however
+many strategies and budgets are compared, the ceiling pass and every budgeted pass share the
+same offloaded images, and Lightning provides devices, precision and multi-process evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torchmetrics import SumMetric
+
+from sagebench.cells import Cell
+from sagebench.edge.cache import EdgeSource
+from sagebench.edge.model import EdgeModel
+from sagebench.gates import get_gate
+from sagebench.metrics import SweepLayout, coverage
+from sagebench.runtime.speed import PhaseTimer
+from sagebench.server.model import ServerModel
+from sagebench.server.passes import ServerPasses
+from sagebench.strategies.base import Strategy, check_budget, check_byte_budget
+from sagebench.sweep.records import (
+    NOT_OFFLOADED,
+    SweepRecords,
+    predictions,
+    skipped_rows,
+)
+from sagebench.sweep.strategy_stats import StrategyStats
+from sagebench.transmission.byte_budget import fill_byte_budget
+from sagebench.transmission.codecs import Codec
+from sagebench.transmission.patches import patchify
+
+
+class SageBenchModule(L.LightningModule):
+    """Evaluation-only module; run it with ``Trainer.test`` (or ``validate``).
+
+    After the epoch, :attr:`records` holds one row per image of the whole data set (gathered
+    from every process), sorted by sample id; :attr:`layout` names its columns.
+    """
+
+    def __init__(self, edge: EdgeModel, server: ServerModel, strategies: Sequence[Strategy],
+                 budgets: Sequence[int], gate: str = "min_entropy", threshold: float = 1.0,
+                 seed: int = 0, budget_unit: str = "patches", codec: Codec | None = None, *,
+                 dedupe: bool = True, timer: PhaseTimer | None = None, edge_source: EdgeSource | None = None) -> None:
+        super().__init__()
+        if tuple(edge.grid) != tuple(server.grid):
+            raise ValueError(f"edge grid {edge.grid} and server grid {server.grid} differ")
+        self.edge = edge
+        self.server = server
+        self.strategies = list(strategies)
+        if budget_unit not in ("patches", "bytes"):
+            raise ValueError(f"budget_unit must be patches or bytes, got {budget_unit!r}")
+        self.budget_unit = budget_unit
+        self.budgets = ([check_budget(b, edge.grid[0] * edge.grid[1]) for b in budgets] if budget_unit == "patches"
+                        else [check_byte_budget(b) for b in budgets])
+        # how the chosen patches are packed and what they cost (sagebench.transmission.codecs); raw: 8-bit pixel count
+        self.codec = codec if codec is not None else Codec("raw")
+        self.gate_fn = get_gate(gate)
+        self.threshold = threshold
+        self.seed = seed
+        self.layout = SweepLayout(tuple((s.label, b) for s in self.strategies for b in self.budgets),
+                                  budget_unit=budget_unit)
+        self.sweep = SweepRecords(self.layout)
+        # counters some strategies report (e.g. how often a rule was cut to the budget), summed over processes
+        self.strategy_stats = StrategyStats(self.layout.cells,
+                                            [s.stat_names for s in self.strategies for _ in self.budgets])
+        self.strategy_stats_totals: list[dict] = []
+        self.records: np.ndarray | None = None
+        # images through the edge, summed over processes: must equal the number of images
+        self.edge_images = SumMetric()
+        self._edge_images_total = 0
+        # speed switches (docs/performance.md); none changes the records
+        self.edge_source = edge_source or EdgeSource(edge)  # runs the edge, or reads its evidence from the cache
+        self.dedupe = bool(dedupe)  # one server pass per distinct patch set of an image at a budget
+        self.timer = timer or PhaseTimer(False)  # per-phase wall seconds (profile=true)
+        self.server_passes = {"forwards": 0, "images_run": 0, "images_reused": 0}  # this process
+
+    def _evaluate_batch(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, labels, sample_ids = batch
+        b = images.shape[0]
+        started = self.timer.start()
+        evidence, through_edge = self.edge_source(images, sample_ids, self.seed)
+        self.timer.stop("edge", started)
+        self.edge_images.update(torch.tensor(float(through_edge), device=images.device))
+        offload = self.gate_fn(evidence.logits, self.threshold)
+        rows = torch.full((b, self.layout.num_columns), float(NOT_OFFLOADED), dtype=torch.float64, device=images.device)
+        col = self.layout.column
+        rows[:, col("sample_id")] = sample_ids.double()
+        rows[:, col("label")] = labels.double()
+        rows[:, col("edge_pred")] = predictions(evidence.logits)  # records.NONFINITE for NaN/Inf logits
+        rows[:, col("offloaded")] = offload.double()
+        sent = offload.nonzero().squeeze(1)
+        if sent.numel() == 0:
+            return rows
+        sub_images = images[sent]
+        sub = evidence.subset(sent)
+        started = self.timer.start()
+        rows[sent, col("ceiling_pred")] = predictions(self.server.vit(sub_images))
+        self.timer.stop("ceiling", started)
+        patches = patchify(sub_images, self.server.patch_size)
+        passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer,
+                              codec=self.codec)
+        j = 0
+        for strategy in self.strategies:
+            for budget in self.budgets:
+                name = Cell(strategy.label, budget, self.budget_unit).name
+                if self.budget_unit == "bytes":
+                    self._send_byte_budget(rows, sent, sub, passes, strategy, budget, j, name)
+                    j += 1
+                    continue
+                started = self.timer.start()
+                if strategy.stat_names:
+                    indices, counters = strategy.select_with_stats(sub, budget)
+                    self.strategy_stats.update(j, sent.numel(), counters)
+                else:
+                    indices = strategy.select(sub, budget)
+                self.timer.stop(f"select/{name}", started)
+                preds, sizes = passes.send(indices, f"server/{name}")
+                rows[sent, col("pred", j)] = preds
+                rows[sent, col("coverage", j)] = coverage(indices, self.server.grid)
+                rows[sent, col("units", j)] = float(passes.units(indices))
+                rows[sent, col("bytes", j)] = sizes.to(rows.device, torch.float64)
+                j += 1
+        for k in self.server_passes:
+            self.server_passes[k] += getattr(passes, k)
+        return rows
+
+    def _send_byte_budget(self, rows: torch.Tensor, sent: torch.Tensor, sub, passes: ServerPasses,
+                          strategy: Strategy, budget: int, j: int, name: str) -> None:
+        """One (strategy, byte budget) cell: per image, as many patches as fit (sagebench.transmission.byte_budget)."""
+        col = self.layout.column
+        started = self.timer.start()
+        groups = fill_byte_budget(strategy, sub, budget, passes.payload)
+        self.timer.stop(f"select/{name}", started)
+        for units, (members, indices) in groups.items():
+            preds, sizes = passes.send(indices, f"server/{name}", rows=members)
+            target = sent[members]
+            rows[target, col("pred", j)] = preds
+            rows[target, col("coverage", j)] = coverage(indices, self.server.grid)
+            rows[target, col("units", j)] = float(units)
+            rows[target, col("bytes", j)] = sizes.to(rows.device, torch.float64)
+
+    def _rows(self, batch) -> torch.Tensor:
+        """The batch's records; images skipped as corrupt (negative sample id, ``data.on_error=skip``)
+        get a :func:`~sagebench.sweep.records.skipped_rows` record and never reach a model."""
+        images, labels, sample_ids = batch
+        skipped = sample_ids < 0
+        if not bool(skipped.any()):
+            return self._evaluate_batch(batch)
+        keep = ~skipped
+        parts = [skipped_rows(-sample_ids[skipped] - 1, self.layout)]
+        if bool(keep.any()):
+            parts.insert(0, self._evaluate_batch((images[keep], labels[keep], sample_ids[keep])))
+        return torch.cat(parts)
+
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        # the stored copy, for callbacks (sagebench.sweep.resume.PartialResults saves them as the sweep goes)
+        return self.sweep.store(self._rows(batch))
+
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self.test_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.sweep.ensure_state(self.device)
+        self.records = self.sweep.compute()
+        self._edge_images_total = int(self.edge_images.compute().item())
+        if self.strategy_stats.active:  # the same on every process (it depends on the config only)
+            self.strategy_stats_totals = self.strategy_stats.totals()
+            self.strategy_stats.reset()
+        self.sweep.reset()
+        self.edge_images.reset()
+
+    def edge_images_total(self) -> int:
+        """Images that went through the edge in the last epoch, all processes together."""
+        return self._edge_images_total
+
+    def on_validation_epoch_end(self) -> None:
+        self.on_test_epoch_end()
+
+    def configure_optimizers(self):  # evaluation only
+        return None
