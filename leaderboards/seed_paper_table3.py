@@ -17,7 +17,6 @@ ceiling ratio of a reported row as offloaded accuracy / the reported ceiling.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -46,7 +45,7 @@ def _fraction(pct: float) -> float:
 def benchmark_block(cfg: Any, num_images: int) -> dict[str, Any]:
     """The ``benchmark`` block (with ``name`` and ``fingerprint``) that ``sagebench eval`` writes for ``cfg``.
 
-    Mirrors the benchmark fields of ``sagebench.sweep.evaluate`` for a run that evaluated ``num_images``
+    Mirrors the benchmark fields of ``sagebench.sweep.build.benchmark_fields`` for a run that evaluated ``num_images``
     images and skipped none; the models are built without weights on the meta device.
     """
     import timm
@@ -56,13 +55,13 @@ def benchmark_block(cfg: Any, num_images: int) -> dict[str, Any]:
     from sagebench import data as data_lib
     from sagebench.models.vit import grid_size
     from sagebench.results import fingerprint
+    from sagebench.sweep import build
 
-    evaluate = importlib.import_module("sagebench.sweep.evaluate")  # the module (the package re-exports a function)
-    edge_spec, server_spec = evaluate._model_spec(cfg.model.edge), evaluate._model_spec(cfg.model.server)
+    edge_spec, server_spec = build.model_spec(cfg.model.edge), build.model_spec(cfg.model.server)
     with torch.device("meta"):
         edge_vit = timm.create_model(edge_spec.name, pretrained=False, **edge_spec.kwargs)
         server_vit = timm.create_model(server_spec.name, pretrained=False, **server_spec.kwargs)
-    spec = evaluate._data_spec(cfg)
+    spec = data_lib.DataSpec.from_config(cfg.data)
     view = data_lib.resolve_data_config(server_vit, spec)
     grid = grid_size(server_vit)
     fields = {
@@ -70,10 +69,10 @@ def benchmark_block(cfg: Any, num_images: int) -> dict[str, Any]:
         **{k: v for k, v in data_lib.dataset_fingerprint_fields(spec, num_images).items() if k != "name"},
         "num_patches": grid[0] * grid[1],
         "grid": list(grid),
-        "edge": {"name": edge_spec.name, "weights": evaluate._weights_id(edge_spec, edge_vit),
+        "edge": {"name": edge_spec.name, "weights": build.weights_id(edge_spec, edge_vit),
                  "attention": cfg.model.edge.attention},
-        "server": {"name": server_spec.name, "weights": evaluate._weights_id(server_spec, server_vit)},
-        "preprocessing": {k: view.get(k) for k in evaluate._PIXEL_KEYS},
+        "server": {"name": server_spec.name, "weights": build.weights_id(server_spec, server_vit)},
+        "preprocessing": {k: view.get(k) for k in build.PIXEL_KEYS},
         "gate": cfg.gate.name,
         "threshold": None if cfg.gate.name == "all" else float(cfg.gate.threshold),
     }

@@ -116,13 +116,41 @@ class SweepLayout:
         return [name for name, _ in self.fields()]
 
 
+#: How the 95% intervals of results.json are computed (recorded in every results file).
+CONFIDENCE = 0.95
+RATIO_RESAMPLES = 2000
+INTERVALS = {
+    "confidence": CONFIDENCE,
+    "accuracy": "Wilson score interval (offloaded, overall, edge and ceiling accuracies)",
+    "ceiling_ratio": f"percentile bootstrap over the offloaded images, resampled in pairs (B patches, all "
+                     f"patches), {RATIO_RESAMPLES} resamples, seed 0",
+}
+
+
+def _wilson(successes: int, n: int) -> list[float] | None:
+    from sagebench.stats import wilson_interval
+
+    ci = wilson_interval(int(successes), int(n), CONFIDENCE)
+    return None if ci is None else [float(ci[0]), float(ci[1])]
+
+
+def _ratio_ci(num_ok: np.ndarray, den_ok: np.ndarray) -> list[float] | None:
+    from sagebench.stats import ratio_bootstrap_interval
+
+    if not den_ok.any():
+        return None
+    ci = ratio_bootstrap_interval(num_ok, den_ok, resamples=RATIO_RESAMPLES, seed=0, confidence=CONFIDENCE)
+    return None if ci is None else [float(ci[0]), float(ci[1])]
+
+
 def summarize(rows: np.ndarray, layout: SweepLayout) -> dict:
-    """Exact metrics from the record matrix (accuracies as fractions).
+    """Exact metrics from the record matrix (accuracies as fractions), each with its 95% interval.
 
     offloaded_accuracy: server correct with B patches / offloaded images;
     ceiling_ratio: offloaded_accuracy / ceiling offloaded accuracy (server on all N patches);
     overall_accuracy: (edge correct on kept + server correct on offloaded) / all images;
-    the ``mean_offloaded`` fields (coverage, units_sent, bytes_sent): means over offloaded images.
+    the ``mean_offloaded`` fields (coverage, units_sent, bytes_sent): means over offloaded images;
+    ``*_ci``: ``[low, high]`` (:data:`INTERVALS` says how).
     """
     col = layout.column
     n = rows.shape[0]
@@ -135,21 +163,27 @@ def summarize(rows: np.ndarray, layout: SweepLayout) -> dict:
     def frac(num: float, den: float) -> float | None:
         return float(num) / float(den) if den else None
 
-    ceiling_ok = int(((rows[:, col("ceiling_pred")] == label) & off).sum())
+    ceiling_hit = (rows[:, col("ceiling_pred")] == label) & off
+    ceiling_ok = int(ceiling_hit.sum())
     ceiling_off_acc = frac(ceiling_ok, n_off)
     out = {
         "num_images": n,
         "num_offloaded": n_off,
         "offload_rate": frac(n_off, n),
         "edge_accuracy": frac(int(edge_ok.sum()), n),
+        "edge_accuracy_ci": _wilson(int(edge_ok.sum()), n),
         "ceiling": {
             "offloaded_accuracy": ceiling_off_acc,
             "overall_accuracy": frac(kept_ok + ceiling_ok, n),
+            "offloaded_accuracy_ci": _wilson(ceiling_ok, n_off),
+            "overall_accuracy_ci": _wilson(kept_ok + ceiling_ok, n),
         },
+        "intervals": INTERVALS,
         "results": [],
     }
     for j, (strategy, budget) in enumerate(layout.cells):
-        ok = int(((rows[:, col("pred", j)] == label) & off).sum())
+        hit = (rows[:, col("pred", j)] == label) & off
+        ok = int(hit.sum())
         acc = frac(ok, n_off)
         entry = {
             "strategy": strategy,
@@ -163,5 +197,34 @@ def summarize(rows: np.ndarray, layout: SweepLayout) -> dict:
             if f.reduce == "mean_offloaded":
                 entry[f.summary] = float(rows[off, col(f.name, j)].mean()) if n_off else None
         entry["num_correct"] = ok
+        entry["offloaded_accuracy_ci"] = _wilson(ok, n_off)
+        entry["overall_accuracy_ci"] = _wilson(kept_ok + ok, n)
+        entry["ceiling_ratio_ci"] = _ratio_ci(hit[off], ceiling_hit[off]) if ceiling_ok else None
         out["results"].append(entry)
+    return out
+
+
+def per_class(rows: np.ndarray, layout: SweepLayout, class_names: list[str]) -> list[dict]:
+    """Offloaded accuracy per class (the class of the true label): where the budget costs most.
+
+    One entry per class: its images, how many were offloaded, the ceiling's accuracy on them and
+    each cell's (``offloaded_accuracy`` keyed by :attr:`sagebench.cells.Cell.name`, e.g. ``sage/B8``).
+    """
+    col = layout.column
+    label = rows[:, col("label")]
+    off = rows[:, col("offloaded")] > 0.5
+    out = []
+    for c, name in enumerate(class_names):
+        mine = label == c
+        sent = mine & off
+        n_sent = int(sent.sum())
+
+        def acc(column: int) -> float | None:
+            return float((rows[sent, column] == c).mean()) if n_sent else None
+
+        out.append({
+            "class": name, "index": c, "num_images": int(mine.sum()), "num_offloaded": n_sent,
+            "ceiling_accuracy": acc(col("ceiling_pred")),
+            "offloaded_accuracy": {layout.cell(j).name: acc(col("pred", j)) for j in range(len(layout.cells))},
+        })
     return out

@@ -70,7 +70,11 @@ def test_metrics_are_exact_counts_over_the_right_sets():
     s = summarize(rows, lay)
     assert s["num_images"] == 5 and s["num_offloaded"] == 3
     assert s["edge_accuracy"] == pytest.approx(1 / 5)
-    assert s["ceiling"] == {"offloaded_accuracy": pytest.approx(2 / 3), "overall_accuracy": pytest.approx(3 / 5)}
+    assert {k: s["ceiling"][k] for k in ("offloaded_accuracy", "overall_accuracy")} == {
+        "offloaded_accuracy": pytest.approx(2 / 3), "overall_accuracy": pytest.approx(3 / 5)}
+    # every accuracy carries its 95% Wilson interval: 2 of 3 -> [0.2077, 0.9385] (closed form, z = 1.96)
+    assert s["ceiling"]["offloaded_accuracy_ci"] == pytest.approx([0.20766, 0.93851], abs=1e-4)
+    assert s["ceiling"]["overall_accuracy_ci"] == pytest.approx([0.23072, 0.88236], abs=1e-4)  # 3 of 5
     a, b = s["results"]
     assert a["offloaded_accuracy"] == pytest.approx(2 / 3) and a["ceiling_ratio"] == pytest.approx(1.0)
     assert a["overall_accuracy"] == pytest.approx(3 / 5)
@@ -138,3 +142,31 @@ def test_records_fall_back_to_ordinary_tensors_where_no_anonymous_mapping_is_ava
     rows = np.stack([_row(lay, i, 0, 0, 0, -1, [-1, -1]) for i in (2, 0, 1)])
     m.update(torch.from_numpy(rows))
     assert m.compute()[:, 0].tolist() == [0, 1, 2]
+
+
+def test_every_row_carries_intervals_that_contain_its_figure():
+    """Offloaded and overall accuracy: Wilson; ceiling ratio: a seeded paired bootstrap (same result twice)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    layout = SweepLayout((("a", 4),))
+    rows = np.zeros((n, layout.num_columns))
+    col = layout.column
+    rows[:, col("sample_id")] = np.arange(n)
+    rows[:, col("label")] = rng.integers(0, 3, n)
+    rows[:, col("edge_pred")] = rows[:, col("label")]
+    rows[:, col("offloaded")] = rng.random(n) < 0.5
+    rows[:, col("ceiling_pred")] = np.where(rng.random(n) < 0.8, rows[:, col("label")], 9)
+    rows[:, col("pred", 0)] = np.where(rng.random(n) < 0.5, rows[:, col("label")], 9)
+    first, again = summarize(rows, layout), summarize(rows, layout)
+    row = first["results"][0]
+    for key in ("offloaded_accuracy", "overall_accuracy", "ceiling_ratio"):
+        lo, hi = row[f"{key}_ci"]
+        assert lo <= row[key] <= hi and hi - lo > 0.01
+    assert row["ceiling_ratio_ci"] == again["results"][0]["ceiling_ratio_ci"]
+    n_off = int(rows[:, col("offloaded")].sum())
+    k = row["num_correct"]
+    p, z = k / n_off, 1.959963984540054
+    centre = (p + z * z / (2 * n_off)) / (1 + z * z / n_off)
+    half = z / (1 + z * z / n_off) * np.sqrt(p * (1 - p) / n_off + z * z / (4 * n_off * n_off))
+    assert row["offloaded_accuracy_ci"] == pytest.approx([centre - half, centre + half], abs=1e-9)
+    assert first["intervals"]["confidence"] == 0.95

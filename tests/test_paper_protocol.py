@@ -63,8 +63,10 @@ def test_experiment_file_holds_the_paper_protocol(cfg):
     assert list(cfg.budgets) == BUDGETS
     assert (cfg.gate.name, cfg.gate.threshold) == ("min_entropy", 1.0)
     assert cfg.benchmark == BOARD == load_config("imagenet_deit").benchmark
-    top = (REPO / "conf" / "experiment" / "paper_table3.yaml").read_text().split("\nbenchmark:")[0]
-    assert "sagebench eval --config paper_table3 trainer.devices=N" in top and "ILSVRC/imagenet-1k" in top
+    top = (REPO / "conf" / "experiment" / "paper_table3.yaml").read_text().split("\ndefaults:")[0]
+    assert "sagebench eval --config paper_table3 trainer.devices=N" in top and "ImageNet-1K val" in top
+    data_file = (REPO / "conf" / "data" / "imagenet_val.yaml").read_text()  # composed: the data set is one file
+    assert "ILSVRC/imagenet-1k" in data_file and "hf auth login" in data_file
 
 
 def test_every_strategy_is_registered(cfg):

@@ -27,6 +27,7 @@ import torch
 from hypothesis import given, settings
 from PIL import Image
 
+from sagebench import data as data_lib
 from sagebench.cli import main
 from sagebench.config import load_config
 from sagebench.data import to_model_mode
@@ -485,11 +486,11 @@ def test_two_runs_cannot_write_one_output_folder(random_models_overrides, tmp_pa
 def test_remaining_images_are_split_among_processes_without_repeats():
     remaining = np.array([0, 3, 4, 9, 10, 11, 15])
     for world in (1, 2, 3, 8):
-        shares = [list(resume.RemainingSampler(remaining, num_replicas=world, rank=r, pad=1)) for r in range(world)]
-        real = [i for s in shares for i in s if not isinstance(i, resume.PadIndex)]
+        shares = [list(data_lib.RemainingSampler(remaining, num_replicas=world, rank=r, pad=1)) for r in range(world)]
+        real = [i for s in shares for i in s if not isinstance(i, data_lib.PadIndex)]
         assert sorted(real) == remaining.tolist()
         assert all(len(s) >= 1 for s in shares)  # Lightning refuses a process without a batch
-        pads = [i for s in shares for i in s if isinstance(i, resume.PadIndex)]
+        pads = [i for s in shares for i in s if isinstance(i, data_lib.PadIndex)]
         assert len(pads) == max(0, world - len(remaining))
 
 

@@ -14,9 +14,10 @@ from sagebench.data.images import (
     skipped_item,
     skipped_sample_id,
 )
-from sagebench.data.labels import check_labels
+from sagebench.data.labels import check_labels, class_names
 from sagebench.data.samplers import (
     PaddedView,
+    PadIndex,
     RemainingSampler,
     UnrepeatedSampler,
     rank_world,
@@ -31,8 +32,8 @@ from sagebench.data.transforms import (
 from sagebench.errors import DataError
 
 __all__ = [
-    "DataError", "DataSpec", "EvalImages", "ON_ERROR_POLICIES", "PaddedView", "RemainingSampler",
-    "StreamingEvalImages", "UnrepeatedSampler", "build_transform", "check_labels", "dataset_fingerprint_fields",
+    "DataError", "DataSpec", "EvalImages", "ON_ERROR_POLICIES", "PadIndex", "PaddedView", "RemainingSampler",
+    "StreamingEvalImages", "UnrepeatedSampler", "build_transform", "check_labels", "class_names", "dataset_fingerprint_fields",
     "load_source", "rank_world", "resolve_data_config", "skipped_index", "skipped_item", "skipped_sample_id",
     "to_model_mode",
 ]

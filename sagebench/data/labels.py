@@ -71,3 +71,12 @@ def check_labels(dataset_or_labels: Any, num_classes: int, *, label_column: str 
             "The labels must be the model's class indices: check data.label_column, data.split "
             "(unlabelled test splits use -1) and that the model was trained on this data set's classes."
         )
+
+
+def class_names(dataset: Any) -> list[str] | None:
+    """The data set's class names (a ``ClassLabel`` feature), in label order, or None."""
+    try:
+        names = dataset.dataset.features[dataset.label_column].names
+    except Exception:  # a stream, an int label column, another data set type
+        return None
+    return [str(n) for n in names] if names else None

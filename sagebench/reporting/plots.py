@@ -28,6 +28,9 @@ class Series:
     offloaded_accuracy: list[float | None]
     ceiling_ratio: list[float | None]
     dashed: bool = False
+    # 95% intervals per budget ([low, high] or None): drawn as bands around the line
+    offloaded_accuracy_ci: list[Sequence[float] | None] | None = None
+    ceiling_ratio_ci: list[Sequence[float] | None] | None = None
 
 
 @dataclass
@@ -66,13 +69,15 @@ def figure(width: float, height: float) -> Any:
 
 
 def save(fig: Any, path: Path) -> Path:
-    """Write a PNG atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    """Write a PNG atomically: a new temporary file of an unpredictable name (created exclusively,
+    so a symlink planted at a fixed name is never followed), then a rename over ``path``."""
+    import io
+
+    from sagebench.runtime.files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return atomic_write_bytes(Path(path), buf.getvalue(), durable=False)
 
 
 def series_from_results(results: dict[str, Any]) -> list[Series]:
@@ -84,16 +89,24 @@ def series_from_results(results: dict[str, Any]) -> list[Series]:
         rows = [by_key.get((strategy, b)) for b in budgets]
         out.append(Series(strategy, budgets,
                           [r and r.get("offloaded_accuracy") for r in rows],
-                          [r and r.get("ceiling_ratio") for r in rows]))
+                          [r and r.get("ceiling_ratio") for r in rows],
+                          offloaded_accuracy_ci=[r and r.get("offloaded_accuracy_ci") for r in rows],
+                          ceiling_ratio_ci=[r and r.get("ceiling_ratio_ci") for r in rows]))
     return out
 
 
-def _line(ax: Any, s: Series, values: list[float | None], scale: float) -> None:
+def _line(ax: Any, s: Series, values: list[float | None], scale: float,
+          intervals: list[Sequence[float] | None] | None = None) -> None:
     pts = [(b, v * scale) for b, v in zip(s.budgets, values) if v is not None]
     if not pts:
         return
     xs, ys = zip(*pts)
-    ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.6, linestyle="--" if s.dashed else "-", label=s.label)
+    (line,) = ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.6, linestyle="--" if s.dashed else "-",
+                      label=s.label)
+    band = [(b, ci[0] * scale, ci[1] * scale) for b, ci in zip(s.budgets, intervals or []) if ci]
+    if len(band) >= 2:  # the 95% interval of each point, as a band
+        bx, lo, hi = zip(*band)
+        ax.fill_between(bx, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
 
 
 def plot_curves(series: Sequence[Series], path: Path, *, title: str = "", ceiling: float | None = None,
@@ -109,7 +122,7 @@ def plot_curves(series: Sequence[Series], path: Path, *, title: str = "", ceilin
     for ax, metric in zip(axes, which):
         scale = 100.0 if metric == "offloaded_accuracy" else 1.0
         for s in series:
-            _line(ax, s, getattr(s, metric), scale)
+            _line(ax, s, getattr(s, metric), scale, getattr(s, f"{metric}_ci"))
         if metric == "offloaded_accuracy":
             if ceiling is not None:
                 ax.axhline(100.0 * ceiling, color="0.3", linestyle=":", linewidth=1.2,

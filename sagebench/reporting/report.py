@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from sagebench.data.labels import class_names
 from sagebench.reporting import plots
 from sagebench.reporting.wandb import log_to_wandb
 from sagebench.runtime.log import warn
@@ -50,14 +51,6 @@ def overlay_sample_ids(rows: np.ndarray, layout: Any, k: int = NUM_OVERLAY_IMAGE
     return [int(i) for i in rows[off, layout.column("sample_id")][:k]]
 
 
-def _class_names(dataset: Any) -> list[str] | None:
-    try:
-        feature = dataset.dataset.features[dataset.label_column]
-        return list(feature.names)
-    except Exception:
-        return None
-
-
 def selection_examples(ctx: RunContext, k: int = NUM_OVERLAY_IMAGES) -> list[plots.Example]:
     """Image, edge attention and each strategy's chosen patches at :func:`overlay_budget`."""
     import torch
@@ -83,7 +76,7 @@ def selection_examples(ctx: RunContext, k: int = NUM_OVERLAY_IMAGES) -> list[plo
     patch = (pixels.shape[2] // grid[0], pixels.shape[3] // grid[1])
     attention = evidence.attention.float().cpu().numpy().reshape(-1, *grid)
     preds = evidence.logits.argmax(-1).cpu().numpy()
-    names = _class_names(ctx.dataset)
+    names = class_names(ctx.dataset)
     out = []
     for j, sid in enumerate(ids):
         img = pixels[j]

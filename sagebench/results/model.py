@@ -28,9 +28,9 @@ class RunResults:
     benchmark: dict[str, Any]
     results: list[dict[str, Any]]
     num_images: int
-    num_offloaded: int
-    edge_accuracy: float | None
-    ceiling: dict[str, Any]
+    num_offloaded: int | None = None  # None in reported (copied, not measured) entries
+    edge_accuracy: float | None = None
+    ceiling: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     strategies: list[dict[str, Any]] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -43,7 +43,7 @@ class RunResults:
     timing: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not declare (kept as they are)
 
-    REQUIRED = ("schema_version", "benchmark", "results", "num_images", "num_offloaded", "edge_accuracy", "ceiling")
+    REQUIRED = ("schema_version", "benchmark", "results", "num_images")
 
     # -- the file
 
@@ -68,6 +68,10 @@ class RunResults:
                  "edge_accuracy", "ceiling", "results", "transmission", "strategy_stats", "nonfinite", "skipped",
                  "resume", "warnings", "timing")
         return {**{k: out[k] for k in order}, **self.extra}
+
+    def __post_init__(self) -> None:
+        if self.num_offloaded is not None and self.num_images and self.num_offloaded > self.num_images:
+            raise SageBenchError(f"results claim {self.num_offloaded} offloaded of {self.num_images} images")
 
     # -- reading it
 

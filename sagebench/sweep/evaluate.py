@@ -23,6 +23,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sagebench.config import load_config
+from sagebench.data.labels import class_names
 from sagebench.edge.cache import edge_source
 from sagebench.errors import (
     ConfigError,
@@ -30,7 +31,7 @@ from sagebench.errors import (
     SageBenchError,
     without_worker_traceback,
 )
-from sagebench.metrics import SweepLayout, summarize
+from sagebench.metrics import SweepLayout, per_class, summarize
 from sagebench.results import (
     SCHEMA_VERSION,
     RunResults,
@@ -216,6 +217,7 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
     add_latency(summary["results"], sweep.channels)
     previous_evaluated = int((partial.previous_rows[:, records.layout.column("label")] >= 0).sum())
     bench = benchmark_fields(sweep, num_images, len(records.skipped))
+    names = class_names(sweep.dataset)
     return RunResults(
         schema_version=SCHEMA_VERSION,
         benchmark={"name": cfg.benchmark, **bench, "fingerprint": fingerprint(bench)},
@@ -226,6 +228,8 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         num_offloaded=summary["num_offloaded"],
         edge_accuracy=summary["edge_accuracy"],
         ceiling=summary["ceiling"],
+        extra={"edge_accuracy_ci": summary["edge_accuracy_ci"], "intervals": summary["intervals"],
+               **({"per_class": per_class(records.rows, records.layout, names)} if names else {})},
         results=summary["results"],
         # how requests were packed, and the uplinks their latency is reported for (sagebench.transmission.channels)
         transmission={"codec": sweep.codec.describe(), "budget_unit": sweep.budget_unit,
