@@ -26,9 +26,14 @@ def _row(results, strategy, budget):
 def test_offline_run_summary_config_and_table_read_back(small_run):
     run_dir, results = small_run
     runs = wandb_offline.offline_runs(run_dir)
-    assert len(runs) == 1, "one W&B run per evaluation, under <output_dir>/wandb/"
-    run = wandb_offline.read_offline_run(runs[0])
-    assert (run.name, run.project, run.tags) == ("small-run", "sagebench", ["test"])
+    strategies = [s["label"] for s in results["strategies"]]
+    assert len(runs) == 1 + len(strategies), "one sweep run + one run per strategy, under <output_dir>/wandb/"
+    run = wandb_offline.sweep_run(run_dir)
+    assert (run.name, run.project) == ("small-run", "sagebench")
+    bench = results["benchmark"]
+    assert run.tags == ["test", f"benchmark:{bench['name']}", f"edge:{bench['edge']['name']}",
+                        f"server:{bench['server']['name']}"]
+    assert run.config["sagebench/fingerprint"] == bench["fingerprint"]
     # the resolved config
     assert run.config["logger"] == "wandb" and run.config["budgets"] == [4, 8]
     assert run.config["data"]["limit"] == 60
@@ -51,8 +56,12 @@ def test_offline_run_summary_config_and_table_read_back(small_run):
     assert table["columns"] == tracking.table_columns(results)
     assert len(table["data"]) == len(results["results"])
     got = {(row[0], row[1]): row for row in table["data"]}
+    n_plain = len(tracking.row_fields(results))
     for r in results["results"]:
-        assert got[(r["strategy"], r["budget"])][2:] == pytest.approx([r[c] for c in table["columns"][2:]])
+        row = got[(r["strategy"], r["budget"])]
+        assert row[2:2 + n_plain] == pytest.approx([r[c] for c in table["columns"][2:2 + n_plain]])
+        lo, hi = row[table["columns"].index("offloaded_accuracy_low")], row[table["columns"].index("offloaded_accuracy_high")]
+        assert [lo, hi] == pytest.approx(r["offloaded_accuracy_ci"])  # the interval columns
     # line charts (one line per strategy), overlays as images, results + samples as an artifact
     for key, metric in (("curves/offloaded_acc_table", "offloaded_accuracy"),
                         ("curves/ceiling_ratio_table", "ceiling_ratio")):
@@ -186,3 +195,47 @@ def test_summary_keys_name_metric_strategy_and_budget(small_run):
     ratios = [_row(results, "sage", b)["ceiling_ratio"] for b in (4, 8)]
     assert s["mean_ceiling_ratio/sage"] == pytest.approx(sum(ratios) / 2)
     json.dumps(s)  # plain JSON: what W&B stores
+
+
+def test_each_strategy_is_its_own_w_and_b_run_ranked_by_mean_ceiling_ratio(small_run):
+    """Per strategy: a run named '<label> @ <benchmark>', config with the fingerprint, models and options,
+    summary with the mean ceiling ratio and every budget's figures and intervals, budget as the step."""
+    run_dir, results = small_run
+    runs = wandb_offline.strategy_runs(run_dir)
+    assert sorted(runs) == sorted(s["label"] for s in results["strategies"])
+    bench = results["benchmark"]
+    for label, run in runs.items():
+        assert run.name == f"{label} @ {bench['name']}"
+        assert run.config["sagebench/fingerprint"] == bench["fingerprint"]
+        assert run.config["sagebench/edge"] == bench["edge"]["name"]
+        assert run.config["sagebench/server_weights"] == bench["server"]["weights"]
+        mine = [r for r in results["results"] if r["strategy"] == label]
+        assert run.summary["mean_ceiling_ratio"] == pytest.approx(sum(r["ceiling_ratio"] for r in mine) / len(mine))
+        for r in mine:
+            key = f"{label}/B{r['budget']}"
+            assert run.summary[f"offloaded_acc/{key}"] == pytest.approx(r["offloaded_accuracy"])
+            assert [run.summary[f"offloaded_acc_low/{key}"], run.summary[f"offloaded_acc_high/{key}"]] == \
+                pytest.approx(r["offloaded_accuracy_ci"])
+        steps = [h for h in run.history if "budget" in h]
+        assert [h["budget"] for h in steps] == sorted(r["budget"] for r in mine)
+        assert [h["offloaded_acc"] for h in steps] == pytest.approx(
+            [r["offloaded_accuracy"] for r in sorted(mine, key=lambda r: r["budget"])])
+
+
+def test_a_users_open_w_and_b_run_is_reused_and_left_open(random_models_overrides, tmp_path, monkeypatch):
+    """evaluate() logs into the run the user's script opened and does not finish it."""
+    import wandb
+
+    from sagebench.config import load_config
+    from sagebench.sweep.evaluate import evaluate
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    user = wandb.init(project="mine", dir=str(tmp_path), mode="offline")
+    try:
+        res = evaluate(load_config(None, [*random_models_overrides, "data.limit=20", "budgets=[4]",
+                                          "strategies=[random]", "logger=wandb", f"output_dir={tmp_path / 'run'}"]))
+        assert res["report"]["wandb"]["reused_run"] is True
+        user.log({"after": 1.0})  # raises "Run ... is finished" if sagebench had finished it
+        assert user.summary["benchmark/fingerprint"] == res["benchmark"]["fingerprint"]
+    finally:
+        user.finish()

@@ -127,3 +127,17 @@ def read_offline_run(run_dir: str | os.PathLike) -> OfflineRun:
                               "files": [c.path for c in record.artifact.manifest.contents]})
     config.pop("_wandb", None)
     return OfflineRun(run_dir, run_id, name, project, tags, config, summary, history, artifacts)
+
+
+def sweep_run(out_dir: str | os.PathLike) -> OfflineRun:
+    """The sweep's own run (the one without a ``sagebench/strategy`` config key)."""
+    runs = [read_offline_run(p) for p in offline_runs(out_dir)]
+    sweep = [r for r in runs if "sagebench/strategy" not in r.config]
+    assert len(sweep) == 1, f"expected one sweep run under {out_dir}, found {len(sweep)}"
+    return sweep[0]
+
+
+def strategy_runs(out_dir: str | os.PathLike) -> dict[str, OfflineRun]:
+    """The per-strategy runs, by strategy label."""
+    runs = [read_offline_run(p) for p in offline_runs(out_dir)]
+    return {r.config["sagebench/strategy"]: r for r in runs if "sagebench/strategy" in r.config}

@@ -117,6 +117,8 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
     fields = row_fields(results)
     for row in results["results"]:
         for field_name in fields:
+            if field_name == "nonfinite" and not row.get(field_name):
+                continue  # all-zero NaN/Inf counters are noise in the runs table; a non-zero one is logged
             out[Cell.from_row(row).key(METRIC_KEYS.get(field_name, field_name))] = row.get(field_name)
         if row.get("ceiling_ratio") is not None:
             ratios.setdefault(row["strategy"], []).append(float(row["ceiling_ratio"]))
@@ -136,14 +138,32 @@ def row_fields(results: dict[str, Any]) -> list[str]:
     return [*METRIC_KEYS, *dict.fromkeys(extra)]
 
 
+CI_FIELDS = ("offloaded_accuracy_ci", "overall_accuracy_ci", "ceiling_ratio_ci")  # [low, high] in each row
+
+
+def _ci_columns(results: dict[str, Any]) -> list[str]:
+    present = [f for f in CI_FIELDS if any(r.get(f) for r in results["results"])]
+    return [f"{f[:-3]}_{side}" for f in present for side in ("low", "high")]
+
+
 def table_columns(results: dict[str, Any]) -> list[str]:
-    return ["strategy", "budget", *row_fields(results)]
+    return ["strategy", "budget", *row_fields(results), *_ci_columns(results)]
+
+
+def _ci_values(row: dict[str, Any], columns: list[str]) -> list[float | None]:
+    out = []
+    for c in columns:
+        base, side = c.rsplit("_", 1)
+        ci = row.get(f"{base}_ci")
+        out.append(None if not ci else float(ci[0 if side == "low" else 1]))
+    return out
 
 
 def table_rows(results: dict[str, Any]) -> list[list[Any]]:
-    """Rows of the results table, columns :func:`table_columns`."""
-    fields = row_fields(results)
-    return [[r["strategy"], int(r["budget"]), *(r.get(f) for f in fields)] for r in results["results"]]
+    """Rows of the results table, columns :func:`table_columns` (intervals as ``*_low``/``*_high``)."""
+    fields, cis = row_fields(results), _ci_columns(results)
+    return [[r["strategy"], int(r["budget"]), *(r.get(f) for f in fields), *_ci_values(r, cis)]
+            for r in results["results"]]
 
 
 def curve_lines(results: dict[str, Any], metric: str) -> tuple[list[list[int]], list[list[float]], list[str]]:
@@ -173,15 +193,97 @@ def _settings(wandb: Any, **wanted: Any) -> Any:
         return wandb.Settings(**{k: v for k, v in wanted.items() if not k.startswith("x_")})
 
 
-def _init(wandb: Any, mode: str, config: dict[str, Any], results: dict[str, Any], out_dir: Path) -> Any:
+def run_tags(results: dict[str, Any], extra: Sequence[str] = ()) -> list[str]:
+    """Tags W&B filters on: the benchmark, edge and server names (plus the config's own)."""
+    bench = results["benchmark"]
+    tags = [*extra, f"benchmark:{bench.get('name')}", f"edge:{bench['edge']['name']}",
+            f"server:{bench['server']['name']}"]
+    return [t[:64] for t in dict.fromkeys(tags)]  # W&B caps a tag at 64 characters
+
+
+def benchmark_config(results: dict[str, Any]) -> dict[str, Any]:
+    """The config keys a shared W&B project groups and filters on (``sagebench/...``)."""
+    bench = results["benchmark"]
+    return {"sagebench/benchmark": bench.get("name"), "sagebench/fingerprint": bench.get("fingerprint"),
+            "sagebench/edge": bench["edge"]["name"], "sagebench/edge_weights": bench["edge"].get("weights"),
+            "sagebench/server": bench["server"]["name"], "sagebench/server_weights": bench["server"].get("weights"),
+            "sagebench/dataset": bench.get("dataset"), "sagebench/num_images": bench.get("num_images")}
+
+
+def _init(wandb: Any, mode: str, config: dict[str, Any], results: dict[str, Any], out_dir: Path, *,
+          job_type: str = "eval", name: str | None = None, run_config: dict[str, Any] | None = None,
+          group: str | None = None, new: bool = False) -> Any:
     wb = config.get("wandb") or {}
     settings = _settings(wandb, silent=True, console="off", x_disable_stats=True, save_code=False,
                          x_save_requirements=False, disable_job_creation=True, init_timeout=30.0)
     bench = results["benchmark"]
-    tags = list(wb.get("tags") or [])
+    kwargs: dict[str, Any] = {"reinit": "create_new"} if new else {}
     return wandb.init(project=wb.get("project") or "sagebench", entity=wb.get("entity") or None,
-                      name=wb.get("name") or None, tags=tags or None, config=config, dir=str(out_dir),
-                      mode=mode, job_type="eval", group=bench.get("name"), settings=settings)
+                      name=name or wb.get("name") or f"sweep @ {bench.get('name')}",
+                      tags=run_tags(results, wb.get("tags") or []),
+                      config=run_config if run_config is not None else {**config, **benchmark_config(results)},
+                      dir=str(out_dir), mode=mode, job_type=job_type, group=group or bench.get("fingerprint"),
+                      settings=settings, **kwargs)
+
+
+def strategy_summary(results: dict[str, Any], label: str) -> dict[str, Any]:
+    """One strategy's W&B summary: mean ceiling ratio, and every budget's figures and intervals."""
+    rows = [r for r in results["results"] if r["strategy"] == label]
+    ratios = [float(r["ceiling_ratio"]) for r in rows if r.get("ceiling_ratio") is not None]
+    out: dict[str, Any] = {
+        "mean_ceiling_ratio": sum(ratios) / len(ratios) if len(ratios) == len(rows) and rows else None,
+        "benchmark/fingerprint": results["benchmark"].get("fingerprint"),
+        "benchmark/name": results["benchmark"].get("name"),
+        "num_images": results.get("num_images"), "num_offloaded": results.get("num_offloaded"),
+        "edge_acc": results.get("edge_accuracy"),
+        "ceiling/offloaded_acc": (results.get("ceiling") or {}).get("offloaded_accuracy"),
+    }
+    for r in rows:
+        cell = Cell.from_row(r)
+        for f in row_fields(results):
+            out[cell.key(METRIC_KEYS.get(f, f))] = r.get(f)
+        for f in CI_FIELDS:
+            if r.get(f):
+                out[cell.key(METRIC_KEYS.get(f[:-3], f[:-3]) + "_low")] = float(r[f][0])
+                out[cell.key(METRIC_KEYS.get(f[:-3], f[:-3]) + "_high")] = float(r[f][1])
+    out[META_KEY] = {**{k: v for k, v in results.items() if k not in _NOT_META},
+                     "strategies": [s for s in results.get("strategies") or [] if s.get("label") == label],
+                     ROW_FIELDS_KEY: {METRIC_KEYS.get(f, f): f for f in row_fields(results)}}
+    return out
+
+
+def log_strategy_runs(wandb: Any, mode: str, config: dict[str, Any], results: dict[str, Any], out_dir: Path,
+                      guard: Any) -> list[str]:
+    """One W&B run per strategy (job_type ``strategy``, grouped by the benchmark fingerprint).
+
+    Why: a shared project's runs table, filtered by ``sagebench/fingerprint`` and sorted by
+    ``mean_ceiling_ratio``, is then a ranked leaderboard; ``budget`` is each run's step metric, so
+    W&B draws accuracy against budget across runs. Each run is started with
+    ``reinit="create_new"`` and finished here; no other run is touched.
+    """
+    bench = results["benchmark"]
+    ids = []
+    for entry in results.get("strategies") or []:
+        label = entry["label"]
+        run_config = {**config, **benchmark_config(results), "sagebench/strategy": label,
+                      "sagebench/strategy_name": entry.get("name"), "sagebench/options": entry.get("options"),
+                      "sagebench/budget_unit": (results.get("transmission") or {}).get("budget_unit", "patches")}
+        run = guard(f"starting the W&B run of {label}", _init, wandb, mode, config, results, out_dir,
+                    job_type="strategy", name=f"{label} @ {bench.get('name')}", run_config=run_config, new=True)
+        if run is None:
+            continue
+        guard("declaring budget as the step metric", lambda: (run.define_metric("budget"),
+                                                              run.define_metric("*", step_metric="budget")))
+        for r in sorted((r for r in results["results"] if r["strategy"] == label), key=lambda r: r["budget"]):
+            point = {"budget": int(r["budget"]), **{METRIC_KEYS[f]: r.get(f) for f in METRIC_KEYS if r.get(f) is not None}}
+            for f in CI_FIELDS:
+                if r.get(f):
+                    point[f"{METRIC_KEYS[f[:-3]]}_low"], point[f"{METRIC_KEYS[f[:-3]]}_high"] = map(float, r[f])
+            guard(f"logging {label} at budget {r['budget']}", run.log, point)
+        guard(f"writing the W&B summary of {label}", run.summary.update, strategy_summary(results, label))
+        ids.append(getattr(run, "id", None))
+        guard(f"finishing the W&B run of {label}", run.finish)
+    return ids
 
 
 def log_to_wandb(config: dict[str, Any], results: dict[str, Any], out_dir: Path,
@@ -199,11 +301,18 @@ def log_to_wandb(config: dict[str, Any], results: dict[str, Any], out_dir: Path,
     wandb = guard("importing wandb", __import__, "wandb")
     if wandb is None:
         return {"mode": "failed"}
-    run = guard(f"starting the W&B run ({mode})", _init, wandb, mode, config, results, out_dir)
-    if run is None and mode == "online":
-        info("W&B unreachable: logging offline instead")
-        mode, why = "offline", "W&B unreachable"
-        run = guard("starting the W&B run (offline)", _init, wandb, mode, config, results, out_dir)
+    own = getattr(wandb, "run", None) is None  # a run the user opened is reused, logged into, never finished
+    if own:
+        run = guard(f"starting the W&B run ({mode})", _init, wandb, mode, config, results, out_dir)
+        if run is None and mode == "online":
+            info("W&B unreachable: logging offline instead")
+            mode, why = "offline", "W&B unreachable"
+            run = guard("starting the W&B run (offline)", _init, wandb, mode, config, results, out_dir)
+    else:
+        run = wandb.run
+        mode = str(getattr(getattr(run, "settings", None), "mode", None) or mode)
+        guard("logging the config to your W&B run", run.config.update,
+              {"sagebench": config, **benchmark_config(results)}, allow_val_change=True)
     if run is None:
         return {"mode": "failed"}
     payload: dict[str, Any] = {}
@@ -239,11 +348,13 @@ def log_to_wandb(config: dict[str, Any], results: dict[str, Any], out_dir: Path,
     guard("logging the results artifact", artifact)
     run_dir = Path(getattr(run, "dir", "") or out_dir).parent  # .../wandb/<offline-run-...>/files -> run folder
     url = getattr(run, "url", None) if mode == "online" else None
-    guard("finishing the W&B run", run.finish)
+    strategy_runs = log_strategy_runs(wandb, mode, config, results, out_dir, guard)
+    if own:
+        guard("finishing the W&B run", run.finish)
     if mode == "offline":
         info(f"W&B offline ({why}): run saved in {run_dir}; upload it later with `wandb sync {run_dir}`")
     else:
         info(f"W&B run: {url}")
-    return {"mode": mode, "run_dir": str(run_dir), "url": url}
+    return {"mode": mode, "run_dir": str(run_dir), "url": url, "reused_run": not own, "strategy_runs": strategy_runs}
 
 
