@@ -34,11 +34,12 @@ def make_evidence(grid: tuple[int, int] = (7, 7), b: int = 4, dim: int = 16, see
     n = grid[0] * grid[1]
     attention = torch.softmax(torch.randn(b, n, generator=g), dim=1)
     rollout = torch.softmax(torch.randn(b, n, generator=g), dim=1) if with_rollout else None
+    server_attention = torch.softmax(torch.randn(b, n, generator=g), dim=1)  # what an oracle may read
     return EdgeEvidence(
         logits=torch.randn(b, 10, generator=g).to(device), attention=attention.to(device),
         embeddings=torch.randn(b, n, dim, generator=g).to(device), grid=grid,
         sample_ids=(torch.arange(b, dtype=torch.int64) + 1000).to(device), seed=seed,
-        rollout=None if rollout is None else rollout.to(device),
+        rollout=None if rollout is None else rollout.to(device), server_attention=server_attention.to(device),
     )
 
 

@@ -33,6 +33,9 @@ class EdgeEvidence:
     sample_ids: torch.Tensor
     seed: int = 0
     rollout: torch.Tensor | None = None
+    #: ``[b, N]`` the *server's* last-block CLS attention on the full image (rows sum to 1), present only
+    #: when a strategy declares ``requires = {"server_attention"}`` (an oracle: the edge cannot know it).
+    server_attention: torch.Tensor | None = None
 
     @property
     def num_patches(self) -> int:
@@ -48,4 +51,5 @@ class EdgeEvidence:
             logits=self.logits[rows], attention=self.attention[rows], embeddings=self.embeddings[rows],
             grid=self.grid, sample_ids=self.sample_ids[rows], seed=self.seed,
             rollout=None if self.rollout is None else self.rollout[rows],
+            server_attention=None if self.server_attention is None else self.server_attention[rows],
         )

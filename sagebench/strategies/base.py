@@ -10,6 +10,10 @@ import torch
 from sagebench.edge.evidence import EdgeEvidence
 
 
+#: Evidence a strategy may declare in :attr:`Strategy.requires` that only the server can provide.
+ORACLE_EVIDENCE = ("server_attention",)
+
+
 class Strategy(ABC):
     """Chooses which ``budget`` patches of each image go over the uplink.
 
@@ -20,6 +24,16 @@ class Strategy(ABC):
     name: str = "strategy"
     #: Names of the counters :meth:`select_with_stats` reports (most strategies report none).
     stat_names: tuple[str, ...] = ()
+    #: Evidence beyond the edge's that the strategy needs (read by the sweep before it runs):
+    #: ``"server_attention"`` makes the ceiling pass also compute the server's CLS attention on the
+    #: full image. A strategy that requires anything the edge does not have is an **oracle**:
+    #: results and boards show it as a reference, never ranked with deployable strategies.
+    requires: frozenset[str] = frozenset()
+
+    @property
+    def oracle(self) -> bool:
+        """True when the strategy uses evidence a deployed edge device would not have."""
+        return bool(set(self.requires) & set(ORACLE_EVIDENCE))
 
     def __init__(self, **options: object) -> None:
         if options:

@@ -13,6 +13,7 @@ The stages, in order: :func:`open_run_folder` (never overwrite, resume or refuse
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from sagebench.errors import (
 )
 from sagebench.metrics import SweepLayout, per_class, summarize
 from sagebench.results import (
+    RESULTS_FILE,
     SCHEMA_VERSION,
     RunResults,
     fingerprint,
@@ -111,6 +113,10 @@ def stored_results(run_state: resume_lib.RunState, key: dict[str, Any], out_dir:
     """``resume=true`` on a finished run: its stored results (checked to be this run's)."""
     stored = resume_lib.finished_results(run_state, key)
     warn(f"{out_dir} already holds the finished results of this run; nothing was evaluated.")
+    if run_state.partial.is_dir() and resume_lib.is_launching_process():
+        # a crash after results.json was written and before partial/ was removed: the results are complete
+        shutil.rmtree(run_state.partial, ignore_errors=True)
+        warn(f"removed {run_state.partial}, left behind by a run that had finished writing its results.")
     stored["output_dir"] = str(out_dir)
     return stored if os.environ.get("RANK", "0") == "0" else None
 
@@ -145,6 +151,11 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
                   enable_progress_bar=bool(sweep.cfg.progress)), **trainer_kwargs},
         use_distributed_sampler=False, inference_mode=True,
     )
+    if sweep.num_images is not None and trainer.world_size > sweep.num_images:
+        raise ConfigError(f"{sweep.num_images} image(s) to evaluate but {trainer.world_size} processes "
+                          "(trainer.devices x trainer.num_nodes): every process needs at least one image. Set "
+                          f"trainer.devices to at most {sweep.num_images} (e.g. trainer.devices=1), or evaluate "
+                          "more images (data.limit).")
     module = build_module(sweep, trainer)
     datamodule = SweepData(sweep.dataset, sweep.cfg.batch_size,
                            speed.num_workers(sweep.cfg.data.num_workers, trainer), done_ids=lambda: partial.done_ids)
@@ -164,6 +175,8 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) and resume_lib.inspect_run(out_dir).unfinished:
             warn(f"interrupted: the images finished so far are kept in {out_dir / 'partial'}; rerun with "
                  "resume=true to continue.")
+        if type(exc).__name__ == "SIGTERMException":  # Lightning's SystemExit(None) would read as success
+            raise SystemExit(143) from exc
         raise
     return Attempt(trainer, module, clock.stop())
 
@@ -222,7 +235,9 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         schema_version=SCHEMA_VERSION,
         benchmark={"name": cfg.benchmark, **bench, "fingerprint": fingerprint(bench)},
         config=OmegaConf.to_container(cfg, resolve=True),
-        strategies=[{"label": s.label, "name": s.name, "options": s.options()} for s in sweep.strategies],
+        strategies=[{"label": s.label, "name": s.name, "options": s.options(),
+                     **({"oracle": True, "requires": sorted(s.requires)} if s.oracle else {})}
+                    for s in sweep.strategies],
         provenance=provenance(device=str(module.device), world_size=attempt.trainer.world_size),
         num_images=summary["num_images"],
         num_offloaded=summary["num_offloaded"],
@@ -250,16 +265,32 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
 
 def write_run(out_dir: Path, cfg: DictConfig, records: Records, results: dict[str, Any],
               partial: PartialResults) -> None:
-    """samples.parquet, config.yaml, then results.json (last: its presence means the run is complete)."""
+    """samples.parquet, config.yaml, then results.json (last: its presence means the run is complete).
+
+    Never over another run's files: the folder's lock must still be this run's and results.json absent.
+    """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        _check_folder_still_ours(out_dir, partial)
         write_samples(out_dir, records.rows, records.layout)
         atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        _check_folder_still_ours(out_dir, partial)
         write_results(out_dir, results)
     except OSError as exc:
         raise SageBenchError(f"Cannot write results to {out_dir}: {exc}. Set output_dir=PATH to a writable folder. "
                              f"(The evaluated images are kept in {partial.partial}: rerun with resume=true.)") from exc
     partial.finish()
+
+
+def _check_folder_still_ours(out_dir: Path, partial: PartialResults) -> None:
+    """Refuse to write when another run wrote results.json meanwhile or took the folder's lock over."""
+    if (out_dir / RESULTS_FILE).exists() or not partial.holds_lock():
+        raise ConfigError(
+            f"Not writing the results of this run to {out_dir}: "
+            + (f"{RESULTS_FILE} appeared there while it ran" if (out_dir / RESULTS_FILE).exists()
+               else "its lock (partial/.lock) is no longer this run's")
+            + " (another sagebench run wrote to the same folder), and sagebench never replaces another run's "
+            "results. Rerun with another output_dir.")
 
 
 def _overlay_units(results: list[dict[str, Any]], byte_budgets: list[int]) -> int:

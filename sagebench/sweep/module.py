@@ -78,6 +78,10 @@ class SageBenchModule(L.LightningModule):
         self.dedupe = bool(dedupe)  # one server pass per distinct patch set of an image at a budget
         self.timer = timer or PhaseTimer(False)  # per-phase wall seconds (profile=true)
         self.server_passes = {"forwards": 0, "images_run": 0, "images_reused": 0}  # this process
+        # strategies that declare requires={"server_attention"} (oracles): the ceiling pass runs the server
+        # through EdgeModel, which gives the same logits plus its last-block CLS attention
+        needs = set().union(*(getattr(s, "requires", frozenset()) for s in self.strategies))
+        self.server_probe = EdgeModel(server.vit, attention="last_layer") if "server_attention" in needs else None
 
     def _evaluate_batch(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, labels, sample_ids = batch
@@ -99,7 +103,12 @@ class SageBenchModule(L.LightningModule):
         sub_images = images[sent]
         sub = evidence.subset(sent)
         started = self.timer.start()
-        rows[sent, col("ceiling_pred")] = predictions(self.server.vit(sub_images))
+        if self.server_probe is not None:  # an oracle strategy needs the server's attention: same forward
+            full = self.server_probe(sub_images, sub.sample_ids, self.seed)
+            rows[sent, col("ceiling_pred")] = predictions(full.logits)
+            sub.server_attention = full.attention
+        else:
+            rows[sent, col("ceiling_pred")] = predictions(self.server.vit(sub_images))
         self.timer.stop("ceiling", started)
         patches = patchify(sub_images, self.server.patch_size)
         passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer,
