@@ -29,11 +29,11 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0"
 
 
-def evaluate(cfg=None, overrides=None):
+def evaluate(cfg=None, overrides=None, **kwargs):
     """Run a sweep; see :func:`sagebench.sweep.evaluate.evaluate` (imported lazily: it pulls in Lightning)."""
     from sagebench.sweep.evaluate import evaluate as _evaluate
 
-    return _evaluate(cfg, overrides)
+    return _evaluate(cfg, overrides, **kwargs)
 
 
 def load_config(config_file=None, overrides=()):

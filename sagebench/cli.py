@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from sagebench.errors import SageBenchError
 
@@ -86,13 +86,58 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         for name in names:
             print(f"rendered {lb.render(lb.get_board(name, root))}")
     elif args.action == "compare":
-        result = lb.compare(args.a, args.b, args.strategy or (), root=root, board=args.board,
-                            resamples=args.resamples)
-        print(json.dumps(result, indent=2) if args.json else lb.format_comparison(result))
+        if args.matrix:
+            if args.b is not None or args.strategy:
+                raise SageBenchError("--matrix takes one run, entry or board and compares all its rows: "
+                                     "drop the second reference and -s.")
+            result = lb.compare_matrix(args.a, root=root, board=args.board, resamples=args.resamples)
+            print(json.dumps(result, indent=2) if args.json else lb.format_matrix(result))
+        else:
+            result = lb.compare(args.a, args.b, args.strategy or (), root=root, board=args.board,
+                                resamples=args.resamples)
+            print(json.dumps(result, indent=2) if args.json else lb.format_comparison(result))
+    elif args.action == "verify":
+        reports = lb.verify(root, args.board)
+        for report in reports:
+            for note in report.notes:
+                print(f"{report.board}: note: {note}")
+            for problem in report.problems:
+                print(f"{report.board}: problem: {problem}", file=sys.stderr)
+            print(f"board {report.board}: " + (f"OK ({report.entries} entr{'y' if report.entries == 1 else 'ies'} "
+                                               "checked)" if report.ok else f"{len(report.problems)} problem(s)"))
+        return 0 if all(r.ok for r in reports) else 1
     elif args.action == "pull":
         for o in lb.pull_wandb(args.wandb, board=args.board, root=root):
             print(f"{o.run_id} ({o.name}): " + (f"-> {o.board}/{o.entry}" if o.entry else f"skipped: {o.skipped}"))
     return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from sagebench.reporting.paper_table import format_table, table_rows
+
+    text = format_table(table_rows(args.run_dirs, metrics=args.metrics), args.format, metrics=args.metrics)
+    if args.out:
+        from sagebench.runtime.files import atomic_write_text
+
+        atomic_write_text(Path(args.out), text if text.endswith("\n") else text + "\n")
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    from sagebench.reporting.paper_table import DEFAULT_METRICS, METRICS
+
+    p = sub.add_parser("report", help="one table of several runs (run, strategy, budget, metrics with 95%% "
+                                      "intervals) as Markdown, CSV or LaTeX")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of finished `sagebench eval` runs "
+                                                                  "(or their results.json)")
+    p.add_argument("--format", "-f", choices=["md", "csv", "latex"], default="md", help="output format (default md)")
+    p.add_argument("--metrics", nargs="+", choices=list(METRICS), default=list(DEFAULT_METRICS),
+                   help=f"columns (default: {' '.join(DEFAULT_METRICS)})")
+    p.add_argument("--out", help="write the table to this file instead of printing it")
+    p.set_defaults(func=_cmd_report)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -128,7 +173,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="submit, show, render, compare or pull leaderboard entries")
+    p = sub.add_parser("leaderboard", help="submit, show, render, compare, verify or pull leaderboard entries")
     p.add_argument("--root", help="leaderboards folder (default $SAGEBENCH_LEADERBOARDS or ./leaderboards)")
     lsub = p.add_subparsers(dest="action", required=True)
     q = lsub.add_parser("submit", help="validate a run's results and add them to a board")
@@ -139,14 +184,22 @@ def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("board", nargs="?", help="board name (default: the only board)")
     q = lsub.add_parser("render", help="rewrite leaderboards/<board>/README.md and curves.png")
     q.add_argument("board", nargs="?", help="board name (default: every board)")
-    q = lsub.add_parser("compare", help="paired comparison of two entries on the same images")
-    q.add_argument("a", help="entry name, run folder or results JSON")
-    q.add_argument("b", help="entry name, run folder or results JSON")
+    q = lsub.add_parser("compare", help="paired comparison on the same images: two entries, two strategies of "
+                                         "one run (A -s X -s Y), or every pair (--matrix)")
+    q.add_argument("a", help="entry name, run folder or results JSON (with --matrix: also a board name)")
+    q.add_argument("b", nargs="?", help="entry name, run folder or results JSON (default: A again, with two -s)")
     q.add_argument("--strategy", "-s", action="append",
                    help="strategy label: once for both, twice for A's then B's (needed when an entry has several)")
+    q.add_argument("--matrix", action="store_true",
+                   help="every pair of strategies of A (a run or entry), or every verified row of board A, "
+                        "per budget, with Holm-adjusted p-values")
     q.add_argument("--board", help="board to look entry names up in")
-    q.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    q.add_argument("--resamples", type=int, default=None,
+                   help="deprecated, ignored: the interval is exact now (no bootstrap)")
     q.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    q = lsub.add_parser("verify", help="re-check every entry of a board (schema, fingerprint, records); "
+                                       "exit 1 naming the problems")
+    q.add_argument("board", nargs="?", help="board name (default: every board under --root)")
     q = lsub.add_parser("pull", help="build entries from W&B runs (public API)")
     q.add_argument("--wandb", required=True, metavar="ENTITY/PROJECT")
     q.add_argument("--board", help="board name (default: each run's benchmark.name)")
@@ -182,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_demo)
 
     _leaderboard_parser(sub)
+    _report_parser(sub)
     _analyze_parser(sub)
     return parser
 
@@ -199,17 +253,74 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt so that the sweep stops the way Ctrl-C stops it (finished images saved)."""
+
+
+#: exit status per signal: 128 + its number, as a shell reports a process killed by it
+_SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _install_signal_handlers(received: list[str]) -> Callable[[], None]:
+    """SIGTERM and SIGINT raise :class:`Terminated` / ``KeyboardInterrupt`` (once each; later ones are noted).
+
+    Why: Lightning's own SIGTERM handling stops the test loop with a ``SystemExit`` of status 0, so a
+    run killed by a scheduler (``timeout``, SLURM, Kubernetes) looked successful. An interrupt goes
+    through the partial-results callback's ``on_exception`` (finished images are saved) and reaches
+    :func:`main`, which exits 143 (SIGTERM) or 130 (SIGINT). Returns a function restoring the old handlers.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        first = name not in received
+        received.append(name)
+        if first:
+            raise Terminated(name) if name == "SIGTERM" else KeyboardInterrupt(name)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (OSError, ValueError):  # not settable here
+            pass
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            try:
+                signal.signal(sig, old if old is not None else signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+
+    return restore
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     _quiet_libraries()
+    received: list[str] = []
+    restore_signals = _install_signal_handlers(received)
     try:
         return int(args.func(args) or 0)
     except SageBenchError as exc:
         print(f"sagebench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("sagebench: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Lightning turns an interrupt inside Trainer.test into sys.exit(1): the signal decides the status
+        name = received[0] if received else ("SIGINT" if isinstance(exc, KeyboardInterrupt) else None)
+        if name is None:
+            raise
+        what = "terminated (SIGTERM)" if name == "SIGTERM" else "interrupted"
+        resume = (" The images finished so far are kept in the run's partial/ folder: rerun the same command "
+                  "with resume=true to continue where it stopped." if args.command == "eval" else "")
+        print(f"sagebench: {what}.{resume}", file=sys.stderr)
+        return _SIGNAL_EXIT[name]
+    finally:
+        restore_signals()
 
 
 if __name__ == "__main__":

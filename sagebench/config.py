@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sagebench.data.spec import DataSpec
+from sagebench.data.spec import DataSpec, check_name_or_path
 from sagebench.errors import ConfigError
 
 
@@ -139,9 +140,12 @@ def _resolve_config_file(name_or_path: str) -> Path:
                       f"Shipped experiments: {', '.join(known) or 'none'}.")
 
 
-def _explain(exc: OmegaConfBaseException, source: str) -> ConfigError:
+def _explain(exc: OmegaConfBaseException, source: str, value: str | None = None) -> ConfigError:
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     msg = str(exc).splitlines()[0]
+    if key and "is not a ListConfig" in msg:  # a scalar where a list goes: budgets=4
+        example = value if value not in (None, "") else "..."
+        return ConfigError(f"{key} must be a list, e.g. {key}=[{example}] (in {source}).")
     if "not in struct" in msg or "Key '" in msg and "not in" in msg or type(exc).__name__ == "ConfigKeyError":
         parent = ".".join(str(key).split(".")[:-1]) if key else ""
         node: Any = OmegaConf.structured(SageBenchConfig)
@@ -217,7 +221,9 @@ def load_config(config_file: str | Sequence[str] | None = None, overrides: Seque
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as exc:
-            raise _explain(exc, source) from exc
+            key = getattr(exc, "full_key", None)
+            value = OmegaConf.select(layer, str(key), default=None, throw_on_missing=False) if key else None
+            raise _explain(exc, source, None if value is None else str(value)) from exc
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"Override {item!r} is not KEY=VALUE (e.g. budgets=[8,16] or gate.threshold=0.5).")
@@ -228,7 +234,7 @@ def load_config(config_file: str | Sequence[str] | None = None, overrides: Seque
         try:
             cfg = OmegaConf.merge(cfg, dot)
         except OmegaConfBaseException as exc:
-            raise _explain(exc, f"override {item!r}") from exc
+            raise _explain(exc, f"override {item!r}", item.split("=", 1)[1].strip()) from exc
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
@@ -286,6 +292,14 @@ def validate(cfg: DictConfig) -> None:
         strategy_class(name)  # unknown names -> ConfigError with suggestions
     if cfg.gate.name not in GATES:
         raise ConfigError(f"Unknown gate {cfg.gate.name!r}. Known gates: {', '.join(sorted(GATES))}.")
+    if not math.isfinite(float(cfg.gate.threshold)):
+        raise ConfigError(f"gate.threshold must be a finite number (bits of edge entropy, e.g. gate.threshold=1.0), "
+                          f"got {cfg.gate.threshold}.")
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32 - 1] (what the random number generators accept), "
+                          f"got {seed!r}.")
+    check_name_or_path(cfg.data.name, cfg.data.path)
     if cfg.batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {cfg.batch_size}.")
     if cfg.data.limit is not None and cfg.data.limit <= 0:
@@ -313,6 +327,9 @@ def validate(cfg: DictConfig) -> None:
         close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
         hint = f" Did you mean 'trainer.{close[0]}'?" if close else ""
         raise ConfigError(f"Unknown trainer option(s) {unknown}: trainer.* keys are passed to lightning.Trainer.{hint}")
+    from sagebench.sweep.trainer import check_trainer_options
+
+    check_trainer_options(OmegaConf.to_container(cfg.trainer, resolve=True))
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -228,3 +228,23 @@ def per_class(rows: np.ndarray, layout: SweepLayout, class_names: list[str]) -> 
             "offloaded_accuracy": {layout.cell(j).name: acc(col("pred", j)) for j in range(len(layout.cells))},
         })
     return out
+
+
+def flat_summary(summary: dict) -> dict[str, float]:
+    """A summary (:func:`summarize`) as flat ``{key: number}``, the keys W&B and Lightning loggers get.
+
+    ``offloaded_acc/<strategy>/<budget token>`` and the other :data:`ROW_METRICS` per cell,
+    ``ceiling/offloaded_acc``, ``ceiling/overall_acc``, ``edge_acc``, ``num_images``,
+    ``num_offloaded``, ``offload_rate``; ``None`` values are left out.
+    """
+    out: dict[str, float] = {
+        "num_images": summary.get("num_images"), "num_offloaded": summary.get("num_offloaded"),
+        "offload_rate": summary.get("offload_rate"), "edge_acc": summary.get("edge_accuracy"),
+        "ceiling/offloaded_acc": (summary.get("ceiling") or {}).get("offloaded_accuracy"),
+        "ceiling/overall_acc": (summary.get("ceiling") or {}).get("overall_accuracy"),
+    }
+    for row in summary.get("results") or []:
+        cell = Cell.from_row(row)
+        for m in ROW_METRICS:
+            out[cell.key(m.wandb_key)] = row.get(m.name)
+    return {k: float(v) for k, v in out.items() if v is not None}

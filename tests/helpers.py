@@ -21,3 +21,19 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+try:
+    import lightning as _L
+
+    class RecordingCallback(_L.Callback):
+        """A callback a config names by class path (tests.helpers is importable as ``helpers``)."""
+
+        def __init__(self, tag: str = "") -> None:
+            self.tag = tag
+            self.batches = 0
+
+        def on_test_batch_end(self, *args, **kwargs) -> None:
+            self.batches += 1
+except ImportError:  # pragma: no cover
+    pass

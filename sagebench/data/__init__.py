@@ -14,7 +14,15 @@ from sagebench.data.images import (
     skipped_item,
     skipped_sample_id,
 )
-from sagebench.data.labels import check_labels, class_names
+from sagebench.data.labels import (
+    LabelMap,
+    ModelLabels,
+    check_labels,
+    class_names,
+    data_label_names,
+    model_label_names,
+    resolve_label_map,
+)
 from sagebench.data.samplers import (
     PaddedView,
     PadIndex,
@@ -32,7 +40,8 @@ from sagebench.data.transforms import (
 from sagebench.errors import DataError
 
 __all__ = [
-    "DataError", "DataSpec", "EvalImages", "ON_ERROR_POLICIES", "PadIndex", "PaddedView", "RemainingSampler",
+    "DataError", "DataSpec", "EvalImages", "LabelMap", "ModelLabels", "data_label_names", "model_label_names",
+    "resolve_label_map", "ON_ERROR_POLICIES", "PadIndex", "PaddedView", "RemainingSampler",
     "StreamingEvalImages", "UnrepeatedSampler", "build_transform", "check_labels", "class_names", "dataset_fingerprint_fields",
     "load_source", "rank_world", "resolve_data_config", "skipped_index", "skipped_item", "skipped_sample_id",
     "to_model_mode",

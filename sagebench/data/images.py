@@ -17,7 +17,7 @@ import torch
 import torch.utils.data
 from PIL import Image
 
-from sagebench.data.labels import _label_column
+from sagebench.data.labels import LabelMap, _label_column
 from sagebench.data.samplers import rank_world
 from sagebench.data.sources import check_columns
 from sagebench.data.spec import DataSpec, _check_limit, _input_size
@@ -107,7 +107,8 @@ class EvalImages(torch.utils.data.Dataset):
     config's ``input_size[0]`` (3 without a data config), ``label`` an int64 scalar tensor,
     ``sample_id`` an int64 scalar tensor equal to the data set index. The columns are
     ``spec.image_column`` and ``spec.label_column``; they and the label type are checked once,
-    here. Images are decoded only in :meth:`__getitem__`.
+    here. Images are decoded only in :meth:`__getitem__`. ``label_map`` (see
+    :func:`sagebench.data.labels.resolve_label_map`) turns the data's labels into model indices.
     """
 
     def __init__(
@@ -116,6 +117,8 @@ class EvalImages(torch.utils.data.Dataset):
         transform: Transform,
         spec: DataSpec | None = None,
         data_config: dict[str, Any] | None = None,
+        *,
+        label_map: LabelMap | None = None,
     ) -> None:
         import datasets
 
@@ -137,6 +140,7 @@ class EvalImages(torch.utils.data.Dataset):
         self._image_feature = features.get(image_column)
         self._len = len(dataset) if limit is None else min(int(limit), len(dataset))
         self.on_error = spec.on_error if spec is not None else "fail"
+        self.label_map = label_map
         self._blank: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -156,11 +160,14 @@ class EvalImages(torch.utils.data.Dataset):
                 raise
             return skipped_item(self, i)
         label = _label(row[self.label_column], f"The label of image {i} (column {self.label_column!r})")
+        if self.label_map is not None:
+            label = torch.tensor(int(self.label_map.apply(np.array([int(label)]), i)[0]), dtype=torch.int64)
         return self.transform(to_model_mode(img, self.channels)), label, torch.tensor(i, dtype=torch.int64)
 
     def label_array(self) -> np.ndarray:
-        """The labels of the evaluated images (the first ``len(self)``), read as one column."""
-        return _label_column(self.dataset, self.label_column, self._len)
+        """The labels of the evaluated images (the first ``len(self)``, as model indices), read as one column."""
+        labels = _label_column(self.dataset, self.label_column, self._len)
+        return labels if self.label_map is None else self.label_map.apply(labels)
 
 
 def skipped_item(data: Any, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -192,6 +199,7 @@ class StreamingEvalImages(torch.utils.data.IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         batch_size: int = 64,
+        label_map: LabelMap | None = None,
     ) -> None:
         super().__init__()
         channels, limit, image_column, label_column = _eval_setup(spec, data_config)
@@ -211,6 +219,7 @@ class StreamingEvalImages(torch.utils.data.IterableDataset):
         self._image_feature = features.get(image_column)
         self.on_error = spec.on_error if spec is not None else "fail"
         self._blank: torch.Tensor | None = None
+        self.label_map = label_map  # data labels -> model indices (sagebench.data.labels.resolve_label_map)
         self.exclude: frozenset[int] = frozenset()  # ids already evaluated (a resumed run): not decoded
         self.num_classes: int | None = None  # when set, labels outside [0, num_classes) are a DataError
 
@@ -246,6 +255,9 @@ class StreamingEvalImages(torch.utils.data.IterableDataset):
                     return
                 if i % stride == offset and i not in self.exclude:
                     target = _label(label, f"The label of image {i} (column {self.label_column!r})")
+                    if self.label_map is not None:
+                        target = torch.tensor(int(self.label_map.apply(np.array([int(target)]), i)[0]),
+                                              dtype=torch.int64)
                     if self.num_classes is not None and not 0 <= int(target) < self.num_classes:
                         raise DataError(
                             f"The label of image {i} is {int(target)}, outside [0, {self.num_classes}), the "

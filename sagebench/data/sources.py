@@ -106,6 +106,7 @@ def _load_local(spec: DataSpec) -> Any:
     where = f"data.path {spec.path!r}"
     try:
         if kind == "parquet":
+            _check_parquet_rows(files, spec.path)  # type: ignore[arg-type]
             return datasets.load_dataset(
                 "parquet", data_files=[str(f) for f in files], split="train", streaming=spec.streaming
             )
@@ -117,15 +118,97 @@ def _load_local(spec: DataSpec) -> Any:
         # A directory: datasets infers the splits from file/folder names (train-*, validation/, ...);
         # one without such names holds a single split, "train".
         builder = "parquet" if kind == "parquet_dir" else "imagefolder"
+        if kind == "parquet_dir":
+            _check_parquet_rows(sorted(target.rglob("*.parquet")), spec.path)  # type: ignore[arg-type]
         loaded = datasets.load_dataset(builder, data_dir=str(target), streaming=spec.streaming)
-        return _pick_split(loaded, spec.split, where, strict=False)
+        split = _pick_split(loaded, spec.split, where, strict=False)
+        if kind == "imagefolder":
+            split = _outer_folder_labels(split, target, where, streaming=spec.streaming)
+        return split
     except DataError:
         raise
+    except ValueError as exc:
+        if "corresponds to no data" not in str(exc):
+            raise
+        raise DataError(f"{where} holds no images (0 rows). {_WHERE_TO_POINT}") from exc
     except (OSError, pa.ArrowException, datasets.exceptions.DatasetsError) as exc:
         raise DataError(
             f"Could not read {where} as {kind.replace('_', ' ')} ({type(exc).__name__}: {exc}). "
             f"Check that the files are complete. {_WHERE_TO_POINT}"
         ) from exc
+
+
+def _check_parquet_rows(files: Sequence[Path], path: str) -> None:
+    """Refuse parquet files that hold no rows at all (``datasets`` would fail with "no data"), naming them."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for f in files:
+        try:
+            rows += pq.ParquetFile(str(f)).metadata.num_rows
+        except Exception:  # unreadable: left for the loader to report
+            return
+        if rows:
+            return
+    shown = ", ".join(str(f) for f in files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
+    raise DataError(f"data.path {path!r}: the parquet file{'s' if len(files) > 1 else ''} {shown} "
+                    f"hold{'' if len(files) > 1 else 's'} no rows (0 images). Point data.path at a data set with "
+                    "images (was it written before any row was added?).")
+
+
+def _split_folder(name: str) -> bool:
+    """A folder name ``datasets`` reads as a split (train/, validation/, test/, val/, dev/ ...)."""
+    try:
+        from datasets.data_files import SPLIT_KEYWORDS
+
+        keywords = {k for words in SPLIT_KEYWORDS.values() for k in words}
+    except ImportError:  # pragma: no cover
+        keywords = {"train", "training", "validation", "valid", "dev", "val", "test", "testing", "eval", "evaluation"}
+    low = name.lower()
+    return low in keywords or any(low.startswith(k) and low[len(k)] in "-._ " for k in keywords if len(low) > len(k))
+
+
+def _outer_folder_labels(ds: Any, root: Path, where: str, *, streaming: bool) -> Any:
+    """An image folder whose images lie deeper than their class folder (``cat/sub0/x.png``), labelled by
+    the outer folder (``cat``).
+
+    Why: ``datasets``' image folder labels each image by the folder that directly holds it (``sub0``),
+    and gives no label at all when the depths differ. A flat folder is returned unchanged.
+    """
+    import datasets
+
+    every = [p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    if any(p.stem == "metadata" and p.suffix in (".csv", ".jsonl", ".parquet") for p in every):
+        return ds  # labels (if any) come from the metadata file, not from folder names
+    files = [p for p in every if p.suffix.lower() in _IMAGE_SUFFIXES]
+    dirs = [p.relative_to(root).parts[:-1] for p in files]
+    split_level = bool(dirs) and all(d and _split_folder(d[0]) for d in dirs)
+    depths = {len(d) - (1 if split_level else 0) for d in dirs}
+    if depths == {1}:  # class/x.png (or split/class/x.png): datasets' own labels are the class folders
+        return ds
+    if 0 in depths:
+        loose = next(p for p, d in zip(files, dirs) if len(d) - (1 if split_level else 0) == 0)
+        raise DataError(f"{where} is an image folder, but {loose.relative_to(root)} is not inside a class folder: "
+                        "put every image under a folder named after its class (class/x.png).")
+    if streaming:
+        raise DataError(f"{where} holds images nested below their class folders (e.g. "
+                        f"{files[0].relative_to(root)}), which datasets would label by the innermost folder; "
+                        "read it with data.streaming=false (labelled by the outer folder), or flatten it to "
+                        "class/x.png.")
+    image = ds.features.get("image")
+    view = ds.cast_column("image", datasets.Image(decode=False)) if isinstance(image, datasets.Image) else ds
+    paths = view.select_columns(["image"]).with_format("arrow")[:].column(0).combine_chunks().field("path")
+    classes = []
+    for path in paths.to_pylist():
+        parts = Path(os.path.relpath(os.path.realpath(path), os.path.realpath(root))).parts[:-1]
+        parts = parts[1:] if split_level else parts
+        if not parts or parts[0] == "..":
+            raise DataError(f"{where}: the image {path} is not inside a class folder of {root}.")
+        classes.append(parts[0])
+    feature = datasets.ClassLabel(names=sorted(set(classes)))
+    if "label" in ds.column_names:
+        ds = ds.remove_columns("label")
+    return ds.add_column("label", [feature.str2int(c) for c in classes], feature=feature)
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:

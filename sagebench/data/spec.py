@@ -1,12 +1,13 @@
 """What data a run reads: :class:`DataSpec`, every ``data.*`` value checked once, here."""
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from sagebench.errors import DataError
+from sagebench.errors import ConfigError, DataError
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
@@ -24,8 +25,14 @@ class DataSpec:
     boundary; list values become tuples). Annotations use ``typing.Optional``/``list`` because
     OmegaConf reads them.
 
-    Give either ``name`` (a hub data set) or ``path`` (a local copy); ``path`` wins when both
-    are set. The preprocessing fields override the model's timm data config when not ``None``.
+    Give either ``name`` (a hub data set) or ``path`` (a local copy); a config that sets both is
+    refused (:meth:`from_config`; built directly, ``path`` wins). The preprocessing fields override
+    the model's timm data config when not ``None``.
+
+    ``label_map``: which model output each data label is, when the data's label indices are not
+    the model's: ``{data label name: model index}`` or ``{data label index: model index}``, or
+    ``"identity"`` (the data's indices are the model's). ``None``: by name when the data's labels
+    and the model's classes are named (see :mod:`sagebench.data.labels`).
     """
 
     name: Optional[str] = None
@@ -43,6 +50,7 @@ class DataSpec:
     input_size: Optional[list[int]] = None
     on_error: str = "fail"  # a corrupt image: "fail" (stop, naming it) or "skip" (count and report it)
     num_workers: Optional[int] = None  # DataLoader workers; null: where they pay (GPU: up to 8; CPU: 0 below 8 cores)
+    label_map: Any = None  # {data name or index: model index} | "identity" | null (by name, when both sides are named)
 
     @classmethod
     def from_config(cls, node) -> "DataSpec":
@@ -50,6 +58,7 @@ class DataSpec:
         from omegaconf import DictConfig, OmegaConf
 
         values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        check_name_or_path(values.get("name"), values.get("path"))
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -67,6 +76,38 @@ class DataSpec:
             self.input_size = _input_size(self.input_size)  # type: ignore[assignment]
         if self.num_workers is not None and (isinstance(self.num_workers, bool) or int(self.num_workers) < 0):
             raise DataError(f"data.num_workers must be >= 0 (or null: chosen for the device), got {self.num_workers}.")
+        self.label_map = _label_map(self.label_map)
+
+
+def check_name_or_path(name: object, path: object) -> None:
+    """Refuse a data section that names a hub data set and a local path at once (which one was meant?)."""
+    if name and path:
+        raise ConfigError(
+            f"data.name={name!r} and data.path={str(path)!r} are both set: which data to read is ambiguous. "
+            "Set data.path=null to use the hub data set, or drop data.name (data.name=null) to read the local copy."
+        )
+
+
+def _label_map(value: object) -> Any:
+    """``None``, ``"identity"`` or ``{str | int: int}`` (model indices), checked."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value == "identity":
+            return value
+        raise DataError(f"data.label_map must be a mapping {{data label name or index: model index}} (e.g. "
+                        f"data.label_map={{cat: 281, dog: 207}}) or identity; got {value!r}.")
+    if not isinstance(value, Mapping) or not value:
+        raise DataError(f"data.label_map must be a non-empty mapping {{data label name or index: model index}} "
+                        f"(e.g. data.label_map={{cat: 281, dog: 207}}) or identity; got {value!r}.")
+    out: dict[Any, int] = {}
+    for key, index in value.items():
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise DataError(f"data.label_map keys are data label names or indices; got {key!r}.")
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise DataError(f"data.label_map[{key!r}] must be a model class index (an integer >= 0); got {index!r}.")
+        out[key] = int(index)
+    return out
 
 
 def _check_limit(limit: object) -> None:

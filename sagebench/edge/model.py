@@ -7,6 +7,7 @@ from torch import nn
 
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.models.vit import (
+    check_class_token,
     check_vit,
     full_attention,
     grid_size,
@@ -32,6 +33,7 @@ class EdgeModel(nn.Module):
     def __init__(self, vit: nn.Module, attention: str = "last_layer", with_rollout: bool = False) -> None:
         super().__init__()
         check_vit(vit, "edge")
+        check_class_token(vit, "edge")
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
         self.vit = vit

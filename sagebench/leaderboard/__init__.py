@@ -1,14 +1,17 @@
 """Stage 10: the shared leaderboard, one module per job.
 
-``store`` (boards on disk, ``submit``), ``validate`` (what an entry must be), ``rank`` (the
-order), ``render`` (README.md, curves, ``show``), ``compare`` (paired tests), ``wandb_pull``
+``store`` (boards on disk, ``submit``), ``validate`` (what an entry must be, records that
+reproduce it), ``rank`` (the order, tie groups), ``render`` (README.md, curves, ``show``),
+``compare`` (paired tests, every pair), ``verify`` (re-check boards on disk), ``wandb_pull``
 (entries from W&B runs).
 """
 
 from sagebench.errors import LeaderboardError
 from sagebench.leaderboard.compare import (
                                          compare,
+                                         compare_matrix,
                                          format_comparison,
+                                         format_matrix,
                                          mcnemar_exact,
                                          paired_bootstrap_ci,
                                          resolve_ref,
@@ -30,12 +33,15 @@ from sagebench.leaderboard.store import (
 )
 from sagebench.leaderboard.validate import (
                                          benchmark_fields,
+                                         check_records,
                                          load_json,
+                                         load_samples,
                                          read_samples,
                                          results_schema,
                                          validate_entry,
                                          validate_samples,
 )
+from sagebench.leaderboard.verify import BoardReport, verify, verify_board
 from sagebench.leaderboard.wandb_pull import (
                                          PullOutcome,
                                          entries_from_runs,
@@ -44,9 +50,10 @@ from sagebench.leaderboard.wandb_pull import (
 )
 
 __all__ = [
-    "BOARD_FILE", "ENTRIES_DIR", "SAMPLES_SUFFIX", "Board", "Entry", "LeaderboardError", "PullOutcome", "Ranking",
-    "Row", "benchmark_fields", "compare", "default_root", "entries_from_runs", "entry_from_wandb", "format_board",
-    "format_comparison", "get_board", "list_boards", "load_json", "load_run", "mcnemar_exact",
-    "paired_bootstrap_ci", "pull_wandb", "rank", "read_samples", "render", "resolve_ref", "results_schema",
-    "safe_name", "submit", "validate_entry", "validate_samples",
+    "BOARD_FILE", "ENTRIES_DIR", "SAMPLES_SUFFIX", "Board", "BoardReport", "Entry", "LeaderboardError", "PullOutcome",
+    "Ranking", "Row", "benchmark_fields", "check_records", "compare", "compare_matrix", "default_root",
+    "entries_from_runs", "entry_from_wandb", "format_board", "format_comparison", "format_matrix", "get_board",
+    "list_boards", "load_json", "load_run", "load_samples", "mcnemar_exact", "paired_bootstrap_ci", "pull_wandb",
+    "rank", "read_samples", "render", "resolve_ref", "results_schema", "safe_name", "submit", "validate_entry",
+    "validate_samples", "verify", "verify_board",
 ]

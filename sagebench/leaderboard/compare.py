@@ -1,18 +1,26 @@
-"""Paired comparison of two entries (or two strategies) on the images both evaluated."""
+"""Paired comparisons on the images both evaluated: two strategies, or every pair (``--matrix``).
+
+Intervals: :func:`sagebench.stats.paired_difference_interval`, the exact-conditional interval
+that inverts the exact McNemar test, so an interval contains 0 exactly when the McNemar p-value
+is >= 0.05; a comparison never shows a "significant" interval beside a non-significant p. The
+matrix mode adds Holm-adjusted p-values over all the pairs of a budget
+(:func:`sagebench.stats.pairwise_matrix`).
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from sagebench import stats
 from sagebench.cells import Cell
 from sagebench.errors import LeaderboardError
 from sagebench.leaderboard.render import _pct
 from sagebench.leaderboard.store import (
     Board,
+    Entry,
     _diff_fields,
     default_root,
     list_boards,
@@ -21,37 +29,30 @@ from sagebench.leaderboard.store import (
 )
 from sagebench.leaderboard.validate import (
     benchmark_fields,
-    read_samples,
+    load_samples,
     validate_entry,
-    validate_samples,
 )
 
-BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
 
 
-BOOTSTRAP_SEED = 0
+INTERVAL_METHOD = ("exact-conditional interval (Clopper-Pearson on the discordant images, mapped to the "
+                   "difference; it contains 0 exactly when the exact McNemar p >= 0.05)")
 
 
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: binomial test of ``b`` vs ``c`` discordant pairs at p = 1/2."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers
-    return min(1.0, 2 * tail / 2 ** n)
+mcnemar_exact = stats.mcnemar_exact
 
 
-def paired_bootstrap_ci(a_ok: np.ndarray, b_ok: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
-                        seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of mean(a_ok) - mean(b_ok) under resampling the paired images.
+def paired_bootstrap_ci(a_ok: np.ndarray, b_ok: np.ndarray, resamples: int = 2000,
+                        seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Deprecated (compare no longer uses it): percentile bootstrap of mean(a_ok) - mean(b_ok).
 
-    The per-image difference takes only the values -1, 0, 1, so a resample of ``n`` pairs is
-    a multinomial draw of those three counts: exactly the index bootstrap, in O(resamples).
+    Kept for callers of the old API. The per-image difference takes only the values -1, 0, 1, so
+    a resample of ``n`` pairs is a multinomial draw of those three counts (the index bootstrap).
     """
     a_ok, b_ok = np.asarray(a_ok, bool), np.asarray(b_ok, bool)
     n = len(a_ok)
-    if n == 0:
+    if n == 0 or resamples < 1:
         return (float("nan"), float("nan"))
     only_a = int((a_ok & ~b_ok).sum())
     only_b = int((~a_ok & b_ok).sum())
@@ -64,7 +65,10 @@ def paired_bootstrap_ci(a_ok: np.ndarray, b_ok: np.ndarray, resamples: int = BOO
 
 
 def resolve_ref(ref: str, root: Path | None = None, board: str | None = None) -> tuple[dict[str, Any], Path | None, str]:
-    """An entry by path (run folder, results JSON, entry file) or by entry name on a board."""
+    """An entry by path (run folder, results JSON, entry file) or by entry name on a board.
+
+    An entry found by name is read with the board's checks (a plain file, the board's fingerprint).
+    """
     path = Path(ref)
     if path.exists():
         return load_run(path)
@@ -77,7 +81,8 @@ def resolve_ref(ref: str, root: Path | None = None, board: str | None = None) ->
                                f"under {root}.")
     if len(hits) > 1:
         raise LeaderboardError(f"entry {ref!r} exists on several boards ({', '.join(h.name for h in hits)}): use --board.")
-    return load_run(hits[0].entries_dir / f"{name}.json")
+    entry = hits[0].entry(name)
+    return entry.data, entry.samples_path, str(entry.path)
 
 
 def _pick_strategy(entry: dict[str, Any], wanted: str | None, where: str) -> str:
@@ -91,26 +96,56 @@ def _pick_strategy(entry: dict[str, Any], wanted: str | None, where: str) -> str
     return wanted
 
 
-def compare(ref_a: str, ref_b: str, strategies: Sequence[str] = (), root: Path | None = None,
-            board: str | None = None, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
-            ) -> dict[str, Any]:
-    """Paired comparison of two entries (or two strategies of one entry) on the same images.
+def _checked(entry: dict[str, Any], samples: Path | None, where: str) -> dict[str, np.ndarray]:
+    validate_entry({k: v for k, v in entry.items() if k not in ("output_dir", "report")}, where)
+    if entry.get("reported"):
+        raise LeaderboardError(f"{where} is a reported entry (numbers copied from a source): it has no records "
+                               "to pair.")
+    if samples is None:
+        raise LeaderboardError(f"{where} has no per-sample file: a paired comparison needs one "
+                               "(samples.parquet beside results.json, or <entry>.samples.parquet).")
+    return load_samples(entry, samples, str(samples))
+
+
+def _deprecated_resamples(resamples: int | None) -> str | None:
+    if resamples is None:
+        return None
+    return (f"--resamples {resamples} is ignored: compare's interval is exact now (no bootstrap); "
+            "the option will be removed.")
+
+
+def _row(budget: int, a_ok: np.ndarray, b_ok: np.ndarray) -> dict[str, Any]:
+    n = int(a_ok.size)
+    only_a, only_b = int((a_ok & ~b_ok).sum()), int((~a_ok & b_ok).sum())
+    lo, hi = stats.paired_difference_interval(a_ok, b_ok, CONFIDENCE) if n else (None, None)
+    return {"budget": budget, "n": n, "acc_a": float(a_ok.mean()) if n else None,
+            "acc_b": float(b_ok.mean()) if n else None,
+            "diff": (only_a - only_b) / n if n else None, "ci_low": lo, "ci_high": hi,
+            "only_a": only_a, "only_b": only_b, "p_mcnemar": stats.mcnemar_exact(only_a, only_b)}
+
+
+def compare(ref_a: str, ref_b: str | None = None, strategies: Sequence[str] = (), root: Path | None = None,
+            board: str | None = None, resamples: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Paired comparison of two entries, or of two strategies of one entry, on the same images.
 
     For every budget both have: offloaded accuracy of A and B over the images both offloaded,
-    the difference A - B with a 95% paired bootstrap percentile interval, the discordant counts
-    and the exact McNemar p-value. ``strategies``: none (each entry has one strategy), one (the
-    same label in both), or two (A's, B's). Refused when the benchmarks or the images differ or
-    a per-sample file is missing.
+    the difference A - B with its 95% exact-conditional interval (:data:`INTERVAL_METHOD`), the
+    discordant counts and the exact McNemar p-value. ``ref_b`` None: the two strategies are of
+    ``ref_a`` (``strategies`` must name two). ``strategies``: none (each entry has one strategy),
+    one (the same label in both), or two (A's, B's). Refused when the benchmarks or the images
+    differ or a per-sample file is missing or does not reproduce its entry. ``resamples`` and
+    ``seed`` are ignored (the bootstrap is gone); a note says so.
     """
     if len(strategies) > 2:
         raise LeaderboardError("give at most two strategies: A's and B's.")
+    if ref_b is None:
+        if len(strategies) != 2:
+            raise LeaderboardError(f"comparing two strategies of {ref_a}: name them, e.g. -s sage -s attention_prefix.")
+        ref_b = ref_a
     a, a_samples, a_where = resolve_ref(ref_a, root, board)
-    b, b_samples, b_where = resolve_ref(ref_b, root, board)
-    for entry, samples, where in ((a, a_samples, a_where), (b, b_samples, b_where)):
-        validate_entry({k: v for k, v in entry.items() if k not in ("output_dir", "report")}, where)
-        if samples is None:
-            raise LeaderboardError(f"{where} has no per-sample file: a paired comparison needs one "
-                                   "(samples.parquet beside results.json, or <entry>.samples.parquet).")
+    b, b_samples, b_where = (a, a_samples, a_where) if ref_b == ref_a else resolve_ref(ref_b, root, board)
+    ca = _checked(a, a_samples, a_where)
+    cb = ca if b is a else _checked(b, b_samples, b_where)
     sa = _pick_strategy(a, strategies[0] if strategies else None, a_where)
     sb = _pick_strategy(b, strategies[-1] if strategies else None, b_where)
     if a["benchmark"]["fingerprint"] != b["benchmark"]["fingerprint"]:
@@ -118,9 +153,6 @@ def compare(ref_a: str, ref_b: str, strategies: Sequence[str] = (), root: Path |
         raise LeaderboardError(f"{a_where} and {b_where} are different benchmarks (fingerprints "
                                f"{a['benchmark']['fingerprint']} vs {b['benchmark']['fingerprint']}; differ in "
                                f"{', '.join(diff)}): not a paired comparison.")
-    ca, cb = read_samples(a_samples), read_samples(b_samples)
-    validate_samples(a, ca, str(a_samples))
-    validate_samples(b, cb, str(b_samples))
     order_a, order_b = np.argsort(ca["sample_id"], kind="stable"), np.argsort(cb["sample_id"], kind="stable")
     ids_a, ids_b = ca["sample_id"][order_a], cb["sample_id"][order_b]
     if len(ids_a) != len(ids_b) or not np.array_equal(ids_a, ids_b):
@@ -130,28 +162,35 @@ def compare(ref_a: str, ref_b: str, strategies: Sequence[str] = (), root: Path |
     label = ca["label"][order_a]
     if not np.array_equal(label, cb["label"][order_b]):
         raise LeaderboardError("the two entries give the same sample ids different labels: different images.")
-    off = ca["offloaded"][order_a].astype(bool) & cb["offloaded"][order_b].astype(bool)
+    off_a, off_b = ca["offloaded"][order_a].astype(bool), cb["offloaded"][order_b].astype(bool)
+    off = off_a & off_b
     budgets = sorted({r["budget"] for r in a["results"] if r["strategy"] == sa}
                      & {r["budget"] for r in b["results"] if r["strategy"] == sb})
     if not budgets:
         raise LeaderboardError(f"{sa!r} of A and {sb!r} of B share no budget.")
-    unit = a["benchmark"].get("budget_unit", "patches")  # same fingerprint: the same unit for both
-    rows = []
-    for budget in budgets:
-        a_ok = (ca[Cell(sa, budget, unit).key("pred")][order_a] == label)[off]
-        b_ok = (cb[Cell(sb, budget, unit).key("pred")][order_b] == label)[off]
-        n = int(off.sum())
-        only_a, only_b = int((a_ok & ~b_ok).sum()), int((~a_ok & b_ok).sum())
-        lo, hi = paired_bootstrap_ci(a_ok, b_ok, resamples, seed)
-        rows.append({"budget": budget, "n": n, "acc_a": float(a_ok.mean()) if n else None,
-                     "acc_b": float(b_ok.mean()) if n else None,
-                     "diff": float(a_ok.mean() - b_ok.mean()) if n else None, "ci_low": lo, "ci_high": hi,
-                     "only_a": only_a, "only_b": only_b, "p_mcnemar": mcnemar_exact(only_a, only_b)})
+    unit = a["benchmark"].get("budget_unit") or a["results"][0].get("budget_unit", "patches")
+    rows = [_row(budget, (ca[Cell(sa, budget, unit).key("pred")][order_a] == label)[off],
+                 (cb[Cell(sb, budget, unit).key("pred")][order_b] == label)[off]) for budget in budgets]
+    note = _deprecated_resamples(resamples)
     return {"a": {"ref": ref_a, "strategy": sa}, "b": {"ref": ref_b, "strategy": sb},
             "fingerprint": a["benchmark"]["fingerprint"], "num_images": int(len(ids_a)),
-            "num_offloaded_both": int(off.sum()),
-            "offloaded_differ": int((ca["offloaded"][order_a].astype(bool) != cb["offloaded"][order_b].astype(bool)).sum()),
-            "resamples": resamples, "seed": seed, "rows": rows}
+            "num_offloaded_both": int(off.sum()), "offloaded_differ": int((off_a != off_b).sum()),
+            "confidence": CONFIDENCE, "interval": INTERVAL_METHOD, "rows": rows,
+            **({"notes": [note]} if note else {})}
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    return ["  ".join(h.rjust(w) for h, w in zip(header, widths)),
+            *("  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body)]
+
+
+def _pp(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.2f}"
+
+
+def _ci(low: float | None, high: float | None) -> str:
+    return "-" if low is None else f"[{100 * low:+.2f}, {100 * high:+.2f}]"
 
 
 def format_comparison(cmp: dict[str, Any]) -> str:
@@ -160,15 +199,100 @@ def format_comparison(cmp: dict[str, Any]) -> str:
              f"paired on the {cmp['num_offloaded_both']} images both offloaded, of {cmp['num_images']} "
              f"(benchmark {cmp['fingerprint']})"
              + (f"; {cmp['offloaded_differ']} images offloaded by only one were left out" if cmp["offloaded_differ"] else ""),
-             f"diff = offloaded accuracy A - B (percentage points); 95% paired bootstrap interval "
-             f"({cmp['resamples']} resamples, seed {cmp['seed']}); exact McNemar test on the discordant images",
-             ""]
+             f"diff = offloaded accuracy A - B (percentage points); {100 * cmp['confidence']:g}% {cmp['interval']}; "
+             "exact McNemar test on the discordant images",
+             *(f"note: {n}" for n in cmp.get("notes", [])), ""]
     header = ["budget", "acc A %", "acc B %", "diff pp", "95% CI pp", "A only", "B only", "McNemar p"]
-    body = [[str(r["budget"]), _pct(r["acc_a"]), _pct(r["acc_b"]),
-             "-" if r["diff"] is None else f"{100 * r['diff']:+.2f}",
-             f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]", str(r["only_a"]), str(r["only_b"]),
-             f"{r['p_mcnemar']:.3g}"] for r in cmp["rows"]]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]
+    body = [[str(r["budget"]), _pct(r["acc_a"]), _pct(r["acc_b"]), _pp(r["diff"]), _ci(r["ci_low"], r["ci_high"]),
+             str(r["only_a"]), str(r["only_b"]), f"{r['p_mcnemar']:.3g}"] for r in cmp["rows"]]
+    return "\n".join(lines + _table(header, body))
+
+
+# -- every pair ----------------------------------------------------------------------------------
+
+
+def _matrix_from_rows(rows: Sequence[Any], budgets: Sequence[int]) -> list[dict[str, Any]]:
+    out = []
+    for b in budgets:
+        present = [r for r in rows if b in r.correct]
+        if len(present) < 2:
+            continue
+        pairs = stats.pairwise_matrix({r.label: r.correct[b] for r in present}, CONFIDENCE)
+        out.append({"budget": b, "n": int(present[0].correct[b].size), "pairs": pairs})
+    return out
+
+
+def compare_matrix(ref: str, root: Path | None = None, board: str | None = None,
+                   resamples: int | None = None) -> dict[str, Any]:
+    """Every pair of strategies of one run/entry, or of the ranked (entry, strategy) rows of a board.
+
+    ``ref``: a path (run folder, results JSON, entry file), a board name, or an entry name. Per
+    budget, every unordered pair: accuracies, difference with its exact-conditional interval, the
+    discordant counts, the exact McNemar p and the Holm-adjusted p over all pairs of that budget.
+    A board uses its verified rows on the images every one of them offloaded (as its tie groups).
+    """
+    from sagebench.leaderboard.rank import _rows, attach_correctness, rank
+
+    root_path = Path(root or default_root())
+    board_name = None
+    if not Path(ref).exists():
+        try:
+            name = safe_name(ref, "board name")
+        except LeaderboardError:
+            name = None
+        if name in list_boards(root_path) and (board is None or safe_name(board, "board name") == name):
+            board_name = name
+    if board_name is not None:
+        b = Board(root_path, board_name)
+        ranking = rank(b.entries(strict=False, records=True))
+        rows, budgets, kind = ranking.ranked, ranking.budgets, "board"
+        fp, num_paired = b.meta().get("fingerprint"), ranking.num_paired
+        if len(rows) < 2:
+            raise LeaderboardError(f"board {b.name!r} has {len(rows)} verified row(s): nothing to pair.")
+        unique = len({r.strategy for r in rows}) == len(rows)
+        labels = [r.strategy if unique else r.label for r in rows]  # "strategy (entry)" where needed
+    else:
+        data, samples, where = resolve_ref(ref, root, board)
+        columns = _checked(data, samples, where)
+        entry = Entry(Path(where).stem, data, Path(where), samples, columns)
+        rows, _, num_paired = attach_correctness(_rows([entry]), [entry])
+        if len(rows) < 2:
+            raise LeaderboardError(f"{where} has {len(rows)} strategy: nothing to pair.")
+        budgets, kind, fp = sorted({bb for r in rows for bb in r.cells}), "run", data["benchmark"]["fingerprint"]
+        labels = [r.strategy for r in rows]
+    per_budget = _matrix_from_rows(_Labelled.wrap(rows, labels), budgets)
+    note = _deprecated_resamples(resamples)
+    return {"ref": ref, "kind": kind, "fingerprint": fp, "num_offloaded_paired": num_paired, "rows": labels,
+            "confidence": CONFIDENCE, "interval": INTERVAL_METHOD,
+            "adjustment": "Holm over all pairs of a budget", "budgets": per_budget,
+            **({"notes": [note]} if note else {})}
+
+
+class _Labelled:
+    """A row seen under a display label (a run's rows: the strategy; a board's: strategy (entry))."""
+
+    def __init__(self, row: Any, label: str) -> None:
+        self.label, self.correct = label, row.correct
+
+    @classmethod
+    def wrap(cls, rows: Sequence[Any], labels: Sequence[str]) -> list["_Labelled"]:
+        return [cls(r, label) for r, label in zip(rows, labels)]
+
+
+def format_matrix(mat: dict[str, Any]) -> str:
+    lines = [f"every pair of {'the verified rows of board' if mat['kind'] == 'board' else 'the strategies of'} "
+             f"{mat['ref']} (benchmark {mat['fingerprint']}), paired on the {mat['num_offloaded_paired']} images "
+             "offloaded by all",
+             f"diff = offloaded accuracy A - B (percentage points); {100 * mat['confidence']:g}% {mat['interval']}; "
+             f"exact McNemar p, and p Holm-adjusted over the pairs of each budget",
+             *(f"note: {n}" for n in mat.get("notes", []))]
+    header = ["A", "B", "acc A %", "acc B %", "diff pp", "95% CI pp", "A only", "B only", "p", "p Holm"]
+    for block in mat["budgets"]:
+        lines += ["", f"budget {block['budget']} ({block['n']} images):"]
+        body = [[p["a"], p["b"], _pct(p["accuracy_a"]), _pct(p["accuracy_b"]), _pp(p["difference"]),
+                 _ci(p["ci_low"], p["ci_high"]), str(p["a_only"]), str(p["b_only"]), f"{p['p_value']:.3g}",
+                 f"{p['p_adjusted']:.3g}" + (" *" if p["p_adjusted"] < 1 - mat["confidence"] else "")]
+                for p in block["pairs"]]
+        lines += _table(header, body)
+    lines += ["", f"*: Holm-adjusted p < {1 - mat['confidence']:.2g}"]
     return "\n".join(lines)

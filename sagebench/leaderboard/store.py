@@ -10,9 +10,14 @@ Layout (``leaderboards/`` at the repository root, or ``--root`` / ``$SAGEBENCH_L
 A board holds entries with one benchmark fingerprint (data, split, revision, number of images,
 edge/server models and weights, preprocessing, gate and threshold): only those are comparable.
 
-Safety: entries are JSON only (parsed without object hooks; NaN/Infinity refused), per-sample
-files are parquet with numeric columns only, and every name that becomes a path is sanitised
-to ``[a-z0-9._-]`` and checked to stay inside its folder.
+Safety: entries are JSON only (parsed without object hooks; NaN/Infinity refused; bounded in
+size and depth), per-sample files are parquet with numeric columns only (row count bounded from
+the metadata before reading), and every name that becomes a path is sanitised to ``[a-z0-9._-]``
+and checked to stay inside its folder. A board holds plain files, never symbolic links: a link
+is skipped on read (it could point at another benchmark's results) and never followed on write
+(every write is a new temporary file of an unpredictable name, created exclusively, then renamed).
+Every read checks each entry against the board's fingerprint; measured entries are *verified*
+(their per-sample file reproduces every figure, :func:`sagebench.leaderboard.validate.check_records`).
 """
 
 from __future__ import annotations
@@ -21,21 +26,27 @@ import hashlib
 import json
 import os
 import re
-import shutil
-from dataclasses import dataclass
+import stat
+import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from sagebench.errors import LeaderboardError
 from sagebench.leaderboard.validate import (
+    MAX_JSON_DEPTH,
+    MAX_SAMPLES_BYTES,
     benchmark_fields,
+    json_depth,
     load_json,
-    read_samples,
+    load_samples,
     validate_entry,
-    validate_samples,
 )
-from sagebench.results.files import atomic_write_bytes
+from sagebench.runtime.files import atomic_write_bytes
+from sagebench.runtime.log import warn
 
 ENTRIES_DIR = "entries"
 
@@ -63,10 +74,16 @@ def safe_name(text: str, what: str = "name") -> str:
 
 
 def _inside(parent: Path, name: str) -> Path:
+    if (Path(parent) / name).is_symlink():
+        raise LeaderboardError(f"refusing {Path(parent) / name}: it is a symbolic link (a board holds plain files "
+                               "and folders only).")
     path = (parent / name).resolve()
     if path.parent != parent.resolve():
         raise LeaderboardError(f"refusing the path {name!r}: it leaves {parent}")
     return path
+
+
+_LINK = "is a symbolic link: a board holds plain files, never links (a link can point at another benchmark's results)"
 
 
 @dataclass
@@ -75,10 +92,16 @@ class Entry:
     data: dict[str, Any]
     path: Path
     samples_path: Path | None
+    columns: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)  # checked records
 
     @property
     def reported(self) -> bool:
         return bool(self.data.get("reported"))
+
+    @property
+    def verified(self) -> bool:
+        """A measured entry whose per-sample file is on the board (checked when it is read)."""
+        return not self.reported and self.samples_path is not None
 
 
 @dataclass
@@ -98,21 +121,83 @@ class Board:
         return (self.path / BOARD_FILE).is_file()
 
     def meta(self) -> dict[str, Any]:
-        return load_json(self.path / BOARD_FILE)
+        path = self.path / BOARD_FILE
+        if path.is_symlink():
+            raise LeaderboardError(f"{path} {_LINK}.")
+        return load_json(path)
 
-    def entries(self) -> list[Entry]:
-        out = []
-        for path in sorted(self.entries_dir.glob("*.json")):
-            if not _NAME_OK.match(path.stem):
+    def _entries_dir_checked(self) -> Path | None:
+        folder = self.entries_dir
+        if folder.is_symlink():
+            raise LeaderboardError(f"{folder} {_LINK}.")
+        return folder if folder.is_dir() else None
+
+    def load_entry(self, path: Path, fingerprint: str | None = None, records: bool = False) -> Entry:
+        """One entry file of this board, checked: a plain file, schema-valid, this board's fingerprint,
+        and (``records``) its per-sample file reproducing its figures (the records are kept on the entry)."""
+        path = Path(path)
+        where = f"{self.name}/{ENTRIES_DIR}/{path.name}"
+        if path.is_symlink():
+            raise LeaderboardError(f"{where} {_LINK}.")
+        data = load_json(path)
+        validate_entry(data, where)
+        fingerprint = self.meta().get("fingerprint") if fingerprint is None else fingerprint
+        if data["benchmark"]["fingerprint"] != fingerprint:
+            raise LeaderboardError(f"{where} has benchmark fingerprint {data['benchmark']['fingerprint']}, the board "
+                                   f"has {fingerprint}: it belongs to another benchmark.")
+        samples = path.with_name(path.name[:-len(".json")] + SAMPLES_SUFFIX)
+        if samples.is_symlink():
+            raise LeaderboardError(f"{self.name}/{ENTRIES_DIR}/{samples.name} {_LINK}.")
+        if not samples.exists():
+            samples = None
+        elif not samples.is_file():
+            raise LeaderboardError(f"{self.name}/{ENTRIES_DIR}/{samples.name} is not a file.")
+        if samples is not None and data.get("reported"):
+            raise LeaderboardError(f"{where} is a reported (not reproduced) entry with a per-sample file.")
+        columns = None
+        if records and samples is not None:
+            if samples.stat().st_size > MAX_SAMPLES_BYTES:
+                raise LeaderboardError(f"{samples} is larger than {MAX_SAMPLES_BYTES // 2**20} MB.")
+            columns = load_samples(data, samples, f"{self.name}/{ENTRIES_DIR}/{samples.name} (of {path.name})")
+        return Entry(path.name[:-len(".json")], data, path, samples, columns)
+
+    def scan(self, records: bool = False) -> tuple[list[Entry], list[str]]:
+        """``(entries that pass the checks of :meth:`load_entry`, one problem line per entry that does not)``."""
+        folder = self._entries_dir_checked()
+        if folder is None:
+            return [], []
+        fp = self.meta().get("fingerprint")
+        out, problems = [], []
+        for path in sorted(folder.iterdir()):
+            if not path.name.endswith(".json") or not _NAME_OK.match(path.name[:-len(".json")]):
                 continue
-            samples = path.with_name(path.stem + SAMPLES_SUFFIX)
-            out.append(Entry(path.stem, load_json(path), path, samples if samples.is_file() else None))
+            try:
+                out.append(self.load_entry(path, fp, records))
+            except LeaderboardError as exc:
+                problems.append(str(exc))
+        return out, problems
+
+    def entries(self, strict: bool = True, records: bool = False) -> list[Entry]:
+        """The board's entries. ``strict``: any entry that fails its checks is an error; otherwise it is
+        skipped with a warning (``show`` and ``render`` keep the rest of the board readable)."""
+        out, problems = self.scan(records)
+        if problems and strict:
+            raise LeaderboardError(f"board {self.name!r}: " + "; ".join(problems))
+        for problem in problems:
+            warn(f"skipped: {problem}")
         return out
+
+    def entry(self, name: str, records: bool = False) -> Entry:
+        path = _inside(self.entries_dir, safe_name(name, "entry name") + ".json")
+        if not path.is_file():
+            raise LeaderboardError(f"board {self.name!r} has no entry {name!r}.")
+        return self.load_entry(path, records=records)
 
 
 def list_boards(root: Path | None = None) -> list[str]:
     root = Path(root or default_root())
-    return sorted(q.parent.name for q in root.glob(f"*/{BOARD_FILE}") if _NAME_OK.match(q.parent.name))
+    return sorted(q.parent.name for q in root.glob(f"*/{BOARD_FILE}")
+                  if _NAME_OK.match(q.parent.name) and not q.parent.is_symlink())
 
 
 def get_board(name: str | None, root: Path | None = None) -> Board:
@@ -177,38 +262,70 @@ def _diff_fields(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True))
 
 
+def _lock_dir() -> Path:
+    """A per-user folder for the submit locks, private (0700) and owned by this user, never a link.
+
+    Why not a fixed name in the shared temporary folder: another user could plant a link there."""
+    base = Path(tempfile.gettempdir())
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = base / f"sagebench-{uid if uid is not None else 'user'}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = os.lstat(folder)
+    if uid is not None and (stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != uid
+                            or info.st_mode & 0o077):
+        raise LeaderboardError(f"{folder} (the leaderboard lock folder) is not a private folder of this user; "
+                               "remove it, or set TMPDIR to a private folder.")
+    return folder
+
+
 def submit(run: str | os.PathLike | dict[str, Any], board: str | None = None, root: Path | None = None,
-           name: str | None = None, samples: Path | None = None, extra: dict[str, Any] | None = None) -> Entry:
+           name: str | None = None, samples: Path | None = None, extra: dict[str, Any] | None = None,
+           allow_unverified: bool = False) -> Entry:
     """Like :func:`_submit_unlocked`, holding an inter-process lock on the leaderboard root.
 
     Why: the duplicate/fingerprint checks read the board before writing to it; two concurrent
     submitters must not both pass the checks and then overwrite or duplicate each other.
     """
-    import hashlib
-    import tempfile
-
     from sagebench.runtime.files import FileLock
 
     root = Path(root or default_root())
     # The lock lives outside the board so that a refused entry leaves no file behind.
     key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    lock = Path(tempfile.gettempdir()) / f"sagebench-leaderboard-{key}.lock"
+    lock = _lock_dir() / f"leaderboard-{key}.lock"
     with FileLock(lock, what=f"leaderboard {root}"):
-        return _submit_unlocked(run, board=board, root=root, name=name, samples=samples, extra=extra)
+        return _submit_unlocked(run, board=board, root=root, name=name, samples=samples, extra=extra,
+                                allow_unverified=allow_unverified)
+
+
+def _read_samples_bytes(path: Path) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise LeaderboardError(f"{path} is not a file.")
+    if path.stat().st_size > MAX_SAMPLES_BYTES:
+        raise LeaderboardError(f"{path} is larger than {MAX_SAMPLES_BYTES // 2**20} MB: not a per-sample file.")
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_SAMPLES_BYTES + 1)
+    if len(data) > MAX_SAMPLES_BYTES:
+        raise LeaderboardError(f"{path} is larger than {MAX_SAMPLES_BYTES // 2**20} MB: not a per-sample file.")
+    return data
 
 
 def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None = None, root: Path | None = None,
                      name: str | None = None, samples: Path | None = None,
-                     extra: dict[str, Any] | None = None) -> Entry:
+                     extra: dict[str, Any] | None = None, allow_unverified: bool = False) -> Entry:
     """Validate a run's results and copy them (and their per-sample file) into a board.
 
     ``run`` is a run folder, a results JSON file, or an already loaded results dict. The board
     defaults to the sanitised ``benchmark.name`` and is created by its first entry. Refused:
-    schema errors, a fingerprint that differs from the board's, a duplicate of an existing
-    entry, a per-sample file that does not match the results, a reported entry with one.
+    schema errors, a fingerprint that differs from the board's, a measured entry without its
+    per-sample file (unless ``allow_unverified``: ``pull`` of a W&B run whose records could not
+    be fetched; such an entry is listed but never ranked), a per-sample file whose records do not
+    reproduce every summary figure, a reported entry with one, a duplicate of an existing entry.
     """
     root = Path(root or default_root())
     if isinstance(run, dict):
+        if json_depth(run) > MAX_JSON_DEPTH:
+            raise LeaderboardError(f"the entry nests JSON more than {MAX_JSON_DEPTH} levels deep: not a results file.")
         entry, where = json.loads(json.dumps(run)), "entry"
     else:
         entry, found, where = load_run(run)
@@ -220,9 +337,15 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
     validate_entry(entry, where)
     if entry.get("reported") and samples is not None:
         raise LeaderboardError(f"{where} is a reported (not reproduced) entry: it cannot come with a per-sample file.")
-    sample_cols = read_samples(samples) if samples is not None else None
-    if sample_cols is not None:
-        validate_samples(entry, sample_cols, str(samples))
+    samples_bytes = None
+    if samples is not None:
+        samples_bytes = _read_samples_bytes(Path(samples))  # read once: what is checked is what is copied
+        load_samples(entry, samples_bytes, str(samples))
+    elif not entry.get("reported") and not allow_unverified:
+        raise LeaderboardError(
+            f"{where} has no per-sample file: a measured entry is verified from its records (samples.parquet "
+            "beside results.json), which must reproduce every figure, so submit needs it. Numbers copied from a "
+            "paper go in as a reported entry (\"reported\": true, with a \"source\").")
     bench = entry["benchmark"]
     target = Board(root, safe_name(board or bench["name"], "board name"))
     if target.exists():
@@ -235,28 +358,33 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
                 "Submit it to its own board (--board NAME).")
     digest = hashlib.sha256(_canonical(entry)).hexdigest()
     signature = _result_signature(entry)
-    existing = target.entries() if target.exists() else []
+    existing = target.entries(strict=False) if target.exists() else []
     for other in existing:
         if hashlib.sha256(_canonical(other.data)).hexdigest() == digest or _result_signature(other.data) == signature:
             raise LeaderboardError(f"{where} duplicates entry {other.name!r} of board {target.name!r} "
                                    "(same strategies and the same results).")
     entry_name = _entry_name(entry, digest, name)
-    if any(e.name == entry_name for e in existing):
+    target_dir = target.entries_dir
+    if target_dir.is_symlink():
+        raise LeaderboardError(f"{target_dir} {_LINK}.")
+    out = _inside(target_dir, entry_name + ".json") if target_dir.is_dir() else target_dir / (entry_name + ".json")
+    if out.exists() or out.is_symlink() or any(e.name == entry_name for e in existing):
         raise LeaderboardError(f"Board {target.name!r} already has an entry named {entry_name!r}; choose another --name.")
-    entry["submission"] = {"utc_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           "sha256": digest, **(entry.get("submission") or {})}
-    target.entries_dir.mkdir(parents=True, exist_ok=True)
+    given = {k: v for k, v in (entry.get("submission") or {}).items() if k not in ("sha256", "samples_sha256")}
+    entry["submission"] = {"utc_time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **given,
+                           "sha256": digest}  # the hashes are always this submission's own
+    target_dir.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         atomic_write_bytes(target.path / BOARD_FILE, (json.dumps(
             {"name": target.name, "fingerprint": bench["fingerprint"], "benchmark": benchmark_fields(bench),
              "created_utc": entry["submission"]["utc_time"]}, indent=2) + "\n").encode())
     out_samples = None
-    if samples is not None:
-        out_samples = _inside(target.entries_dir, entry_name + SAMPLES_SUFFIX)
-        entry["submission"]["samples_sha256"] = hashlib.sha256(Path(samples).read_bytes()).hexdigest()
-        tmp = out_samples.with_name(f".{out_samples.name}.tmp")
-        shutil.copyfile(samples, tmp)
-        os.replace(tmp, out_samples)
-    out = _inside(target.entries_dir, entry_name + ".json")
+    if samples_bytes is not None:
+        out_samples = _inside(target_dir, entry_name + SAMPLES_SUFFIX)
+        entry["submission"]["samples_sha256"] = hashlib.sha256(samples_bytes).hexdigest()
+        # a new, exclusively created temporary file, renamed over the target: a link planted at any
+        # name in the folder is never followed
+        atomic_write_bytes(out_samples, samples_bytes)
+    out = _inside(target_dir, entry_name + ".json")
     atomic_write_bytes(out, (json.dumps(entry, indent=2) + "\n").encode())
     return Entry(entry_name, entry, out, out_samples)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -24,11 +25,31 @@ def _plain(obj: Any) -> Any:
 
 
 def _unwrap_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Run configs come as ``{key: value}`` or, in raw API JSON, ``{key: {"value": v, "desc": ...}}``."""
+    """The sweep's config from a W&B run config.
+
+    Run configs come as ``{key: value}`` or, in raw API JSON, ``{key: {"value": v, "desc": ...}}``;
+    the ``sagebench/...`` keys W&B groups and filters on (benchmark, fingerprint, models) are not
+    the sweep's config and are dropped; a user's own run that sagebench logged into holds the
+    sweep's config under ``sagebench``.
+    """
     config = {k: v for k, v in _plain(config).items() if not str(k).startswith("_")}
     if config and all(isinstance(v, dict) and "value" in v for v in config.values()):
-        return {k: v["value"] for k, v in config.items()}
+        config = {k: v["value"] for k, v in config.items()}
+    config = {k: v for k, v in config.items() if not str(k).startswith("sagebench/")}
+    if set(config) == {"sagebench"} and isinstance(config["sagebench"], dict):
+        config = config["sagebench"]
     return config
+
+
+def _is_strategy_run(run: Any) -> bool:
+    """One of the per-strategy runs a sweep logs beside its own (a view of the same sweep)."""
+    if getattr(run, "job_type", None) == "strategy":
+        return True
+    try:
+        config = _plain(getattr(run, "config", {}) or {})
+    except Exception:
+        return False
+    return isinstance(config, dict) and "sagebench/strategy" in config
 
 
 def entry_from_wandb(summary: Mapping[str, Any], config: Mapping[str, Any], name: str, run_id: str,
@@ -91,13 +112,15 @@ class PullOutcome:
     entry: str | None = None
     board: str | None = None
     skipped: str | None = None
+    verified: bool = False  # submitted with the per-sample file of its W&B artifact
 
 
 def entries_from_runs(runs: Iterable[Any]) -> list[tuple[Any, dict[str, Any] | None, str | None]]:
     """``(run, entry or None, why skipped)`` for W&B public-API run objects (or look-alikes).
 
     A run-like object has ``id``, ``name``, ``config`` and ``summary_metrics`` (or ``summary``);
-    optionally ``state``, ``path`` (list or str) and ``url``. Unfinished runs are skipped.
+    optionally ``state``, ``job_type``, ``path`` (list or str), ``url`` and ``logged_artifacts()``.
+    Unfinished runs and the per-strategy runs of a sweep are skipped.
     """
     out = []
     for run in runs:
@@ -105,6 +128,10 @@ def entries_from_runs(runs: Iterable[Any]) -> list[tuple[Any, dict[str, Any] | N
         state = getattr(run, "state", "finished")
         if state not in (None, "finished"):
             out.append((run, None, f"run state is {state!r}, not finished"))
+            continue
+        if _is_strategy_run(run):
+            out.append((run, None, "a per-strategy view of a sweep (job_type strategy): the entry comes from "
+                                   "the sweep's own run"))
             continue
         summary = getattr(run, "summary_metrics", None)
         if summary is None:
@@ -124,6 +151,10 @@ def entries_from_runs(runs: Iterable[Any]) -> list[tuple[Any, dict[str, Any] | N
 def pull_wandb(project_path: str, board: str | None = None, root: Path | None = None, api: Any = None,
                filters: dict[str, Any] | None = None) -> list[PullOutcome]:
     """Submit every finished sagebench run of ``ENTITY/PROJECT`` (same validation as ``submit``).
+
+    The per-sample file comes from the run's ``sagebench-results`` artifact when it can be fetched
+    (the entry is then verified against its records and ranked); otherwise the entry goes in
+    without one: listed on the board, never ranked.
 
     ``api`` defaults to ``wandb.Api()`` (needs network and a key); tests pass a fake with a
     ``runs(path, filters=...)`` method. Refused entries are reported per run, not fatal.
@@ -148,11 +179,33 @@ def pull_wandb(project_path: str, board: str | None = None, root: Path | None = 
         if entry is None:
             outcome.skipped = why
         else:
-            try:
-                saved = submit(entry, board=board, root=root,
-                               name=f"wandb-{outcome.run_id}")
-                outcome.entry, outcome.board = saved.name, saved.path.parent.parent.name
-            except LeaderboardError as exc:
-                outcome.skipped = str(exc)
+            with tempfile.TemporaryDirectory(prefix="sagebench-pull-") as tmp:
+                samples = run_samples(run, Path(tmp))
+                try:
+                    # without its records (no artifact) the entry is listed but never ranked
+                    saved = submit(entry, board=board, root=root, name=f"wandb-{outcome.run_id}",
+                                   samples=samples, allow_unverified=samples is None)
+                    outcome.entry, outcome.board = saved.name, saved.path.parent.parent.name
+                    outcome.verified = saved.samples_path is not None
+                except LeaderboardError as exc:
+                    outcome.skipped = str(exc)
         outcomes.append(outcome)
     return outcomes
+
+
+def run_samples(run: Any, folder: Path) -> Path | None:
+    """The run's ``samples.parquet`` from its ``sagebench-results`` artifact, downloaded to ``folder``;
+    None when the run has none or it cannot be fetched (the entry then goes in unverified)."""
+    try:
+        artifacts = [a for a in run.logged_artifacts() if getattr(a, "type", None) == "sagebench-results"]
+    except Exception:  # no artifacts API on this object, no network
+        return None
+    for artifact in artifacts:
+        try:
+            got = Path(artifact.download(root=str(folder / str(getattr(artifact, "name", "a")).replace("/", "_"))))
+        except Exception:
+            continue
+        candidate = got / "samples.parquet"
+        if candidate.is_file() and not candidate.is_symlink():
+            return candidate
+    return None

@@ -97,6 +97,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     prefix are unwrapped. Anything that needs pickle to load is refused.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"Checkpoint {str(path)!r} is a directory, not a weights file: point "
+                             "model.*.checkpoint at the .safetensors (or state-dict .pth) file inside it.")
     if not path.is_file():
         raise ModelLoadError(f"Checkpoint {str(path)!r} does not exist. Check model.*.checkpoint.")
     try:
@@ -127,6 +130,26 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
+def state_dict_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor], shown: int = 4) -> str:
+    """What keeps ``state`` from loading strictly into ``model``, naming tensors and shapes ("" when it fits)."""
+    own = model.state_dict()
+    parts = []
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if shapes:
+        listed = "; ".join(f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}"
+                           for k in shapes[:shown])
+        parts.append(f"{len(shapes)} tensor(s) of another shape ({listed}{'; ...' if len(shapes) > shown else ''})")
+    missing = [k for k in own if k not in state]
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing from the checkpoint ({', '.join(missing[:shown])}"
+                     f"{', ...' if len(missing) > shown else ''})")
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensor(s) the model does not have ({', '.join(unexpected[:shown])}"
+                     f"{', ...' if len(unexpected) > shown else ''})")
+    return "; ".join(parts)
+
+
 def create_model(spec: ModelSpec) -> torch.nn.Module:
     """Build ``spec`` with its weights, frozen and in eval mode.
 
@@ -142,6 +165,10 @@ def create_model(spec: ModelSpec) -> torch.nn.Module:
     if spec.checkpoint:
         state = read_state_dict(spec.checkpoint)
         model = _build(spec.name, pretrained=False, **kwargs)
+        mismatch = state_dict_mismatch(model, state)
+        if mismatch:
+            raise ModelLoadError(f"Checkpoint {spec.checkpoint!r} does not fit model {spec.name!r} "
+                                 f"(wrong architecture or model.*.kwargs?): {mismatch}.")
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:

@@ -16,8 +16,15 @@ from sagebench.errors import ModelLoadError
 _REQUIRED = ("patch_embed", "_pos_embed", "norm_pre", "blocks", "norm", "forward_head")
 
 
+def model_name(model: nn.Module) -> str:
+    """The timm name of ``model`` (its pretrained config's architecture), else its class name."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = cfg.get("architecture") if isinstance(cfg, dict) else None
+    return str(name or type(model).__name__)
+
+
 def check_vit(model: nn.Module, role: str) -> None:
-    """Refuse models that are not timm ViTs with a plain patch grid."""
+    """Refuse models that are not timm ViTs with a plain patch grid and a classifier head."""
     missing = [a for a in _REQUIRED if not hasattr(model, a)]
     if missing:
         raise ModelLoadError(f"The {role} model {type(model).__name__} is not a timm VisionTransformer "
@@ -25,6 +32,23 @@ def check_vit(model: nn.Module, role: str) -> None:
     if getattr(model, "dynamic_img_size", False):
         raise ModelLoadError(f"The {role} model uses dynamic_img_size, which sagebench does not support; "
                              "create it without dynamic_img_size.")
+    if getattr(model, "num_classes", None) == 0:
+        raise ModelLoadError(f"The {role} model {model_name(model)!r} has no classifier head (num_classes=0): "
+                             "sagebench compares its class predictions. Use a classification model, or give the "
+                             f"head's size with model.{role}.kwargs.num_classes=N.")
+
+
+def check_class_token(model: nn.Module, role: str) -> None:
+    """Refuse a ViT that does not classify from a class token (the edge's attention is that token's)."""
+    has_token = getattr(model, "cls_token", None) is not None and num_prefix_tokens(model) > 0
+    pool = getattr(model, "global_pool", "token")
+    if has_token and pool == "token":
+        return
+    why = ("has no class token (num_prefix_tokens=0)" if not has_token
+           else f"pools its output with global_pool={pool!r} instead of reading its class token")
+    raise ModelLoadError(f"The {role} model {model_name(model)!r} {why}: the {role} attention sagebench ranks "
+                         "patches by is the class token's attention over the patches, so the model must classify "
+                         "from its class token (global_pool='token'), as ViT and DeiT do (e.g. deit_tiny_patch16_224).")
 
 
 def patch_size(model: nn.Module) -> tuple[int, int]:

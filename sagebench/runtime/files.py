@@ -32,6 +32,7 @@ __all__ = [
     "check_writable",
     "file_lock",
     "fsync_dir",
+    "held_by_another",
     "update_json",
 ]
 
@@ -126,6 +127,7 @@ class FileLock:
         self.what = what or str(self.path)
         self._lock = filelock.FileLock(str(self.path), timeout=-1 if timeout is None else float(timeout),
                                        thread_local=False)
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file locked
 
     @property
     def pid_path(self) -> Path:
@@ -160,17 +162,58 @@ class FileLock:
             ) from None
         if first:
             atomic_write_text(self.pid_path, f"{os.getpid()}\n", durable=False)
+            self._identity = _file_identity(self.path)
         return self
+
+    def still_held(self) -> bool:
+        """Held by this object, on the file that is at :attr:`path` now (not one deleted and made again)."""
+        return self._lock.is_locked and self._identity is not None and _file_identity(self.path) == self._identity
 
     def release(self) -> None:
         if self._lock.is_locked:
             self._lock.release()
+        if not self._lock.is_locked:
+            self._identity = None
 
     def __enter__(self) -> "FileLock":
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def held_by_another(path: str | os.PathLike) -> tuple[bool, str | None]:
+    """``(held, pid)``: whether another process holds the :class:`FileLock` at ``path`` now, and its pid.
+
+    Creates nothing: a missing lock file is a free lock. Probes with a non-blocking attempt that is
+    released at once (call it only for a lock this process does not hold itself).
+    """
+    import filelock
+
+    path = Path(path)
+    if not path.is_file():
+        return False, None
+    probe = filelock.FileLock(str(path), timeout=0, thread_local=False)
+    try:
+        probe.acquire(timeout=0)
+    except filelock.Timeout:
+        try:
+            pid = path.with_name(path.name + ".pid").read_text().strip() or None
+        except OSError:
+            pid = None
+        return True, pid
+    except OSError:  # unreadable lock file: cannot tell, do not refuse for it
+        return False, None
+    probe.release()
+    return False, None
 
 
 @contextlib.contextmanager

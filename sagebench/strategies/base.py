@@ -9,7 +9,6 @@ import torch
 
 from sagebench.edge.evidence import EdgeEvidence
 
-
 #: Evidence a strategy may declare in :attr:`Strategy.requires` that only the server can provide.
 ORACLE_EVIDENCE = ("server_attention",)
 

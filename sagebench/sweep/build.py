@@ -68,6 +68,11 @@ class Sweep:
     def threshold(self) -> float | None:
         return None if self.cfg.gate.name == "all" else float(self.cfg.gate.threshold)
 
+    @property
+    def label_map(self) -> data_lib.LabelMap | None:
+        """How the data's labels became model indices (None: taken as they are)."""
+        return getattr(self.dataset, "label_map", None)
+
 
 def model_spec(node: DictConfig) -> ModelSpec:
     """The :class:`ModelSpec` of a ``model.edge`` / ``model.server`` config node."""
@@ -131,6 +136,39 @@ def resolve_view(spec: data_lib.DataSpec, edge: EdgeModel, server: ServerModel) 
     return server_view
 
 
+def dry_forward(edge: EdgeModel, server: ServerModel, view: dict[str, Any], edge_name: str, server_name: str) -> None:
+    """One all-zero image of the resolved input size through edge and server, so that a shape mistake is a
+    clear error now and not a traceback in the middle of the sweep.
+
+    Changes no number: no gradient, eval mode, the random number generators' state is restored
+    (``torch.random.fork_rng``), and it runs after both models are created (random-init weights
+    are drawn from the seeded state).
+    """
+    size = [int(v) for v in view["input_size"]]
+    for role, name, model in (("edge", edge_name, edge), ("server", server_name, server.vit)):
+        ref = next(model.parameters(), None)
+        images = torch.zeros(1, *size, device=ref.device if ref is not None else "cpu",
+                             dtype=ref.dtype if ref is not None and ref.is_floating_point() else torch.float32)
+        modes = [(m, m.training) for m in model.modules()]
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                model.eval()
+                if role == "edge":
+                    edge(images, torch.zeros(1, dtype=torch.int64, device=images.device))
+                else:
+                    model(images)
+        except Exception as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise ConfigError(
+                f"The {role} model {name!r} cannot classify images of the input size {size} [channels, height, "
+                f"width] ({type(exc).__name__}: {detail}). Set data.input_size to the size the model was built for, "
+                f"or build it for this size with model.{role}.kwargs.img_size (and in_chans) set to it."
+            ) from exc
+        finally:
+            for m, training in modes:
+                m.training = training
+
+
 def build_budgets(cfg: DictConfig, num_patches: int) -> tuple[list[int], str]:
     """``(budgets, unit)``: patch budgets checked against the grid, or byte budgets per request."""
     if cfg.budget_bytes is not None:
@@ -138,18 +176,44 @@ def build_budgets(cfg: DictConfig, num_patches: int) -> tuple[list[int], str]:
     return [check_budget(b, num_patches) for b in cfg.budgets], "patches"
 
 
-def build_dataset(spec: data_lib.DataSpec, view: dict[str, Any],
-                  num_classes: int) -> tuple[torch.utils.data.Dataset, int | None]:
-    """The evaluation images (a stream when ``data.streaming``) and their number (None for a stream)."""
+def build_dataset(spec: data_lib.DataSpec, view: dict[str, Any], num_classes: int, *,
+                  model_labels: data_lib.ModelLabels | None = None, model_name: str = "the model",
+                  trained: bool = True) -> tuple[torch.utils.data.Dataset, int | None]:
+    """The evaluation images (a stream when ``data.streaming``) and their number (None for a stream).
+
+    Labels become the model's indices (``dataset.label_map``): by ``data.label_map``, or by name when the
+    data's labels and the model's classes (``model_labels``) are named (:mod:`sagebench.data.labels`).
+    """
     source = data_lib.load_source(spec)
+    features = getattr(source, "features", None) or {}
+    label_map = data_lib.resolve_label_map(
+        data_lib.data_label_names(features.get(spec.label_column)), model_labels, num_classes,
+        explicit=spec.label_map, model_name=model_name, trained=trained)
     transform = data_lib.build_transform(view)
     if spec.streaming:
-        dataset: torch.utils.data.Dataset = data_lib.StreamingEvalImages(source, transform, spec, view)
+        dataset: torch.utils.data.Dataset = data_lib.StreamingEvalImages(source, transform, spec, view,
+                                                                         label_map=label_map)
         dataset.num_classes = num_classes  # a stream's labels are checked as they come
         return dataset, None
-    dataset = data_lib.EvalImages(source, transform, spec, view)
+    dataset = data_lib.EvalImages(source, transform, spec, view, label_map=label_map)
+    if len(dataset) == 0:
+        where = f"data.path {spec.path!r}" if spec.path else f"the data set {spec.name!r} (split {spec.split!r})"
+        raise data_lib.DataError(f"{where} holds no images (0 rows): point data.path / data.name at a data set "
+                                 "with images.")
     data_lib.check_labels(dataset, num_classes)
     return dataset, len(dataset)
+
+
+def model_labels(edge_spec: ModelSpec, edge: EdgeModel, server_spec: ModelSpec,
+                 server: ServerModel) -> data_lib.ModelLabels | None:
+    """The class names of the models' outputs (the server's; the edge's must agree when both are known)."""
+    server_labels = data_lib.model_label_names(server.vit, server_spec.name)
+    edge_labels = data_lib.model_label_names(edge.vit, edge_spec.name)
+    if server_labels is not None and edge_labels is not None and edge_labels.names != server_labels.names:
+        raise ConfigError(f"The edge model {edge_spec.name!r} and the server model {server_spec.name!r} predict "
+                          f"different classes (edge: {', '.join(edge_labels.names[:3])}, ...; server: "
+                          f"{', '.join(server_labels.names[:3])}, ...): both must share one label space.")
+    return server_labels
 
 
 def build(cfg: DictConfig) -> Sweep:
@@ -159,10 +223,14 @@ def build(cfg: DictConfig) -> Sweep:
     edge_spec, edge = build_edge(cfg, strategies)
     server_spec, server = build_server(cfg)
     view = resolve_view(spec, edge, server)
+    dry_forward(edge, server, view, edge_spec.name, server_spec.name)  # after both exist: their init used the seed
     budgets, unit = build_budgets(cfg, server.grid[0] * server.grid[1])
     codec = codec_from_config(cfg.codec, view)
     channels = [load_channel(c) for c in cfg.channels]
-    dataset, num_images = build_dataset(spec, view, server.vit.num_classes)
+    dataset, num_images = build_dataset(spec, view, server.vit.num_classes,
+                                        model_labels=model_labels(edge_spec, edge, server_spec, server),
+                                        model_name=server_spec.name,
+                                        trained=bool(server_spec.pretrained or server_spec.checkpoint))
     return Sweep(cfg=cfg, data=spec, strategies=strategies, edge_spec=edge_spec, server_spec=server_spec,
                  edge=edge, server=server, view=view, budgets=budgets, budget_unit=unit, codec=codec,
                  channels=channels, dataset=dataset, num_images=num_images,
@@ -175,8 +243,11 @@ def run_key(sweep: Sweep, columns: list[str], precision: Any) -> dict[str, Any]:
 
     cfg = sweep.cfg
     n = sweep.num_images if sweep.num_images is not None else sweep.data.limit or 0
+    data = data_lib.dataset_fingerprint_fields(sweep.data, n)
+    if sweep.label_map is not None:  # only when labels were remapped: earlier run keys stay valid
+        data["label_map"] = sweep.label_map.describe()
     return resume.run_key(
-        data=data_lib.dataset_fingerprint_fields(sweep.data, n),
+        data=data,
         edge={"name": sweep.edge_spec.name, "weights": sweep.edge_weights, "attention": cfg.model.edge.attention,
               "kwargs": sweep.edge_spec.kwargs},
         server={"name": sweep.server_spec.name, "weights": sweep.server_weights, "kwargs": sweep.server_spec.kwargs},
@@ -189,7 +260,8 @@ def benchmark_fields(sweep: Sweep, num_images: int, num_skipped: int) -> dict[st
     """What makes two runs comparable (hashed into the fingerprint), not what they compare."""
     spec = sweep.data
     fields: dict[str, Any] = {
-        "dataset": spec.name or (Path(spec.path).name if spec.path else None) or "unknown",
+        # what was read: a local path wins over a name (load_source reads the path)
+        "dataset": (Path(spec.path).name if spec.path else spec.name) or "unknown",
         # the data set's "name" is already "dataset"; kept out so it cannot shadow the benchmark name
         **{k: v for k, v in data_lib.dataset_fingerprint_fields(spec, num_images).items() if k != "name"},
         "num_patches": sweep.num_patches,
@@ -207,6 +279,8 @@ def benchmark_fields(sweep: Sweep, num_images: int, num_skipped: int) -> dict[st
         fields["codec"] = sweep.codec.describe()
     if sweep.budget_unit == "bytes":
         fields["budget_unit"] = "bytes"
+    if sweep.label_map is not None:  # data labels mapped to other model indices (absent for identity)
+        fields["label_map"] = sweep.label_map.describe()
     if num_skipped:  # not comparable with a run over every image
         fields["num_skipped"] = num_skipped
     return fields

@@ -52,12 +52,17 @@ from sagebench.sweep.build import Sweep, benchmark_fields, build, run_key
 from sagebench.sweep.datamodule import SweepData
 from sagebench.sweep.module import SageBenchModule
 from sagebench.sweep.partial import PartialResults
-from sagebench.sweep.trainer import build_trainer
+from sagebench.sweep.trainer import build_trainer, lightning_objects
 from sagebench.transmission.channels import add_latency
 
 
-def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None) -> dict[str, Any] | None:
+def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, *,
+             callbacks: list[Any] | None = None, logger: Any = None) -> dict[str, Any] | None:
     """Run the sweep described by ``cfg`` (default: the embedded benchmark) and write its results.
+
+    ``callbacks`` and ``logger``: Lightning objects for the Trainer (as ``trainer.callbacks`` /
+    ``trainer.logger`` entries with ``class_path``/``init_args`` do from a config); every logger
+    receives the exact summary once, from rank 0, and ``Trainer.test`` returns it.
 
     Returns the results dict in the global-zero process (``None`` elsewhere). Writes
     ``<output_dir>/results.json``, ``samples.parquet`` and ``config.yaml``; while it runs,
@@ -79,7 +84,7 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None) 
     partial = PartialResults(out_dir, key, resume=bool(cfg.resume), flush_seconds=cfg.flush_seconds,
                              num_columns=layout.num_columns)
     try:  # the output-folder lock is released when evaluate returns or fails
-        attempt = run_sweep(sweep, trainer_kwargs, partial, out_dir)
+        attempt = run_sweep(sweep, lightning_objects(trainer_kwargs, callbacks, logger), partial, out_dir)
         if not attempt.trainer.is_global_zero:
             return None
         records = finalise_records(attempt, partial, sweep.num_images)
@@ -130,7 +135,7 @@ class Attempt:
     clock: speed.Stopwatch
 
 
-def build_module(sweep: Sweep, trainer: Any) -> SageBenchModule:
+def build_module(sweep: Sweep, trainer: Any, partial: PartialResults) -> SageBenchModule:
     """The LightningModule, with every speed switch given to its constructor."""
     cfg = sweep.cfg
     source = edge_source(sweep, trainer) if cfg.cache.edge else None
@@ -139,7 +144,8 @@ def build_module(sweep: Sweep, trainer: Any) -> SageBenchModule:
     return SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=cfg.gate.name,
                            threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=sweep.budget_unit,
                            codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
-                           timer=speed.PhaseTimer(bool(cfg.get("profile", False))), edge_source=source)
+                           timer=speed.PhaseTimer(bool(cfg.get("profile", False))), edge_source=source,
+                           prior_rows=lambda: partial.previous_rows)
 
 
 def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResults, out_dir: Path) -> Attempt:
@@ -156,7 +162,7 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
                           "(trainer.devices x trainer.num_nodes): every process needs at least one image. Set "
                           f"trainer.devices to at most {sweep.num_images} (e.g. trainer.devices=1), or evaluate "
                           "more images (data.limit).")
-    module = build_module(sweep, trainer)
+    module = build_module(sweep, trainer, partial)
     datamodule = SweepData(sweep.dataset, sweep.cfg.batch_size,
                            speed.num_workers(sweep.cfg.data.num_workers, trainer), done_ids=lambda: partial.done_ids)
     clock = speed.Stopwatch()  # wall and CPU seconds of the sweep itself

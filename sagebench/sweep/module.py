@@ -7,7 +7,7 @@ same offloaded images, and Lightning provides devices, precision and multi-proce
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import lightning as L
 import numpy as np
@@ -18,7 +18,7 @@ from sagebench.cells import Cell
 from sagebench.edge.cache import EdgeSource
 from sagebench.edge.model import EdgeModel
 from sagebench.gates import get_gate
-from sagebench.metrics import SweepLayout, coverage
+from sagebench.metrics import SweepLayout, coverage, flat_summary, summarize
 from sagebench.runtime.speed import PhaseTimer
 from sagebench.server.model import ServerModel
 from sagebench.server.passes import ServerPasses
@@ -28,6 +28,7 @@ from sagebench.sweep.records import (
     SweepRecords,
     predictions,
     skipped_rows,
+    split_skipped,
 )
 from sagebench.sweep.strategy_stats import StrategyStats
 from sagebench.transmission.byte_budget import fill_byte_budget
@@ -45,7 +46,8 @@ class SageBenchModule(L.LightningModule):
     def __init__(self, edge: EdgeModel, server: ServerModel, strategies: Sequence[Strategy],
                  budgets: Sequence[int], gate: str = "min_entropy", threshold: float = 1.0,
                  seed: int = 0, budget_unit: str = "patches", codec: Codec | None = None, *,
-                 dedupe: bool = True, timer: PhaseTimer | None = None, edge_source: EdgeSource | None = None) -> None:
+                 dedupe: bool = True, timer: PhaseTimer | None = None, edge_source: EdgeSource | None = None,
+                 prior_rows: Callable[[], np.ndarray] | None = None) -> None:
         super().__init__()
         if tuple(edge.grid) != tuple(server.grid):
             raise ValueError(f"edge grid {edge.grid} and server grid {server.grid} differ")
@@ -77,6 +79,8 @@ class SageBenchModule(L.LightningModule):
         self.edge_source = edge_source or EdgeSource(edge)  # runs the edge, or reads its evidence from the cache
         self.dedupe = bool(dedupe)  # one server pass per distinct patch set of an image at a budget
         self.timer = timer or PhaseTimer(False)  # per-phase wall seconds (profile=true)
+        # records an earlier attempt finished (resume): part of the summary the loggers receive
+        self._prior_rows = prior_rows or (lambda: np.zeros((0, self.layout.num_columns)))
         self.server_passes = {"forwards": 0, "images_run": 0, "images_reused": 0}  # this process
         # strategies that declare requires={"server_attention"} (oracles): the ceiling pass runs the server
         # through EdgeModel, which gives the same logits plus its last-block CLS attention
@@ -182,6 +186,18 @@ class SageBenchModule(L.LightningModule):
             self.strategy_stats.reset()
         self.sweep.reset()
         self.edge_images.reset()
+        if self.trainer.is_global_zero:  # the exact summary, once, so that any Lightning logger receives it
+            self.log_dict(self.summary_metrics(), rank_zero_only=True, batch_size=1)
+
+    def summary_metrics(self) -> dict[str, float]:
+        """The flat exact summary (:func:`sagebench.metrics.flat_summary`) of every image, this attempt's
+        records merged with an earlier attempt's; skipped (corrupt) images are left out as in results.json."""
+        from sagebench.sweep.resume import merge_rows
+
+        prior = self._prior_rows()
+        rows = merge_rows([prior, self.records if self.records is not None else prior[:0]], self.layout.num_columns)
+        rows, _ = split_skipped(rows, self.layout)
+        return flat_summary(summarize(rows, self.layout)) if rows.shape[0] else {}
 
     def edge_images_total(self) -> int:
         """Images that went through the edge in the last epoch, all processes together."""

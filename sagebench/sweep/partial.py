@@ -107,7 +107,7 @@ class PartialResults(L.Callback):
             self._lock = None
             raise ConfigError(f"Another sagebench run{f' (pid {holder})' if holder else ''} is writing to "
                               f"{self.out_dir}: wait for it to finish, or choose another output_dir.") from None
-        state = precheck(self.out_dir, self.resume)  # again, now under the lock
+        state = precheck(self.out_dir, self.resume, live=False)  # again, now under the lock (ours)
         if state.finished:
             raise ConfigError(f"{self.out_dir} already holds finished results ({RESULTS_FILE}); choose another "
                               "output_dir.")
@@ -202,6 +202,10 @@ class PartialResults(L.Callback):
         """The results are on disk: drop the partial records (global rank 0)."""
         shutil.rmtree(self.partial, ignore_errors=True)
         self.release()
+
+    def holds_lock(self) -> bool:
+        """This run still holds the output folder's lock (on the lock file that is there now)."""
+        return self._lock is not None and self._lock.still_held()
 
     def release(self) -> None:
         if self._lock is not None:

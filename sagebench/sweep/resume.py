@@ -41,7 +41,7 @@ import numpy as np
 
 from sagebench.errors import ConfigError
 from sagebench.results.files import RESULTS_FILE
-from sagebench.runtime.files import is_temp_file
+from sagebench.runtime.files import held_by_another, is_temp_file
 from sagebench.runtime.log import warn
 
 PARTIAL_DIR = "partial"
@@ -80,10 +80,17 @@ def run_key(*, data: dict[str, Any], edge: dict[str, Any], server: dict[str, Any
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves of nested dicts as ``a.b.c``; a list of dicts (the strategies) as ``a[0].b`` so that a changed
+    option shows as its own short line instead of a whole list cut at 120 characters."""
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
         for k, v in obj.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
         return out
     return {prefix: obj}
 
@@ -143,8 +150,44 @@ def _count_done(state: RunState) -> str:
     return f"{len(state.chunks)} chunk(s) of finished images"
 
 
-def precheck(out_dir: Path, resume: bool) -> RunState:
-    """Refuse early (before any model is loaded) what the run would refuse anyway."""
+#: hidden temporaries of the run folder's own files, left by a crash in the middle of an atomic write
+_RUN_FILE_TEMPS = (".results.json.*.tmp", ".samples.parquet.*.tmp", ".config.yaml.*.tmp")
+
+
+def is_launching_process() -> bool:
+    """Not a DDP child (its rank 0 holds the folder's lock while the children start)."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+def live_run(out_dir: Path) -> str | None:
+    """A message when another live process holds ``out_dir``'s lock (``partial/.lock``), else None."""
+    held, pid = held_by_another(Path(out_dir) / PARTIAL_DIR / LOCK_FILE)
+    if not held:
+        return None
+    return (f"Another sagebench run{f' (pid {pid})' if pid else ''} is writing to {out_dir}: wait for it to "
+            "finish, or choose another output_dir.")
+
+
+def precheck(out_dir: Path, resume: bool, *, live: bool = True) -> RunState:
+    """Refuse early (before any model is loaded) what the run would refuse anyway.
+
+    ``live``: also refuse a folder another live run is writing (its lock is held), and tidy what a
+    crash left behind (temporaries of results.json / samples.parquet / config.yaml); off when the
+    caller holds the folder's lock itself.
+    """
+    out_dir = Path(out_dir)
+    partial = out_dir / PARTIAL_DIR
+    if partial.exists() and not partial.is_dir():
+        raise ConfigError(f"{partial} is a file, but sagebench keeps the finished images of a run in a folder of "
+                          "that name: move or delete that file, or choose another output_dir.")
+    if live and is_launching_process():
+        message = live_run(out_dir)
+        if message:
+            raise ConfigError(message)
+        if out_dir.is_dir():
+            for pattern in _RUN_FILE_TEMPS:
+                for leftover in out_dir.glob(pattern):
+                    leftover.unlink(missing_ok=True)
     state = inspect_run(out_dir)
     if state.finished and not resume:
         raise ConfigError(

@@ -23,6 +23,61 @@ def available_devices() -> str:
     return f"this machine has {gpus} CUDA GPU(s) and {cpu_cores()} CPU core(s)"
 
 
+#: strategies whose worker processes are started by the parent (spawn / fork): their records stay in the children
+SPAWNING_STRATEGIES = ("ddp_spawn", "ddp_notebook", "ddp_fork")
+#: Trainer options that evaluate a subset of the batches (or a made-up loop): data.limit is the way here
+SUBSET_OPTIONS = {"limit_test_batches": (1.0, None), "limit_val_batches": (1.0, None),
+                  "fast_dev_run": (False, 0, None), "overfit_batches": (0, 0.0, None)}
+
+
+def valid_precisions() -> list[str]:
+    """The values Lightning accepts for ``trainer.precision``, as strings."""
+    import typing
+
+    try:
+        from lightning.fabric.connector import _PRECISION_INPUT
+    except ImportError:  # pragma: no cover
+        return ["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16"]
+
+    def flat(t: Any) -> list[Any]:
+        out: list[Any] = []
+        for a in typing.get_args(t):
+            out += flat(a) if typing.get_args(a) else [a]
+        return out
+
+    seen: list[str] = []
+    for value in flat(_PRECISION_INPUT):
+        if str(value) not in seen:
+            seen.append(str(value))
+    return seen
+
+
+def check_trainer_options(options: Any) -> None:
+    """Refuse, before any model is built, ``trainer.*`` settings a sweep cannot honour.
+
+    Spawned DDP processes (``ddp_spawn``, ``ddp_notebook``, ``ddp_fork``) keep the records they
+    gather: only the launching process's copy of the module would reach the results. Batch limits
+    (``limit_test_batches``, ``fast_dev_run`` ...) would evaluate an arbitrary share of each process's
+    images under a benchmark's name; ``data.limit`` evaluates the first N images instead.
+    """
+    options = dict(options or {})
+    strategy = options.get("strategy")
+    if isinstance(strategy, str) and strategy.startswith(SPAWNING_STRATEGIES):
+        raise ConfigError(f"trainer.strategy={strategy!r} is not supported: its processes are spawned by the parent "
+                          "and do not return their per-image records to it here. Use trainer.strategy=ddp (each "
+                          "process is a copy of the command, e.g. trainer.strategy=ddp trainer.devices=2).")
+    for key, defaults in SUBSET_OPTIONS.items():
+        if key in options and not any(options[key] == d and type(options[key]) is type(d) for d in defaults):
+            raise ConfigError(f"trainer.{key}={options[key]!r} is not supported: it would evaluate an arbitrary "
+                              "share of the images under this benchmark's name. Use data.limit=N to evaluate the "
+                              "first N images (e.g. data.limit=1000).")
+    if "precision" in options and options["precision"] is not None:
+        allowed = valid_precisions()
+        if str(options["precision"]) not in allowed:
+            raise ConfigError(f"trainer.precision={options['precision']!r} is not a precision Lightning knows; "
+                              f"valid precisions: {', '.join(allowed)} (e.g. trainer.precision=32-true).")
+
+
 def build_trainer(**kwargs: Any) -> Any:
     """``lightning.Trainer(**kwargs)``, with device/accelerator mistakes as a :class:`ConfigError`.
 
@@ -35,6 +90,7 @@ def build_trainer(**kwargs: Any) -> Any:
         from lightning.fabric.utilities.exceptions import MisconfigurationException
     except ImportError:  # pragma: no cover
         MisconfigurationException = ValueError  # type: ignore[misc,assignment]
+    check_trainer_options(kwargs)
     settings = ", ".join(f"trainer.{k}={kwargs[k]!r}" for k in ("accelerator", "devices", "strategy", "num_nodes",
                                                                   "precision") if k in kwargs)
     try:
@@ -51,3 +107,53 @@ def build_trainer(**kwargs: Any) -> Any:
                           f"but {available_devices()}. Set trainer.devices to at most {cpu_cores()} "
                           "(or 1), or run on a machine with that many GPUs.")
     return trainer
+
+
+def instantiate(spec: Any, what: str, base: type | None = None) -> Any:
+    """A Lightning object from a LightningCLI-style ``{class_path: ..., init_args: {...}}`` entry.
+
+    Objects pass through; a plain string is a class path with no arguments. ``base`` (e.g.
+    ``lightning.pytorch.Callback``) is checked, so a typo is a clear ConfigError, not an
+    AttributeError deep inside the Trainer.
+    """
+    import importlib
+
+    if spec is None or isinstance(spec, bool) or not isinstance(spec, (str, dict)):
+        return spec
+    path, args = (spec, {}) if isinstance(spec, str) else (spec.get("class_path"), spec.get("init_args") or {})
+    if not isinstance(path, str) or "." not in path:
+        raise ConfigError(f"{what}: expected {{class_path: package.module.Class, init_args: {{...}}}}, got {spec!r}.")
+    module_name, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{what}: cannot import {path!r} ({type(exc).__name__}: {exc}); give the full class "
+                          "path, e.g. lightning.pytorch.loggers.CSVLogger.") from exc
+    if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{what}: {path} is not a {base.__module__}.{base.__name__}.")
+    try:
+        return cls(**dict(args))
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {path}(**init_args) failed: {exc}") from exc
+
+
+def lightning_objects(trainer_kwargs: dict[str, Any], callbacks: Any = None, logger: Any = None) -> dict[str, Any]:
+    """``trainer.callbacks`` / ``trainer.logger`` entries (class_path dicts, strings or objects) as objects,
+    plus those given from Python (``evaluate(cfg, callbacks=[...], logger=...)``)."""
+    from lightning.pytorch import Callback
+    from lightning.pytorch.loggers import Logger
+
+    out = dict(trainer_kwargs)
+    listed = out.get("callbacks") or []
+    listed = listed if isinstance(listed, (list, tuple)) else [listed]
+    made = [instantiate(c, "trainer.callbacks", Callback) for c in listed]
+    out["callbacks"] = [*made, *(callbacks or [])]
+    cfg_logger = out.get("logger", False)
+    if isinstance(cfg_logger, (list, tuple)):
+        cfg_logger = [instantiate(x, "trainer.logger", Logger) for x in cfg_logger]
+    else:
+        cfg_logger = instantiate(cfg_logger, "trainer.logger", Logger)
+    if logger is not None:
+        cfg_logger = logger
+    out["logger"] = cfg_logger
+    return out

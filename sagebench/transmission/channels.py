@@ -10,6 +10,7 @@ adds a channel by adding a file (or passing a path).
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -27,6 +28,9 @@ class Channel:
     rtt_ms: float
     source: str
 
+    def __post_init__(self) -> None:
+        check_channel_numbers(self.uplink_kbps, self.rtt_ms, f"Channel {self.name!r}")
+
     def latency_ms(self, num_bytes: float) -> float:
         """Milliseconds from sending a request of ``num_bytes`` bytes to getting the answer back."""
         return float(self.rtt_ms) + 8.0 * float(num_bytes) / float(self.uplink_kbps)
@@ -34,6 +38,13 @@ class Channel:
     def describe(self) -> dict:
         return {"name": self.name, "display_name": self.display_name, "uplink_kbps": self.uplink_kbps,
                 "rtt_ms": self.rtt_ms, "source": self.source}
+
+
+def check_channel_numbers(rate: float, rtt: float, where: str) -> None:
+    """A channel's uplink rate and round trip: finite, rate > 0, rtt >= 0 (NaN and Inf refused)."""
+    if not (math.isfinite(rate) and math.isfinite(rtt)) or rate <= 0 or rtt < 0:
+        raise ConfigError(f"{where}: uplink_kbps must be a finite number > 0 and rtt_ms a finite number >= 0, "
+                          f"got {rate}, {rtt}.")
 
 
 def _channel_dir() -> Path:
@@ -61,8 +72,7 @@ def load_channel(name_or_path: str) -> Channel:
         rate, rtt = float(node.uplink_kbps), float(node.rtt_ms)
     except Exception as exc:
         raise ConfigError(f"Channel file {path} needs numeric uplink_kbps and rtt_ms: {exc}") from exc
-    if rate <= 0 or rtt < 0:
-        raise ConfigError(f"Channel file {path}: uplink_kbps must be > 0 and rtt_ms >= 0, got {rate}, {rtt}.")
+    check_channel_numbers(rate, rtt, f"Channel file {path}")
     return Channel(name=str(node.get("name", path.stem)), display_name=str(node.get("display_name", path.stem)),
                    uplink_kbps=rate, rtt_ms=rtt, source=str(node.get("source", "")).strip())
 

@@ -1,0 +1,54 @@
+"""sagebench as Lightning users expect: loggers receive the exact summary, callbacks come from configs."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from lightning.pytorch.loggers import CSVLogger
+
+from sagebench.config import load_config
+from sagebench.errors import ConfigError
+from sagebench.sweep.evaluate import evaluate
+
+BASE = ["data.limit=30", "budgets=[4,8]", "strategies=[random,sage]", "gate.name=all"]
+
+
+def _csv_metrics(folder):
+    (path,) = list(folder.rglob("metrics.csv"))
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: float(v) for row in rows for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")}
+
+
+def test_a_csv_logger_from_python_receives_the_exact_summary(random_models_overrides, tmp_path):
+    logger = CSVLogger(save_dir=str(tmp_path / "logs"), name="sb")
+    res = evaluate(load_config(None, [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}"]),
+                   logger=logger)
+    got = _csv_metrics(tmp_path / "logs")
+    for r in res["results"]:
+        key = f"{r['strategy']}/B{r['budget']}"
+        assert got[f"offloaded_acc/{key}"] == pytest.approx(r["offloaded_accuracy"])
+        assert got[f"ceiling_ratio/{key}"] == pytest.approx(r["ceiling_ratio"])
+    assert got["ceiling/offloaded_acc"] == pytest.approx(res["ceiling"]["offloaded_accuracy"])
+    assert got["num_images"] == res["num_images"] == 30
+
+
+def test_a_logger_and_callbacks_from_class_path_entries(random_models_overrides, tmp_path):
+    logs = tmp_path / "cfglogs"
+    overrides = [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}",
+                 f"trainer.logger={{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: {logs}}}}}",
+                 "trainer.callbacks=[{class_path: helpers.RecordingCallback, init_args: {tag: x}}]"]
+    res = evaluate(load_config(None, overrides))
+    assert _csv_metrics(logs)["edge_acc"] == pytest.approx(res["edge_accuracy"])
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("{class_path: lightning.pytorch.callbacks.NoSuchThing}", "cannot import"),
+    ("{class_path: collections.OrderedDict}", "is not a lightning"),
+])
+def test_a_bad_class_path_is_a_clear_error(random_models_overrides, tmp_path, entry, message):
+    cfg = load_config(None, [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}",
+                             f"trainer.callbacks=[{entry}]"])
+    with pytest.raises(ConfigError, match=message):
+        evaluate(cfg)
