@@ -16,12 +16,19 @@ if "torch" not in _sys.modules:
 from importlib.metadata import PackageNotFoundError, version
 
 from sagebench.errors import ConfigError, DataError, ModelLoadError, SageBenchError
-from sagebench.strategies import (
-    Strategy,
-    get_strategy,
-    list_strategies,
-    register_strategy,
-)
+
+# The strategy API loads on first use: `sagebench --help` and config mistakes answer without torch.
+_LAZY = {"Strategy": "sagebench.strategies", "get_strategy": "sagebench.strategies",
+         "list_strategies": "sagebench.strategies", "register_strategy": "sagebench.strategies",
+         "EdgeEvidence": "sagebench.edge.evidence"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sagebench' has no attribute {name!r}")
 
 try:
     __version__ = version("sagebench")
@@ -44,6 +51,6 @@ def load_config(config_file=None, overrides=()):
 
 
 __all__ = [
-    "ConfigError", "DataError", "ModelLoadError", "SageBenchError", "Strategy", "__version__",
+    "ConfigError", "DataError", "EdgeEvidence", "ModelLoadError", "SageBenchError", "Strategy", "__version__",
     "evaluate", "get_strategy", "list_strategies", "load_config", "register_strategy",
 ]

@@ -37,6 +37,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from sagebench.sweep.evaluate import evaluate
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "print_config", False):  # as Hydra's --cfg job: the resolved config, nothing run
+        from sagebench.config import to_yaml
+
+        print(to_yaml(cfg), end="")
+        return 0
     results = evaluate(cfg)
     if results is not None:
         print()
@@ -206,11 +211,33 @@ def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_leaderboard)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sagebench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagebench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sagebench {_version()}")
+    try:  # shell completion: `sagebench --print-completion bash > /etc/bash_completion.d/sagebench`
+        import shtab
+
+        shtab.add_argument_to(parser, ["--print-completion"])
+    except ImportError:  # pragma: no cover
+        pass
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("eval", help="run a sweep (default: the embedded benchmark) and write results.json")
+    from sagebench.config import config_reference  # torch-free: keys, defaults, one line each
+
+    p = sub.add_parser("eval", help="run a sweep (default: the embedded benchmark) and write results.json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="config keys (KEY=VALUE overrides; defaults of `sagebench eval`):\n" + config_reference())
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (defaults, --config files, overrides) and exit")
     p.add_argument("--config", "-c", action="append", default=[],
                    help="YAML file, or the name of a shipped experiment (e.g. imagenet_deit, fmnist); "
                         "repeat to layer several, applied in order")

@@ -334,3 +334,62 @@ def validate(cfg: DictConfig) -> None:
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
+
+
+#: One line per config key, for ``sagebench eval --help`` (defaults come from the shipped config).
+KEY_HELP = {
+    "benchmark": "name of the benchmark (board) the results belong to",
+    "data.name": "hub data set (datasets.load_dataset), e.g. ILSVRC/imagenet-1k; set data.path=null",
+    "data.path": "local parquet file/folder/glob, save_to_disk folder or image folder",
+    "data.split": "split to evaluate",
+    "data.limit": "evaluate the first N images (by data set index)",
+    "data.streaming": "stream the hub data set instead of downloading it",
+    "data.crop_pct": "override the models' timm crop_pct",
+    "data.interpolation": "override the resize interpolation",
+    "data.mean": "override the normalisation mean",
+    "data.std": "override the normalisation std",
+    "data.input_size": "override [channels, height, width]",
+    "data.num_workers": "DataLoader workers (null: chosen for the device)",
+    "data.on_error": "a corrupt image: fail | skip",
+    "model.edge.name": "timm name of the edge ViT",
+    "model.edge.pretrained": "timm pretrained weights (hub, or the shipped file of the demo models)",
+    "model.edge.checkpoint": "local .safetensors / state dict (weights_only)",
+    "model.edge.attention": "last_layer | rollout",
+    "model.server.name": "timm name of the server ViT",
+    "model.server.pretrained": "timm pretrained weights",
+    "model.server.checkpoint": "local .safetensors / state dict (weights_only)",
+    "strategies": "strategy names or {name: ..., option: value} entries (`sagebench strategies`)",
+    "budgets": "patch budgets B (units sent per request)",
+    "budget_bytes": "byte budgets per request instead of patch budgets (null: off)",
+    "codec.name": "raw | png | jpeg | webp: what the server decodes",
+    "codec.quality": "jpeg / webp quality",
+    "channels": "uplinks to report latency for (conf/channel/*.yaml)",
+    "gate.name": "min_entropy | all",
+    "gate.threshold": "offload when -log2(max softmax) > threshold",
+    "batch_size": "images per data batch",
+    "seed": "run seed (random strategy, random-init weights)",
+    "output_dir": "output folder (default runs/<benchmark>-<time>)",
+    "resume": "continue the unfinished run in output_dir",
+    "logger": "wandb | none",
+    "wandb.project": "W&B project", "wandb.entity": "W&B entity", "wandb.tags": "W&B tags",
+    "trainer": "passed to lightning.Trainer (devices, accelerator, precision, logger, callbacks, ...)",
+    "dedupe": "one server pass per distinct patch set", "compile": "torch.compile the server blocks",
+    "threads": "torch CPU threads", "profile": "per-phase seconds in results.json",
+    "cache.edge": "keep edge evidence on disk", "flush_seconds": "how often finished rows are saved",
+}
+
+
+def config_reference() -> str:
+    """``  key = default   help`` lines of every documented key, from the shipped defaults (no torch)."""
+    cfg = OmegaConf.structured(SageBenchConfig)
+    for _, layer in _read_layers("conf/config.yaml", _conf_dir() / "config.yaml"):
+        cfg = OmegaConf.merge(cfg, layer)
+    lines = []
+    for key, text in KEY_HELP.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        shown = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        shown = str(shown).replace(str(_conf_dir().parent), "<sagebench>")
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        lines.append(f"  {key:<24} = {shown:<40} {text}")
+    return "\n".join(lines)

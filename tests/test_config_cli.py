@@ -85,3 +85,33 @@ def test_cli_lists_strategies_with_descriptions(capsys):
     assert main(["strategies", "att*"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert "attention_prefix" in listed and all(n.startswith("att") for n in listed)
+
+
+def test_help_and_config_mistakes_answer_without_importing_torch():
+    """`sagebench --help`, `eval --help` and an unknown key never load torch (seconds saved per mistake)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sagebench.cli as c\n"
+            "c.build_parser()\n"
+            "from sagebench.config import load_config\n"
+            "from sagebench.errors import ConfigError\n"
+            "try:\n    load_config(None, ['budgetz=[4]'])\nexcept ConfigError as e:\n    assert 'budgets' in str(e)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_version_print_config_and_keys_in_help(capsys):
+    from sagebench import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"sagebench {__version__}"
+    assert main(["eval", "budgets=[4,8]", "--print-config", "seed=3"]) == 0  # overrides on both sides
+    out = capsys.readouterr().out
+    assert "budgets:\n- 4\n- 8\n" in out and "seed: 3" in out
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    assert "gate.threshold" in text and "offload when -log2(max softmax) > threshold" in text

@@ -6,43 +6,30 @@ padding), ``labels`` (labels in the model's label space), ``fingerprint`` (what 
 data the same).
 """
 
-from sagebench.data.fingerprint import dataset_fingerprint_fields
-from sagebench.data.images import (
-    EvalImages,
-    StreamingEvalImages,
-    skipped_index,
-    skipped_item,
-    skipped_sample_id,
-)
-from sagebench.data.labels import (
-    LabelMap,
-    ModelLabels,
-    check_labels,
-    class_names,
-    data_label_names,
-    model_label_names,
-    resolve_label_map,
-)
-from sagebench.data.samplers import (
-    PaddedView,
-    PadIndex,
-    RemainingSampler,
-    UnrepeatedSampler,
-    rank_world,
-)
-from sagebench.data.sources import load_source
-from sagebench.data.spec import ON_ERROR_POLICIES, DataSpec
-from sagebench.data.transforms import (
-    build_transform,
-    resolve_data_config,
-    to_model_mode,
-)
-from sagebench.errors import DataError
+from __future__ import annotations
 
-__all__ = [
-    "DataError", "DataSpec", "EvalImages", "LabelMap", "ModelLabels", "data_label_names", "model_label_names",
-    "resolve_label_map", "ON_ERROR_POLICIES", "PadIndex", "PaddedView", "RemainingSampler",
-    "StreamingEvalImages", "UnrepeatedSampler", "build_transform", "check_labels", "class_names", "dataset_fingerprint_fields",
-    "load_source", "rank_world", "resolve_data_config", "skipped_index", "skipped_item", "skipped_sample_id",
-    "to_model_mode",
-]
+from typing import Any
+
+# Names load on first use: the config loader reads DataSpec without importing torch.
+_LAZY = {
+    "dataset_fingerprint_fields": "fingerprint",
+    "EvalImages": "images", "StreamingEvalImages": "images", "skipped_index": "images", "skipped_item": "images",
+    "skipped_sample_id": "images",
+    "check_labels": "labels", "class_names": "labels",
+    "PadIndex": "samplers", "PaddedView": "samplers", "RemainingSampler": "samplers", "UnrepeatedSampler": "samplers",
+    "rank_world": "samplers",
+    "load_source": "sources",
+    "ON_ERROR_POLICIES": "spec", "DataSpec": "spec",
+    "build_transform": "transforms", "resolve_data_config": "transforms", "to_model_mode": "transforms",
+    "DataError": "_errors",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = "sagebench.errors" if _LAZY[name] == "_errors" else f"sagebench.data.{_LAZY[name]}"
+        return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module 'sagebench.data' has no attribute {name!r}")
