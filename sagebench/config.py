@@ -100,6 +100,9 @@ class SageBenchConfig:
     channels: list[str] = field(default_factory=lambda: ["nb_iot", "lte_m", "lte", "nr_5g", "wifi"])
     gate: GateConfig = field(default_factory=GateConfig)
     batch_size: int = 256
+    # offloaded images wait until this many can go to the server as one batch (null: batch_size); records
+    # do not depend on it, speed does: at the real gate a data batch offloads only a share of its images
+    server_batch_size: Optional[int] = None
     seed: int = 0
     output_dir: Optional[str] = None
     progress: bool = True
@@ -302,6 +305,9 @@ def validate(cfg: DictConfig) -> None:
     check_name_or_path(cfg.data.name, cfg.data.path)
     if cfg.batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {cfg.batch_size}.")
+    if cfg.server_batch_size is not None and cfg.server_batch_size <= 0:
+        raise ConfigError(f"server_batch_size must be a positive number of offloaded images (or null: batch_size), "
+                          f"got {cfg.server_batch_size}.")
     if cfg.data.limit is not None and cfg.data.limit <= 0:
         raise ConfigError(f"data.limit must be a positive number of images, got {cfg.data.limit}.")
     if cfg.data.on_error not in ("fail", "skip"):
@@ -367,6 +373,7 @@ KEY_HELP = {
     "gate.name": "min_entropy | all",
     "gate.threshold": "offload when -log2(max softmax) > threshold",
     "batch_size": "images per data batch",
+    "server_batch_size": "offloaded images per server batch, across data batches (null: batch_size)",
     "seed": "run seed (random strategy, random-init weights)",
     "output_dir": "output folder (default runs/<benchmark>-<time>)",
     "resume": "continue the unfinished run in output_dir",

@@ -91,7 +91,7 @@ def test_two_process_ddp_on_an_odd_count_equals_one_process(random_models_overri
     one = subprocess.run(cmd + common + [f"output_dir={tmp_path / 'one'}", "trainer.devices=1"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(cmd + common + [f"output_dir={tmp_path / 'two'}", "trainer.devices=2",
+    two = subprocess.run(cmd + common + [f"output_dir={tmp_path / 'two'}", "trainer.devices=2", "server_batch_size=5",
                                          "trainer.strategy=ddp"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -84,7 +84,14 @@ def check_labels(dataset_or_labels: Any, num_classes: int, *, label_column: str 
 
 
 def class_names(dataset: Any) -> list[str] | None:
-    """The data set's class names (a ``ClassLabel`` feature), in label order, or None."""
+    """The class names of the labels a data set yields, in label order, or None.
+
+    Its ``ClassLabel`` names; when its labels were mapped to model indices (``dataset.label_map``), the
+    names in the model's index order (see :meth:`LabelMap.class_names`).
+    """
+    label_map = getattr(dataset, "label_map", None)
+    if label_map is not None:
+        return label_map.class_names()
     try:
         names = dataset.dataset.features[dataset.label_column].names
     except Exception:  # a stream, an int label column, another data set type
@@ -184,6 +191,18 @@ class LabelMap:
 
     lookup: np.ndarray
     data_names: tuple[str, ...] | None
+    model_names: tuple[str, ...] | None = None
+
+    def class_names(self) -> list[str]:
+        """Names by model index (the labels' space now): the model's classes when known, else the data's
+        names at the indices they map to (``str(index)`` elsewhere)."""
+        if self.model_names is not None:
+            return list(self.model_names)
+        names = [str(i) for i in range(int(self.lookup.max()) + 1)]
+        for i, m in enumerate(self.lookup):
+            if m >= 0:
+                names[int(m)] = self.data_names[i] if self.data_names else str(i)
+        return names
 
     def describe(self) -> dict[str, int]:
         """``{data label name (or index): model index}`` for the results, in data label order."""
@@ -218,18 +237,20 @@ def resolve_label_map(data_names: Sequence[str] | None, model: ModelLabels | Non
 
     ``explicit``: ``data.label_map`` (``"identity"``, or ``{name or index: model index}``). Otherwise the data's
     label names are looked up among the model's; with no data names the labels are taken as they are.
-    Named data and a model whose classes are not known is refused unless ``trained`` is false (random-init
-    weights have no label space to get wrong). Raises :class:`DataError` when a name cannot be placed.
+    Named data and a model whose classes are not known is refused. With ``trained`` false (random-init
+    weights: no label space to get wrong) labels are taken as they are. Raises :class:`DataError` when a
+    name cannot be placed.
     """
     if explicit == "identity":
         return None
     if explicit:
-        return _explicit_map(explicit, data_names, num_classes)
-    if data_names is None:
+        found = _explicit_map(explicit, data_names, num_classes)
+        if found is not None and model is not None and trained:
+            found = LabelMap(found.lookup, found.data_names, model.names)
+        return found
+    if data_names is None or not trained:  # plain ints, or random-init weights (no label space to match)
         return None
     if model is None:
-        if not trained:
-            return None
         raise DataError(
             f"The data's labels are named ({_examples(data_names)}) but the class names of {model_name!r} are not "
             "known, so sagebench cannot tell which model output each label is (an image folder numbers its class "
@@ -273,10 +294,10 @@ def resolve_label_map(data_names: Sequence[str] | None, model: ModelLabels | Non
                         f"{_examples(data_names)}. Set data.label_map explicitly.")
     if np.array_equal(lookup, np.arange(len(lookup))):
         return None
-    return LabelMap(lookup, tuple(data_names))
+    return LabelMap(lookup, tuple(data_names), model.names)
 
 
-def _explicit_map(explicit: dict, data_names: Sequence[str] | None, num_classes: int) -> LabelMap:
+def _explicit_map(explicit: dict, data_names: Sequence[str] | None, num_classes: int) -> LabelMap | None:
     positions = {str(n): i for i, n in enumerate(data_names or [])}
     pairs: dict[int, int] = {}
     for key, index in explicit.items():

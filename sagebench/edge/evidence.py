@@ -53,3 +53,19 @@ class EdgeEvidence:
             rollout=None if self.rollout is None else self.rollout[rows],
             server_attention=None if self.server_attention is None else self.server_attention[rows],
         )
+
+    @classmethod
+    def cat(cls, parts: "list[EdgeEvidence]") -> "EdgeEvidence":
+        """The evidence of several batches as one (e.g. the offloaded images waiting for a full server batch)."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+
+        def joined(name: str) -> torch.Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else torch.cat(values)
+
+        return cls(logits=joined("logits"), attention=joined("attention"), embeddings=joined("embeddings"),
+                   grid=first.grid, sample_ids=joined("sample_ids"), seed=first.seed, rollout=joined("rollout"),
+                   server_attention=joined("server_attention"))
+

@@ -5,8 +5,10 @@ The published rule (docs/comparing.md, "Ranks and ties"):
 1. **Which rows are ranked.** A row is one strategy of one entry. Rows of *verified* entries
    (measured, with a per-sample file whose records reproduce every figure) are ranked. Measured
    rows without a per-sample file are listed apart, never grouped or ranked; reported rows
-   (numbers copied from a paper) are listed apart, never ranked. Identical rows (a baseline
-   resubmitted with a new method) are listed once, under their first verified entry.
+   (numbers copied from a paper) are listed apart, never ranked; so are oracle rows (strategies
+   marked ``oracle: true``, which use evidence the edge does not have): a reference, not a rival.
+   Identical rows (a baseline resubmitted with a new method) are listed once, under their first
+   verified entry.
 2. **Score.** The mean ceiling ratio over the budgets every ranked row has (the common budgets).
    Beside it, the HELM mean win rate over those budgets (:func:`sagebench.stats.win_rate`: per
    budget, the share of the other ranked rows with a lower ceiling ratio, ties counting 1/2).
@@ -57,6 +59,7 @@ class Row:
     score: float | None = None
     key: tuple = field(default=(), repr=False)
     verified: bool = False  # a measured row whose per-sample file was read and checked
+    oracle: bool = False  # the strategy uses evidence the edge does not have (a reference line)
     rank_label: str = "-"  # "1", "1-3" (tied with the leader), "4"
     tied: bool = False  # in the top tie class with more than one row
     win_rate: float | None = None
@@ -89,6 +92,7 @@ def _rows(entries: Iterable[Entry]) -> list[Row]:
         d = RunResults.from_json(e.data)
         prov = d.provenance or {}
         options = {s["label"]: s.get("options") for s in d.strategies or []}
+        oracles = {s["label"] for s in d.strategies or [] if s.get("oracle")}
         for strategy in dict.fromkeys(r["strategy"] for r in d.results):
             mine = [r for r in d.results if r["strategy"] == strategy]
             ceiling = d.ceiling.get("offloaded_accuracy")
@@ -103,7 +107,7 @@ def _rows(entries: Iterable[Entry]) -> list[Row]:
                 entry=e.name, strategy=strategy, cells=cells, ceiling=ceiling,
                 edge=d.benchmark["edge"]["name"], server=d.benchmark["server"]["name"],
                 version=_version(prov), date=date, reported=e.reported,
-                source=d.extra.get("source"),
+                source=d.extra.get("source"), oracle=strategy in oracles,
                 key=(e.reported, strategy, json.dumps(options.get(strategy), sort_keys=True),
                      tuple(sorted((int(r["budget"]), r.get("num_correct"), r.get("offloaded_accuracy")) for r in mine)))))
     return rows
@@ -116,6 +120,7 @@ class Ranking:
     ranked: list[Row]  # verified measured rows, in rank order
     reported: list[Row]  # copied from a source: never ranked
     unverified: list[Row] = field(default_factory=list)  # measured, no (usable) per-sample file: never ranked
+    oracles: list[Row] = field(default_factory=list)  # oracle strategies: reference lines, never ranked
     groups: dict[int, dict[str, Any]] = field(default_factory=dict)  # budget -> best, members, p-values
     num_paired: int = 0  # images every ranked entry offloaded: the tie-group tests' sample
     alpha: float = ALPHA
@@ -212,10 +217,12 @@ def rank(entries: Sequence[Entry], alpha: float = ALPHA) -> Ranking:
         seen.add(row.key)
         rows.append(row)
     reported = [r for r in rows if r.reported]
-    measured, unverified, num_paired = attach_correctness([r for r in rows if not r.reported], entries)
+    oracles = [r for r in rows if r.oracle and not r.reported]
+    measured, unverified, num_paired = attach_correctness([r for r in rows if not r.reported and not r.oracle],
+                                                          entries)
     budgets = sorted({b for r in rows for b in r.cells})
     common = sorted(set.intersection(*(set(r.cells) for r in measured))) if measured else []
-    for r in measured + unverified + reported:
+    for r in measured + unverified + reported + oracles:
         r.score = r.mean_ratio(common) if common else None
     measured.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.strategy, r.entry))
     rates = win_rate({str(i): [r.cells[b][1] for b in common] for i, r in enumerate(measured)}) if common else {}
@@ -225,8 +232,9 @@ def rank(entries: Sequence[Entry], alpha: float = ALPHA) -> Ranking:
     groups = _tie_groups(measured, common, alpha) if common else {}
     tie_size = _assign_ranks(measured, common)
     unverified.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.strategy, r.entry))
+    oracles.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.strategy, r.entry))
     reported.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.strategy))
-    return Ranking(budgets, common, measured, reported, unverified, groups, num_paired, alpha, tie_size)
+    return Ranking(budgets, common, measured, reported, unverified, oracles, groups, num_paired, alpha, tie_size)
 
 
 def _same_score(a: Row, b: Row) -> bool:

@@ -35,7 +35,7 @@ def _table(ranking: Ranking, rows: Sequence[Row], kind: str,
               "edge", "server", "sagebench", "date", "source" if kind == "reported" else "entry"]
     body = []
     for r in rows:
-        first = {"reported": "reported", "unverified": "-"}.get(kind, r.rank_label)
+        first = {"reported": "reported", "unverified": "-", "oracles": "oracle"}.get(kind, r.rank_label)
         body.append([first, r.strategy, *[_cell(r, b) for b in ranking.budgets], _ratio(r.score),
                      "-" if r.win_rate is None else f"{r.win_rate:.2f}", _pct(r.ceiling),
                      r.edge, r.server, r.version, r.date, (r.source or "") if kind == "reported" else r.entry])
@@ -44,6 +44,7 @@ def _table(ranking: Ranking, rows: Sequence[Row], kind: str,
 
 _SECTIONS = (
     ("ranked", ""),
+    ("oracles", "oracle strategies (evidence the edge does not have; a reference, never ranked):"),
     ("unverified", "measured, without a per-sample file (not verified, never ranked):"),
     ("reported", "reported, not reproduced (not ranked):"),
 )
@@ -68,7 +69,7 @@ def format_board(board: Board) -> str:
         lines.append(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
         lines.append("-+-".join("-" * w for w in widths))
         lines += [" | ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
-    if not (ranking.ranked or ranking.reported or ranking.unverified):
+    if not (ranking.ranked or ranking.reported or ranking.unverified or ranking.oracles):
         lines.append("(no entries)")
     return "\n".join(lines)
 
@@ -127,7 +128,12 @@ def render(board: Board) -> Path:
     if ranking.ranked:
         lines += md(*_table(ranking, ranking.ranked, "ranked", unit))
     else:
-        lines.append("No verified measured entries yet.")
+        lines.append("No measured entries yet.")
+    if ranking.oracles:
+        lines += ["", "## Oracles (reference, not ranked)", "",
+                  "Strategies that use evidence the edge does not have (e.g. the server's attention on the "
+                  "full image): an upper reference line, never ranked with deployable strategies.", ""]
+        lines += md(*_table(ranking, ranking.oracles, "oracles", unit))
     if ranking.unverified:
         lines += ["", "## Measured, not verified", "",
                   "Entries without a per-sample file: their figures cannot be checked against records, "
@@ -137,15 +143,16 @@ def render(board: Board) -> Path:
         lines += ["", "## Reported, not reproduced", "",
                   "Numbers copied from the cited source, not measured with sagebench: never ranked.", ""]
         lines += md(*_table(ranking, ranking.reported, "reported", unit))
-    shown = ranking.ranked + ranking.unverified + ranking.reported
+    shown = ranking.ranked + ranking.oracles + ranking.unverified + ranking.reported
     series = [plots.Series(f"{r.strategy} ({r.entry})" if _ambiguous(shown, r) else r.strategy,
                            sorted(r.cells), [r.cells[b][0] for b in sorted(r.cells)],
-                           [r.cells[b][1] for b in sorted(r.cells)], dashed=r.reported or not r.verified)
+                           [r.cells[b][1] for b in sorted(r.cells)], dashed=r.reported or not r.verified
+                           or r.oracle)
               for r in shown]
     if series:
         ceilings = {r.ceiling for r in ranking.ranked if r.ceiling is not None}
         plots.plot_curves(series, board.path / plots.CURVES_FILE,
-                          title=f"{board.name} (dashed: reported or not verified)",
+                          title=f"{board.name} (dashed: reported, oracle or not verified)",
                           ceiling=ceilings.pop() if len(ceilings) == 1 else None,
                           num_patches=meta.get("benchmark", {}).get("num_patches"), budget_unit=unit)
         lines += ["", f"![curves]({plots.CURVES_FILE})"]

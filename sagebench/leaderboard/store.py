@@ -337,15 +337,6 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
     validate_entry(entry, where)
     if entry.get("reported") and samples is not None:
         raise LeaderboardError(f"{where} is a reported (not reproduced) entry: it cannot come with a per-sample file.")
-    samples_bytes = None
-    if samples is not None:
-        samples_bytes = _read_samples_bytes(Path(samples))  # read once: what is checked is what is copied
-        load_samples(entry, samples_bytes, str(samples))
-    elif not entry.get("reported") and not allow_unverified:
-        raise LeaderboardError(
-            f"{where} has no per-sample file: a measured entry is verified from its records (samples.parquet "
-            "beside results.json), which must reproduce every figure, so submit needs it. Numbers copied from a "
-            "paper go in as a reported entry (\"reported\": true, with a \"source\").")
     bench = entry["benchmark"]
     target = Board(root, safe_name(board or bench["name"], "board name"))
     if target.exists():
@@ -356,6 +347,15 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
                 f"{where} has benchmark fingerprint {bench['fingerprint']}, board {target.name!r} has "
                 f"{meta.get('fingerprint')}: not comparable (differs in: {', '.join(diff) or 'unknown fields'}). "
                 "Submit it to its own board (--board NAME).")
+    samples_bytes = None
+    if samples is not None:
+        samples_bytes = _read_samples_bytes(Path(samples))  # read once: what is checked is what is copied
+        load_samples(entry, samples_bytes, str(samples))
+    elif not entry.get("reported") and not allow_unverified:
+        raise LeaderboardError(
+            f"{where} has no per-sample file: a measured entry is verified from its records (samples.parquet "
+            "beside results.json), which must reproduce every figure, so submit needs it. Numbers copied from a "
+            "paper go in as a reported entry (\"reported\": true, with a \"source\").")
     digest = hashlib.sha256(_canonical(entry)).hexdigest()
     signature = _result_signature(entry)
     existing = target.entries(strict=False) if target.exists() else []

@@ -31,7 +31,7 @@ MAX_ENTRY_BYTES = 20 * 1024 * 1024
 MAX_JSON_DEPTH = 64  # results files nest about 6 levels deep
 
 
-MAX_SAMPLES_BYTES = 4 * 1024 ** 3
+MAX_SAMPLES_BYTES = 1024 ** 3
 
 
 FLOAT_TOLERANCE = 1e-9  # |a - b| <= tol * max(1, |a|, |b|): float round-off, never a changed count

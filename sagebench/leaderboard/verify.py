@@ -25,6 +25,7 @@ from sagebench.leaderboard.store import (
     Board,
     default_root,
     list_boards,
+    safe_name,
 )
 from sagebench.leaderboard.validate import benchmark_fields
 from sagebench.results.files import file_sha256, fingerprint
@@ -127,7 +128,7 @@ def verify(root: Path | None = None, board: str | None = None) -> list[BoardRepo
     """A :class:`BoardReport` per board under ``root`` (or for ``board``); symlinked boards are problems."""
     root = Path(root or default_root())
     if board is not None:
-        return [verify_board(Board(root, board))]
+        return [verify_board(Board(root, safe_name(board, "board name")))]
     reports = []
     for q in sorted(root.glob(f"*/{BOARD_FILE}")):
         if q.parent.is_symlink():

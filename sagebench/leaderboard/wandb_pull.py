@@ -85,6 +85,9 @@ def entry_from_wandb(summary: Mapping[str, Any], config: Mapping[str, Any], name
     fields = list(dict.fromkeys(prefix_to_field.values()))
     entry["results"] = [{"strategy": r["strategy"], "budget": r["budget"],
                          **{f: r.get(f) for f in fields if f in r or f in METRIC_KEYS}} for r in results]
+    if "nonfinite" in fields:  # the logger leaves out all-zero NaN/Inf counters: absent means 0
+        for row in entry["results"]:
+            row.setdefault("nonfinite", 0)
     _derived_row_fields(entry)
     entry["wandb_run"] = {"id": run_id, "name": name, "path": path, "url": url}
     return entry

@@ -8,7 +8,8 @@ results row when the run wrote one (``offloaded_accuracy_ci``, ``overall_accurac
 ``num_offloaded`` for the offloaded accuracy; the overall accuracy's correct images of
 ``num_images``), and for the ceiling ratio the paired percentile bootstrap
 (:func:`sagebench.stats.ratio_bootstrap_interval`, 2000 resamples, seed 0) over the run's
-``samples.parquet`` when it is there (no interval otherwise). The mean fields (coverage, units
+``samples.parquet`` (a leaderboard entry's ``<entry>.samples.parquet``) when it is there (no
+interval otherwise). The mean fields (coverage, units
 and bytes sent) have no interval.
 """
 
@@ -83,6 +84,8 @@ def _wilson(successes: Any, n: Any) -> tuple[float, float] | None:
 def _samples(results_path: Path) -> Callable[[Cell], tuple[np.ndarray, np.ndarray] | None]:
     """``cell -> (correct with B patches, correct with all patches)`` over the offloaded images, read lazily."""
     path = results_path.with_name("samples.parquet")
+    if results_path.name != "results.json" and results_path.suffix == ".json":  # a leaderboard entry file
+        path = results_path.with_name(results_path.stem + ".samples.parquet")
     cache: dict[str, Any] = {}
 
     def get(cell: Cell) -> tuple[np.ndarray, np.ndarray] | None:

@@ -145,7 +145,8 @@ def build_module(sweep: Sweep, trainer: Any, partial: PartialResults) -> SageBen
                            threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=sweep.budget_unit,
                            codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
                            timer=speed.PhaseTimer(bool(cfg.get("profile", False))), edge_source=source,
-                           prior_rows=lambda: partial.previous_rows)
+                           prior_rows=lambda: partial.previous_rows,
+                           server_batch_size=int(cfg.get("server_batch_size") or cfg.batch_size))
 
 
 def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResults, out_dir: Path) -> Attempt:

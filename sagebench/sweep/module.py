@@ -16,6 +16,7 @@ from torchmetrics import SumMetric
 
 from sagebench.cells import Cell
 from sagebench.edge.cache import EdgeSource
+from sagebench.edge.evidence import EdgeEvidence
 from sagebench.edge.model import EdgeModel
 from sagebench.gates import get_gate
 from sagebench.metrics import SweepLayout, coverage, flat_summary, summarize
@@ -47,7 +48,7 @@ class SageBenchModule(L.LightningModule):
                  budgets: Sequence[int], gate: str = "min_entropy", threshold: float = 1.0,
                  seed: int = 0, budget_unit: str = "patches", codec: Codec | None = None, *,
                  dedupe: bool = True, timer: PhaseTimer | None = None, edge_source: EdgeSource | None = None,
-                 prior_rows: Callable[[], np.ndarray] | None = None) -> None:
+                 prior_rows: Callable[[], np.ndarray] | None = None, server_batch_size: int = 1) -> None:
         super().__init__()
         if tuple(edge.grid) != tuple(server.grid):
             raise ValueError(f"edge grid {edge.grid} and server grid {server.grid} differ")
@@ -79,6 +80,13 @@ class SageBenchModule(L.LightningModule):
         self.edge_source = edge_source or EdgeSource(edge)  # runs the edge, or reads its evidence from the cache
         self.dedupe = bool(dedupe)  # one server pass per distinct patch set of an image at a budget
         self.timer = timer or PhaseTimer(False)  # per-phase wall seconds (profile=true)
+        # offloaded images wait here (rows, pixels, evidence) until server_batch_size of them can go as one
+        # server batch, whatever the gate lets through per data batch; 1: every data batch is served at once
+        if int(server_batch_size) < 1:
+            raise ValueError(f"server_batch_size must be >= 1, got {server_batch_size}")
+        self.server_batch_size = int(server_batch_size)
+        self._queue: list[tuple[torch.Tensor, torch.Tensor, EdgeEvidence]] = []
+        self._queued = 0
         # records an earlier attempt finished (resume): part of the summary the loggers receive
         self._prior_rows = prior_rows or (lambda: np.zeros((0, self.layout.num_columns)))
         self.server_passes = {"forwards": 0, "images_run": 0, "images_reused": 0}  # this process
@@ -87,7 +95,13 @@ class SageBenchModule(L.LightningModule):
         needs = set().union(*(getattr(s, "requires", frozenset()) for s in self.strategies))
         self.server_probe = EdgeModel(server.vit, attention="last_layer") if "server_attention" in needs else None
 
-    def _evaluate_batch(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def _evaluate_batch(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+                        ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, EdgeEvidence] | None]:
+        """Edge + gate for a batch: ``(rows of the images kept at the edge, offloaded work or None)``.
+
+        The offloaded work is ``(their rows, pixels, evidence)``: the server columns are filled when it
+        is served (:meth:`_serve`), in a full server batch.
+        """
         images, labels, sample_ids = batch
         b = images.shape[0]
         started = self.timer.start()
@@ -103,18 +117,23 @@ class SageBenchModule(L.LightningModule):
         rows[:, col("offloaded")] = offload.double()
         sent = offload.nonzero().squeeze(1)
         if sent.numel() == 0:
-            return rows
-        sub_images = images[sent]
-        sub = evidence.subset(sent)
+            return rows, None
+        kept = (~offload).nonzero().squeeze(1)
+        return rows[kept], (rows[sent], images[sent], evidence.subset(sent))
+
+    def _serve(self, rows: torch.Tensor, images: torch.Tensor, sub: EdgeEvidence) -> torch.Tensor:
+        """The server's columns of offloaded images: the ceiling and every (strategy, budget) cell."""
+        col = self.layout.column
+        sent = torch.arange(rows.shape[0], device=rows.device)
         started = self.timer.start()
         if self.server_probe is not None:  # an oracle strategy needs the server's attention: same forward
-            full = self.server_probe(sub_images, sub.sample_ids, self.seed)
-            rows[sent, col("ceiling_pred")] = predictions(full.logits)
+            full = self.server_probe(images, sub.sample_ids, self.seed)
+            rows[:, col("ceiling_pred")] = predictions(full.logits)
             sub.server_attention = full.attention
         else:
-            rows[sent, col("ceiling_pred")] = predictions(self.server.vit(sub_images))
+            rows[:, col("ceiling_pred")] = predictions(self.server.vit(images))
         self.timer.stop("ceiling", started)
-        patches = patchify(sub_images, self.server.patch_size)
+        patches = patchify(images, self.server.patch_size)
         passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer,
                               codec=self.codec)
         j = 0
@@ -133,14 +152,31 @@ class SageBenchModule(L.LightningModule):
                     indices = strategy.select(sub, budget)
                 self.timer.stop(f"select/{name}", started)
                 preds, sizes = passes.send(indices, f"server/{name}")
-                rows[sent, col("pred", j)] = preds
-                rows[sent, col("coverage", j)] = coverage(indices, self.server.grid)
-                rows[sent, col("units", j)] = float(passes.units(indices))
-                rows[sent, col("bytes", j)] = sizes.to(rows.device, torch.float64)
+                rows[:, col("pred", j)] = preds
+                rows[:, col("coverage", j)] = coverage(indices, self.server.grid)
+                rows[:, col("units", j)] = float(passes.units(indices))
+                rows[:, col("bytes", j)] = sizes.to(rows.device, torch.float64)
                 j += 1
         for k in self.server_passes:
             self.server_passes[k] += getattr(passes, k)
         return rows
+
+    def _drain(self) -> torch.Tensor:
+        """Serve every offloaded image waiting in the queue, as one server batch; their complete rows."""
+        if not self._queue:
+            return torch.zeros(0, self.layout.num_columns, dtype=torch.float64, device=self.device)
+        rows, images, evidence = zip(*self._queue)
+        self._queue, self._queued = [], 0
+        return self._serve(torch.cat(rows), torch.cat(images), EdgeEvidence.cat(list(evidence)))
+
+    def drain_queue(self) -> torch.Tensor:
+        """Serve what is still waiting (end of this process's share) and store it; the stored rows.
+
+        Called by the partial-results callback at the end of the epoch (before this module's own
+        epoch-end hook), so that the last rows are saved like every other."""
+        if not self._queue:
+            return torch.zeros(0, self.layout.num_columns, dtype=torch.float64, device=self.device)
+        return self.sweep.store(self._drain())
 
     def _send_byte_budget(self, rows: torch.Tensor, sent: torch.Tensor, sub, passes: ServerPasses,
                           strategy: Strategy, budget: int, j: int, name: str) -> None:
@@ -157,27 +193,42 @@ class SageBenchModule(L.LightningModule):
             rows[target, col("units", j)] = float(units)
             rows[target, col("bytes", j)] = sizes.to(rows.device, torch.float64)
 
-    def _rows(self, batch) -> torch.Tensor:
-        """The batch's records; images skipped as corrupt (negative sample id, ``data.on_error=skip``)
-        get a :func:`~sagebench.sweep.records.skipped_rows` record and never reach a model."""
+    def _rows(self, batch) -> tuple[torch.Tensor, tuple | None]:
+        """The batch's complete records and its offloaded work; images skipped as corrupt (negative
+        sample id, ``data.on_error=skip``) get a :func:`~sagebench.sweep.records.skipped_rows` record
+        and never reach a model."""
         images, labels, sample_ids = batch
         skipped = sample_ids < 0
         if not bool(skipped.any()):
             return self._evaluate_batch(batch)
         keep = ~skipped
         parts = [skipped_rows(-sample_ids[skipped] - 1, self.layout)]
+        work = None
         if bool(keep.any()):
-            parts.insert(0, self._evaluate_batch((images[keep], labels[keep], sample_ids[keep])))
-        return torch.cat(parts)
+            done, work = self._evaluate_batch((images[keep], labels[keep], sample_ids[keep]))
+            parts.insert(0, done)
+        return torch.cat(parts), work
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
-        # the stored copy, for callbacks (sagebench.sweep.resume.PartialResults saves them as the sweep goes)
-        return self.sweep.store(self._rows(batch))
+        """Edge and gate now; the offloaded images wait until ``server_batch_size`` of them are queued.
+
+        Returns the rows completed in this step (stored copies), which the partial-results
+        callback saves: rows still waiting in the queue are never saved half-filled.
+        """
+        done, work = self._rows(batch)
+        parts = [done]
+        if work is not None:
+            self._queue.append(work)
+            self._queued += int(work[0].shape[0])
+            if self._queued >= self.server_batch_size:
+                parts.append(self._drain())
+        return self.sweep.store(torch.cat(parts) if len(parts) > 1 else done)
 
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self.test_step(batch, batch_idx)
 
     def on_test_epoch_end(self) -> None:
+        self.drain_queue()  # normally already drained by the partial-results callback
         self.sweep.ensure_state(self.device)
         self.records = self.sweep.compute()
         self._edge_images_total = int(self.edge_images.compute().item())

@@ -162,10 +162,15 @@ class PartialResults(L.Callback):
         self.on_test_batch_end(*args, **kwargs)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        drain = getattr(pl_module, "drain_queue", None)  # offloaded images still waiting for the server
+        if drain is not None:
+            tail = drain()
+            if isinstance(tail, torch.Tensor) and tail.ndim == 2 and tail.shape[0]:
+                self._pending.append(tail.detach().to("cpu", torch.float64).numpy())
         self.flush()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.flush()
+        self.on_test_epoch_end(trainer, pl_module)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         try:  # keep what is finished: a rerun with resume=true starts from there

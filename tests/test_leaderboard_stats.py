@@ -1,0 +1,444 @@
+"""Leaderboard statistics and trust: exact compare intervals, matrix mode, tie groups and tied ranks,
+verified entries (records reproduce every figure), verify, links and bounds, `sagebench report`.
+
+Every run here is built from constructed per-image records (no model, no data set): the records
+go through ``metrics.summarize`` and ``results.files.write_samples`` like a real sweep's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sagebench import leaderboard as lb
+from sagebench import stats
+from sagebench.cells import Cell
+from sagebench.cli import main
+from sagebench.leaderboard.compare import INTERVAL_METHOD
+from sagebench.metrics import SweepLayout, summarize
+from sagebench.reporting import paper_table
+from sagebench.results.files import fingerprint, write_samples
+
+BENCH = {
+    "name": "toy-bench", "dataset": "toy.parquet", "split": "test", "revision": None, "num_images": 0,
+    "num_patches": 16, "grid": [4, 4],
+    "edge": {"name": "toy_edge", "weights": "sha256:0000"}, "server": {"name": "toy_server", "weights": "sha256:1111"},
+    "preprocessing": {"input_size": [1, 8, 8]}, "gate": "min_entropy", "threshold": 1.0,
+}
+
+
+def _bench(n: int, **changes) -> dict:
+    bench = {**copy.deepcopy(BENCH), "num_images": n, **changes}
+    bench["fingerprint"] = fingerprint(lb.benchmark_fields(bench))
+    return bench
+
+
+def _measure(folder: Path, correct: dict[tuple[str, int], np.ndarray], *, n: int | None = None,
+             offloaded: np.ndarray | None = None, day: int = 1, bench: dict | None = None,
+             ceiling_ok: np.ndarray | None = None) -> Path:
+    """A run folder (results.json + samples.parquet) whose server is right exactly where ``correct`` says.
+
+    ``correct[(strategy, budget)]``: a boolean vector over the offloaded images.
+    """
+    m = len(next(iter(correct.values())))
+    n = n or m
+    off = np.zeros(n, bool)
+    off[:m] = True
+    if offloaded is not None:
+        off = offloaded
+    label = np.arange(n) % 3
+    layout = SweepLayout(tuple(correct), "patches")
+    rows = np.zeros((n, layout.num_columns))
+    rows[:, layout.column("sample_id")] = np.arange(n) + 100
+    rows[:, layout.column("label")] = label
+    rows[:, layout.column("edge_pred")] = np.where(np.arange(n) % 2 == 0, label, (label + 1) % 3)
+    rows[:, layout.column("offloaded")] = off
+    ceil = np.ones(int(off.sum()), bool) if ceiling_ok is None else ceiling_ok
+    full = np.zeros(n, bool)
+    full[off] = ceil
+    rows[:, layout.column("ceiling_pred")] = np.where(off, np.where(full, label, (label + 1) % 3), -1)
+    for j, cell in enumerate(correct):
+        hit = np.zeros(n, bool)
+        hit[off] = correct[cell]
+        rows[:, layout.column("pred", j)] = np.where(off, np.where(hit, label, (label + 2) % 3), -1)
+        rows[:, layout.column("coverage", j)] = np.where(off, 0.25 + 0.01 * j, 0.0)
+        rows[:, layout.column("units", j)] = np.where(off, cell[1], 0)
+        rows[:, layout.column("bytes", j)] = np.where(off, 16 * cell[1], 0)
+    summary = summarize(rows, layout)
+    results = {"schema_version": "1.0", "benchmark": bench or _bench(n), "config": {"seed": 0},
+               "strategies": [{"label": s, "name": s, "options": {}} for s in dict.fromkeys(s for s, _ in correct)],
+               "provenance": {"sagebench_version": "0.0-test", "utc_time": f"2030-01-{day:02d}T00:00:00+00:00"},
+               **summary}
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(results))
+    write_samples(folder, rows, layout)
+    return folder
+
+
+def _vec(ones: int, zeros: int) -> np.ndarray:
+    return np.array([True] * ones + [False] * zeros)
+
+
+# -- compare: the exact interval, the plain form, the matrix ---------------------------------------
+
+
+def test_compare_interval_includes_zero_at_b4_c0(tmp_path):
+    # 14 offloaded images: A right and B wrong on 4 (b = 4, c = 0); 5 both right, 5 both wrong
+    a = np.array([True] * 4 + [True] * 5 + [False] * 5)
+    b = np.array([False] * 4 + [True] * 5 + [False] * 5)
+    run = _measure(tmp_path / "run", {("a", 4): a, ("b", 4): b})
+    cmp = lb.compare(str(run), None, ["a", "b"])
+    (row,) = cmp["rows"]
+    assert (row["only_a"], row["only_b"], row["n"]) == (4, 0, 14)
+    assert row["p_mcnemar"] == pytest.approx(0.125)
+    assert row["ci_low"] < 0 < row["ci_high"], "p = 0.125: the interval must include 0"
+    assert row["diff"] == pytest.approx(4 / 14) and row["ci_low"] <= row["diff"] <= row["ci_high"]
+    assert (row["ci_low"], row["ci_high"]) == stats.paired_difference_interval(a, b)
+    assert cmp["interval"] == INTERVAL_METHOD
+
+
+@pytest.mark.parametrize("only_a,only_b", [(6, 0), (5, 0), (9, 2), (8, 2), (3, 3)])
+def test_compare_interval_agrees_with_mcnemar(tmp_path, only_a, only_b):
+    a = np.array([True] * only_a + [False] * only_b + [True] * 7 + [False] * 7)
+    b = np.array([False] * only_a + [True] * only_b + [True] * 7 + [False] * 7)
+    run = _measure(tmp_path / "run", {("a", 2): a, ("b", 2): b})
+    (row,) = lb.compare(str(run), None, ["a", "b"])["rows"]
+    assert (row["ci_low"] <= 0 <= row["ci_high"]) == (row["p_mcnemar"] >= 0.05)
+
+
+def test_compare_plain_form_and_deprecated_resamples(tmp_path, capsys):
+    run = _measure(tmp_path / "run", {("sage", 4): _vec(30, 10), ("attention_prefix", 4): _vec(20, 20)})
+    assert main(["leaderboard", "compare", str(run), "-s", "sage", "-s", "attention_prefix"]) == 0
+    out = capsys.readouterr().out
+    assert "A = sage" in out and "B = attention_prefix" in out and "exact-conditional" in out
+    assert main(["leaderboard", "compare", str(run), "-s", "sage", "-s", "attention_prefix",
+                 "--resamples", "0", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert "ignored" in got["notes"][0] and got["rows"][0]["diff"] == pytest.approx(0.25)
+    assert main(["leaderboard", "compare", str(run), "-s", "sage"]) == 2
+    assert "name them" in capsys.readouterr().err
+
+
+def test_compare_matrix_of_a_run_and_of_a_board(tmp_path, capsys):
+    root = tmp_path / "boards"
+    run = _measure(tmp_path / "run", {(s, b): v for b in (4, 8) for s, v in
+                                      (("x", _vec(35, 5)), ("y", _vec(20, 20)), ("z", _vec(10, 30)))})
+    mat = lb.compare_matrix(str(run))
+    assert mat["kind"] == "run" and mat["rows"] == ["x", "y", "z"]
+    assert [blk["budget"] for blk in mat["budgets"]] == [4, 8]
+    pairs = mat["budgets"][0]["pairs"]
+    assert [(p["a"], p["b"]) for p in pairs] == [("x", "y"), ("x", "z"), ("y", "z")]
+    assert all(p["p_adjusted"] >= p["p_value"] for p in pairs)
+    assert pairs == stats.pairwise_matrix({"x": _vec(35, 5), "y": _vec(20, 20), "z": _vec(10, 30)})
+    lb.submit(run, root=root, name="first")
+    lb.submit(_measure(tmp_path / "other", {("w", 4): _vec(36, 4), ("w", 8): _vec(36, 4)}, day=2),
+              root=root, name="second")
+    assert main(["leaderboard", "--root", str(root), "compare", "toy-bench", "--matrix"]) == 0
+    out = capsys.readouterr().out
+    assert "every pair of the verified rows of board toy-bench" in out and "p Holm" in out
+    board = lb.compare_matrix("toy-bench", root=root)
+    assert board["kind"] == "board" and len(board["rows"]) == 4
+    assert len(board["budgets"][0]["pairs"]) == 6
+    assert main(["leaderboard", "--root", str(root), "compare", "toy-bench", "x", "--matrix"]) == 2
+
+
+# -- tie groups and tied ranks ------------------------------------------------------------------------
+
+
+def _tie_board(tmp_path):
+    root = tmp_path / "boards"
+    strong = _vec(50, 10)
+    close = strong.copy()
+    close[0] = False  # one discordant image: McNemar p = 1
+    weak = _vec(15, 45)
+    run = _measure(tmp_path / "run", {(s, b): v for b in (4, 8, 12) for s, v in
+                                      (("strong", strong), ("close", close), ("weak", weak))})
+    lb.submit(run, root=root, name="measured")
+    return root, run
+
+
+def test_tie_groups_rank_indistinguishable_rows_together(tmp_path, capsys):
+    root, run = _tie_board(tmp_path)
+    # a measured entry without records (as a W&B pull without its artifact): listed, never ranked
+    unverified = json.loads((run / "results.json").read_text())
+    unverified["strategies"] = [{"label": "nosamples", "name": "nosamples", "options": {}}]
+    unverified["results"] = [{**r, "strategy": "nosamples", "offloaded_accuracy": 1.0, "ceiling_ratio": 1.0,
+                              "num_correct": 60} for r in unverified["results"] if r["strategy"] == "strong"]
+    lb.submit(unverified, root=root, name="bare", allow_unverified=True)
+    reported = {"schema_version": "1.0", "reported": True, "source": "A paper, Table 1",
+                "benchmark": unverified["benchmark"], "num_images": 60, "ceiling": {"offloaded_accuracy": 1.0},
+                "results": [{"strategy": "paper", "budget": 4, "offloaded_accuracy": 0.99}]}
+    lb.submit(reported, root=root)
+    ranking = lb.rank(lb.get_board("toy-bench", root).entries())
+    assert [(r.strategy, r.rank_label) for r in ranking.ranked] == [("strong", "1-2"), ("close", "1-2"),
+                                                                     ("weak", "3")]
+    assert ranking.tie_size == 2 and ranking.num_paired == 60
+    assert all(ranking.ranked[0].in_group[b] and ranking.ranked[1].in_group[b] for b in (4, 8, 12))
+    assert not any(ranking.ranked[2].in_group.values())
+    assert [r.win_rate for r in ranking.ranked] == [1.0, 0.5, 0.0]
+    assert [r.strategy for r in ranking.unverified] == ["nosamples"] and ranking.unverified[0].rank is None
+    assert [r.strategy for r in ranking.reported] == ["paper"]
+    best = ranking.groups[4]
+    assert best["best"] == "strong (measured)" and set(best["members"]) == {"strong (measured)", "close (measured)"}
+    assert best["p_adjusted"]["weak (measured)"] < 0.05
+    assert main(["leaderboard", "--root", str(root), "show"]) == 0
+    out = capsys.readouterr().out
+    assert "1-2  | strong" in out and "3    | weak" in out and "win rate" in out
+    assert "measured, without a per-sample file (not verified, never ranked)" in out
+    readme = lb.render(lb.get_board("toy-bench", root)).read_text()
+    assert "| 1-2 | strong |" in readme and "| 3 | weak |" in readme and "## Measured, not verified" in readme
+    assert "\\*" in readme  # tie-group marks, escaped for Markdown
+
+
+def test_tied_rank_needs_a_majority_of_budgets(tmp_path):
+    strong = _vec(50, 10)
+    # "mixed" is strong's twin at B=4 only and far below it at B=8 and B=12
+    run = _measure(tmp_path / "run", {("strong", 4): strong, ("strong", 8): strong, ("strong", 12): strong,
+                                      ("mixed", 4): strong, ("mixed", 8): _vec(40, 20) & ~_vec(10, 50),
+                                      ("mixed", 12): _vec(45, 15) & ~_vec(20, 40)})
+    ranking = lb.rank([lb.Entry("e", json.loads((run / "results.json").read_text()), run / "results.json",
+                                run / "samples.parquet")])
+    assert [(r.strategy, r.rank_label) for r in ranking.ranked] == [("strong", "1"), ("mixed", "2")]
+    mixed = ranking.ranked[1]
+    assert mixed.in_group == {4: True, 8: False, 12: False}
+
+
+# -- verified entries: submit recomputes, verify re-checks ------------------------------------------
+
+
+def _edited(run: Path, edit) -> Path:
+    data = json.loads((run / "results.json").read_text())
+    edit(data)
+    (run / "results.json").write_text(json.dumps(data))
+    return run
+
+
+def test_submit_refuses_figures_the_records_do_not_reproduce(tmp_path):
+    root = tmp_path / "boards"
+    correct = {("a", 4): _vec(30, 10), ("b", 4): _vec(20, 20)}
+    for i, (field, value, named) in enumerate([
+            ("coverage", 0.5, "a @ B=4 coverage"), ("bytes_sent", 63.0, "a @ B=4 bytes_sent"),
+            ("overall_accuracy", None, "a @ B=4 overall_accuracy")]):
+        run = _measure(tmp_path / f"run{i}", correct)
+
+        def edit(d, field=field, value=value):
+            d["results"][0][field] = value if value is not None else d["results"][0][field] + 1e-6
+        _edited(run, edit)
+        with pytest.raises(lb.LeaderboardError, match=f"does not reproduce.*{named}"):
+            lb.submit(run, root=root)
+    run = _edited(_measure(tmp_path / "edge", correct), lambda d: d.update(edge_accuracy=0.75))
+    with pytest.raises(lb.LeaderboardError, match="edge_accuracy: entry 0.75, records 0.5"):
+        lb.submit(run, root=root)
+    tiny = _edited(_measure(tmp_path / "tiny", correct),  # float round-off within 1e-9 is not an edit
+                   lambda d: d["results"][0].update(coverage=d["results"][0]["coverage"] + 1e-12))
+    assert lb.submit(tiny, root=root).samples_path.is_file()
+
+
+def test_measured_entries_need_their_per_sample_file(tmp_path):
+    run = _measure(tmp_path / "run", {("a", 4): _vec(3, 1)})
+    (run / "samples.parquet").unlink()
+    with pytest.raises(lb.LeaderboardError, match="has no per-sample file"):
+        lb.submit(run, root=tmp_path / "boards")
+    assert main(["leaderboard", "--root", str(tmp_path / "boards"), "submit", str(run)]) == 2
+    assert not (tmp_path / "boards").exists()
+
+
+def test_verify_turns_a_hand_edited_entry_red(tmp_path, capsys):
+    root = tmp_path / "boards"
+    saved = lb.submit(_measure(tmp_path / "run", {("a", 4): _vec(30, 10), ("b", 4): _vec(20, 20)}),
+                      root=root, name="clean")
+    assert main(["leaderboard", "--root", str(root), "verify"]) == 0
+    assert "board toy-bench: OK (1 entry checked)" in capsys.readouterr().out
+    data = json.loads(saved.path.read_text())
+    data["results"][1]["offloaded_accuracy"] = 0.6  # b: 20/40 = 0.5 in the records
+    data["results"][1]["ceiling_ratio"] = 0.6
+    saved.path.write_text(json.dumps(data, indent=2))
+    assert main(["leaderboard", "--root", str(root), "verify", "toy-bench"]) == 1
+    err = capsys.readouterr().err
+    assert "clean.json" in err and "b @ B=4 offloaded_accuracy: entry 0.6, records 0.5" in err
+    # a read of the board skips it, with a warning
+    assert main(["leaderboard", "--root", str(root), "show"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped:" in captured.err and "clean.json" in captured.err and "(no entries)" in captured.out
+    with pytest.raises(lb.LeaderboardError, match="does not reproduce"):
+        lb.get_board("toy-bench", root).entries(records=True)
+
+
+def test_verify_names_replaced_records_orphans_and_edited_metadata(tmp_path):
+    root = tmp_path / "boards"
+    one = lb.submit(_measure(tmp_path / "one", {("a", 4): _vec(30, 10)}), root=root, name="one")
+    lb.submit(_measure(tmp_path / "two", {("c", 4): _vec(20, 20)}, day=2), root=root, name="two")
+    (one.path.parent / "ghost.samples.parquet").write_bytes(one.samples_path.read_bytes())
+    (one.path.parent / ".one.json.abc.tmp").write_text("{}")
+    data = json.loads(one.path.read_text())
+    data["provenance"]["utc_time"] = "2020-01-01T00:00:00+00:00"  # figures intact, metadata edited
+    one.path.write_text(json.dumps(data))
+    (report,) = lb.verify(root)
+    text = "\n".join(report.problems)
+    assert not report.ok
+    assert "ghost.samples.parquet: a per-sample file without its entry" in text
+    assert "leftover temporary file" in text
+    assert "one.json: its content hash is not the one recorded at submission" in text
+    assert report.entries == 1  # "two" is fine
+
+
+def test_reads_skip_links_and_foreign_entries(tmp_path, capsys):
+    root = tmp_path / "boards"
+    lb.submit(_measure(tmp_path / "run", {("a", 4): _vec(30, 10)}), root=root, name="mine")
+    foreign = _measure(tmp_path / "foreign", {("evil", 4): _vec(40, 0)}, bench=_bench(40, threshold=0.5))
+    entries = root / "toy-bench" / "entries"
+    (entries / "linked.json").symlink_to(foreign / "results.json")
+    copied = json.loads((foreign / "results.json").read_text())
+    (entries / "copied.json").write_text(json.dumps(copied))  # a plain file of another benchmark
+    assert main(["leaderboard", "--root", str(root), "show"]) == 0
+    captured = capsys.readouterr()
+    assert "evil" not in captured.out and "mine" in captured.out
+    assert "linked.json is a symbolic link" in captured.err
+    assert "copied.json has benchmark fingerprint" in captured.err and "another benchmark" in captured.err
+    (report,) = lb.verify(root)
+    assert any("linked.json is a symbolic link" in p for p in report.problems)
+    with pytest.raises(lb.LeaderboardError, match="symbolic link"):
+        lb.compare("linked", None, ["evil", "evil"], root=root)
+
+
+def test_planted_links_are_never_followed(tmp_path):
+    root = tmp_path / "boards"
+    lb.submit(_measure(tmp_path / "first", {("a", 4): _vec(30, 10)}), root=root, name="first")
+    board = root / "toy-bench"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    targets = {name: outside / name for name in ("samples", "png", "readme")}
+    for target in targets.values():
+        target.write_text("precious\n")
+    # the fixed temporary names the old code wrote to, and the README itself
+    (board / "entries" / ".second.samples.parquet.tmp").symlink_to(targets["samples"])
+    (board / ".curves.png.tmp.png").symlink_to(targets["png"])
+    (board / "README.md").symlink_to(targets["readme"])
+    saved = lb.submit(_measure(tmp_path / "second", {("b", 4): _vec(20, 20)}, day=2), root=root, name="second")
+    lb.render(lb.get_board("toy-bench", root))
+    assert all(t.read_text() == "precious\n" for t in targets.values()), "nothing outside the board was written"
+    assert not (board / "README.md").is_symlink() and "# Leaderboard" in (board / "README.md").read_text()
+    assert not saved.samples_path.is_symlink() and pq.ParquetFile(saved.samples_path).metadata.num_rows == 40
+    (report,) = lb.verify(root)
+    assert [p for p in report.problems if "symbolic link" in p] and not report.ok
+    # an entry name taken by a planted link is refused, not written through
+    (board / "entries" / "third.samples.parquet").symlink_to(targets["samples"])
+    with pytest.raises(lb.LeaderboardError, match="symbolic link"):
+        lb.submit(_measure(tmp_path / "third", {("c", 4): _vec(10, 30)}, day=3), root=root, name="third")
+    assert targets["samples"].read_text() == "precious\n"
+
+
+def test_bounds_rows_before_reading_and_nesting(tmp_path, monkeypatch):
+    run = _measure(tmp_path / "run", {("a", 4): _vec(3, 1)})
+    table = pq.read_table(run / "samples.parquet")
+    pq.write_table(pa.concat_tables([table] * 1000), run / "samples.parquet")  # 4000 rows, 4 images claimed
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("columns were read before the row count was checked")
+    monkeypatch.setattr(pq.ParquetFile, "read", no_read)
+    with pytest.raises(lb.LeaderboardError, match="4000 rows but the entry has 4 images: refused before reading"):
+        lb.submit(run, root=tmp_path / "boards")
+    monkeypatch.undo()
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"results": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(lb.LeaderboardError, match="nest"):
+        lb.load_json(deep)
+    with pytest.raises(lb.LeaderboardError, match="nest"):
+        lb.submit(deep, root=tmp_path / "boards")
+    nested: list = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(lb.LeaderboardError, match="nests JSON more than"):
+        lb.submit({"schema_version": "1.0", "results": nested}, root=tmp_path / "boards")
+    shallow = tmp_path / "shallow.json"
+    shallow.write_text('{"a": ' + "[" * 100 + "]" * 100 + "}")  # parses, but deeper than any results file
+    with pytest.raises(lb.LeaderboardError, match="more than 64 levels deep"):
+        lb.load_json(shallow)
+
+
+# -- W&B pull with the run's artifact -------------------------------------------------------------
+
+
+def test_pull_fetches_the_records_of_the_artifact(tmp_path):
+    from sagebench.reporting import wandb as tracking
+
+    run = _measure(tmp_path / "run", {("a", 4): _vec(30, 10), ("b", 4): _vec(20, 20)})
+    results = json.loads((run / "results.json").read_text())
+
+    class Artifact:
+        type, name = "sagebench-results", "sagebench-toy:v0"
+
+        def download(self, root):
+            Path(root).mkdir(parents=True)
+            (Path(root) / "samples.parquet").write_bytes((run / "samples.parquet").read_bytes())
+            return root
+
+    api_run = SimpleNamespace(id="r1", name="r1", state="finished", config=results["config"],
+                              summary_metrics=json.loads(json.dumps(tracking.summary_metrics(results))),
+                              path=["t", "p", "r1"], url=None, logged_artifacts=lambda: [Artifact()])
+    api = SimpleNamespace(runs=lambda path, filters=None: iter([api_run]))
+    (outcome,) = lb.pull_wandb("t/p", root=tmp_path / "boards", api=api)
+    assert outcome.entry == "wandb-r1" and outcome.verified
+    ranking = lb.rank(lb.get_board("toy-bench", tmp_path / "boards").entries())
+    assert [r.strategy for r in ranking.ranked] == ["a", "b"] and not ranking.unverified
+
+
+# -- sagebench report ------------------------------------------------------------------------------
+
+
+def test_report_table_of_several_runs(tmp_path, capsys):
+    with_ci = _measure(tmp_path / "seed0", {("sage", 4): _vec(30, 10), ("sage", 8): _vec(35, 5)})
+    bare = _measure(tmp_path / "seed1", {("sage", 4): _vec(28, 12), ("sage", 8): _vec(33, 7)})
+    # a results file without the *_ci fields: intervals computed from the counts (and the records)
+    _edited(bare, lambda d: [r.pop(k) for r in d["results"] for k in list(r) if k.endswith("_ci")])
+    rows = paper_table.table_rows([with_ci, bare])
+    assert [(r["run"], r["budget"]) for r in rows] == [("seed0", 4), ("seed1", 4), ("seed0", 8), ("seed1", 8)]
+    r0 = json.loads((with_ci / "results.json").read_text())["results"][0]
+    assert [rows[0]["offloaded_accuracy_low"], rows[0]["offloaded_accuracy_high"]] == r0["offloaded_accuracy_ci"]
+    assert (rows[1]["offloaded_accuracy_low"], rows[1]["offloaded_accuracy_high"]) == stats.wilson_interval(28, 40)
+    assert (rows[1]["overall_accuracy_low"], rows[1]["overall_accuracy_high"]) == stats.wilson_interval(28, 40)
+    assert rows[1]["ceiling_ratio_low"] is not None  # the paired bootstrap over samples.parquet
+    assert main(["report", str(with_ci), str(bare)]) == 0
+    md = capsys.readouterr().out
+    assert "| run | strategy | budget | offloaded acc % | ceiling ratio | overall acc % | bytes sent |" in md
+    low, high = stats.wilson_interval(28, 40)
+    assert f"| seed1 | sage | 4 | 70.0 [{100 * low:.1f}, {100 * high:.1f}] |" in md
+    assert main(["report", str(with_ci), str(bare), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("run,strategy,budget,budget_unit,offloaded_accuracy,offloaded_accuracy_low,")
+    assert len(lines) == 5 and lines[2].startswith("seed1,sage,4,patches,0.7,")
+    out = tmp_path / "table.tex"
+    assert main(["report", str(with_ci), "--format", "latex", "--metrics", "offloaded_accuracy", "coverage",
+                 "--out", str(out)]) == 0
+    tex = out.read_text()
+    assert "\\toprule" in tex and "offloaded acc \\%" in tex and "\\end{tabular}" in tex
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert not math.isnan(rows[0]["offloaded_accuracy"])
+
+
+def test_cells_keys_come_from_cells_module(tmp_path):
+    run = _measure(tmp_path / "run", {("odd/label[x=1]", 4): _vec(3, 1)})
+    columns = pq.ParquetFile(run / "samples.parquet").schema_arrow.names
+    assert Cell("odd/label[x=1]", 4).key("pred") in columns
+    lb.submit(run, root=tmp_path / "boards")
+
+
+def test_oracle_rows_are_a_reference_never_ranked(tmp_path):
+    root = tmp_path / "boards"
+    run = _measure(tmp_path / "run", {("sage", 4): _vec(30, 10), ("oracle", 4): _vec(39, 1)})
+    _edited(run, lambda d: d["strategies"][1].update(oracle=True, requires=["server_attention"]))
+    lb.submit(run, root=root)
+    board = lb.get_board("toy-bench", root)
+    ranking = lb.rank(board.entries())
+    assert [r.strategy for r in ranking.ranked] == ["sage"] and ranking.ranked[0].rank_label == "1"
+    assert [r.strategy for r in ranking.oracles] == ["oracle"] and ranking.oracles[0].rank is None
+    assert "oracle | oracle" in lb.format_board(board)
+    assert "## Oracles (reference, not ranked)" in lb.render(board).read_text()
