@@ -176,3 +176,31 @@ def test_shipped_demo_models_load_through_timm_pretrained_config():
     assert EdgeModel(edge).grid == ServerModel(server).grid == (7, 7)
     cfg = timm.data.resolve_data_config({}, model=server)
     assert cfg["input_size"] == (1, 28, 28)
+
+
+def test_edge_and_server_with_other_normalisations_see_the_same_crop(tmp_path):
+    """A pair whose mean/std differ is accepted: the edge renormalises the server-normalised crop to its own
+    statistics (equal to normalising the pixels directly), and real geometry differences are still refused."""
+    from sagebench.data.spec import DataSpec
+    from sagebench.errors import ConfigError
+    from sagebench.sweep.build import check_same_view, edge_input_map, resolve_view
+
+    edge_vit = tiny_vit(seed=1)
+    server_vit = tiny_vit(seed=2)
+    edge_vit.pretrained_cfg = {**edge_vit.pretrained_cfg, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    server_vit.pretrained_cfg = {**server_vit.pretrained_cfg, "mean": (0.485, 0.456, 0.406),
+                                 "std": (0.229, 0.224, 0.225)}
+    edge, server = EdgeModel(edge_vit), ServerModel(server_vit)
+    spec = DataSpec()
+    view = resolve_view(spec, edge, server)
+    mapped = edge_input_map(spec, edge, view)
+    assert mapped.input_map is not None
+    pixels = torch.rand(3, 3, 32, 32)
+    server_in = (pixels - torch.tensor(view["mean"]).view(1, 3, 1, 1)) / torch.tensor(view["std"]).view(1, 3, 1, 1)
+    edge_in = (pixels - 0.5) / 0.5
+    got = mapped(server_in, torch.arange(3)).logits
+    want = EdgeModel(edge_vit)(edge_in, torch.arange(3)).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert edge_input_map(spec, edge, resolve_view(spec, edge, EdgeModel(edge_vit))) is edge  # same stats: as is
+    with pytest.raises(ConfigError, match="different crops"):
+        check_same_view({"crop_pct": 0.875}, {"crop_pct": 1.0}, edge, server)

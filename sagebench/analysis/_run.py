@@ -232,7 +232,7 @@ def build_models(run: RunDir, *, with_server: bool, strategies: Sequence[Any] = 
     from sagebench.edge.model import EdgeModel
     from sagebench.models.loading import create_model
     from sagebench.server.model import ServerModel
-    from sagebench.sweep.build import check_same_view, model_spec, weights_id
+    from sagebench.sweep.build import check_same_view, edge_input_map, model_spec, weights_id
 
     cfg = run.config()
     seed = int(cfg.seed)
@@ -256,6 +256,7 @@ def build_models(run: RunDir, *, with_server: bool, strategies: Sequence[Any] = 
         server_view = data_lib.resolve_data_config(server.vit, spec)
         check_same_view(view, server_view, edge, server)
         view = server_view  # the transform evaluate uses
+        edge = edge_input_map(spec, edge, server_view)  # as evaluate: the edge renormalises the server's crop
         # Sending all N patches reproduces vit(images) (see ServerModel), so the server's own
         # importance of each patch is its last block's CLS attention on the full image, which is
         # exactly what EdgeModel computes for the ViT it wraps.

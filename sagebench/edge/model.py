@@ -30,7 +30,10 @@ class EdgeModel(nn.Module):
     ``importance="rollout"``) in the same single forward pass, whatever ``attention`` is.
     """
 
-    def __init__(self, vit: nn.Module, attention: str = "last_layer", with_rollout: bool = False) -> None:
+    def __init__(self, vit: nn.Module, attention: str = "last_layer", with_rollout: bool = False,
+                 input_map: tuple | None = None) -> None:
+        """``input_map=(from_mean, from_std, to_mean, to_std)``: images arrive normalised with ``from_*``
+        (the server's view of the same crop) and are renormalised to the edge's own ``to_*`` first."""
         super().__init__()
         check_vit(vit, "edge")
         check_class_token(vit, "edge")
@@ -41,10 +44,19 @@ class EdgeModel(nn.Module):
         self.with_rollout = bool(with_rollout)
         self.grid = grid_size(vit)
         self.num_prefix = num_prefix_tokens(vit)
+        self.input_map = None
+        if input_map is not None:
+            fm, fs, tm, ts = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in input_map)
+            # x_edge = (x_server * from_std + from_mean - to_mean) / to_std
+            self.register_buffer("_in_scale", fs / ts, persistent=False)
+            self.register_buffer("_in_shift", (fm - tm) / ts, persistent=False)
+            self.input_map = tuple(tuple(float(x) for x in v) for v in input_map)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, sample_ids: torch.Tensor, seed: int = 0) -> EdgeEvidence:
         vit = self.vit
+        if self.input_map is not None:
+            images = images * self._in_scale.to(images.dtype) + self._in_shift.to(images.dtype)
         x = vit.patch_embed(images)
         x = vit._pos_embed(x)
         x = vit.patch_drop(x)

@@ -113,13 +113,17 @@ def build_server(cfg: DictConfig) -> tuple[ModelSpec, ServerModel]:
     return spec, ServerModel(create_model(spec))
 
 
+#: What must agree for both models to see the same pixels; mean/std may differ (each model normalises the crop).
+GEOMETRY_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode")
+
+
 def check_same_view(edge_cfg: dict, server_cfg: dict, edge: EdgeModel, server: ServerModel) -> None:
-    """Edge and server must see the same pixels through the same patch grid."""
-    diff = [k for k in PIXEL_KEYS if str(edge_cfg.get(k)) != str(server_cfg.get(k))]
+    """Edge and server must see the same crop through the same patch grid (their normalisation may differ)."""
+    diff = [k for k in GEOMETRY_KEYS if str(edge_cfg.get(k)) != str(server_cfg.get(k))]
     if diff:
         details = "; ".join(f"{k}: edge {edge_cfg.get(k)} vs server {server_cfg.get(k)}" for k in diff)
-        raise ConfigError(f"Edge and server models expect different preprocessing ({details}). They must see "
-                          "the same crop: set the data.* overrides (e.g. data.crop_pct, data.mean) explicitly.")
+        raise ConfigError(f"Edge and server models expect different crops ({details}). They must see "
+                          "the same pixels: set the data.* overrides (e.g. data.crop_pct, data.input_size) explicitly.")
     if tuple(edge.grid) != tuple(server.grid):
         raise ConfigError(f"Edge grid {edge.grid} and server grid {server.grid} differ: evidence units must be "
                           "the same patches for both (same image size and patch size).")
@@ -129,11 +133,26 @@ def check_same_view(edge_cfg: dict, server_cfg: dict, edge: EdgeModel, server: S
 
 
 def resolve_view(spec: data_lib.DataSpec, edge: EdgeModel, server: ServerModel) -> dict[str, Any]:
-    """The timm data config both models see (checked to be the same for both)."""
+    """The timm data config of the server (the pixels both see; checked to be the same crop for both)."""
     edge_view = data_lib.resolve_data_config(edge.vit, spec)
     server_view = data_lib.resolve_data_config(server.vit, spec)
     check_same_view(edge_view, server_view, edge, server)
     return server_view
+
+
+def edge_input_map(spec: data_lib.DataSpec, edge: EdgeModel, server_view: dict[str, Any]) -> EdgeModel:
+    """The edge, normalising the server-normalised crop to its own mean/std when the two differ.
+
+    Why: images are decoded and cropped once (the server's view); a model pair trained with other
+    normalisations (e.g. a CLIP edge and an ImageNet server) still sees the same pixels, each
+    normalised as it was trained. Equal mean/std: the edge is returned unchanged.
+    """
+    edge_view = data_lib.resolve_data_config(edge.vit, spec)
+    if [tuple(edge_view.get(k) or ()) for k in ("mean", "std")] == [tuple(server_view.get(k) or ())
+                                                                    for k in ("mean", "std")]:
+        return edge
+    return EdgeModel(edge.vit, attention=edge.attention_kind, with_rollout=edge.with_rollout,
+                     input_map=(server_view["mean"], server_view["std"], edge_view["mean"], edge_view["std"]))
 
 
 def dry_forward(edge: EdgeModel, server: ServerModel, view: dict[str, Any], edge_name: str, server_name: str) -> None:
@@ -223,6 +242,7 @@ def build(cfg: DictConfig) -> Sweep:
     edge_spec, edge = build_edge(cfg, strategies)
     server_spec, server = build_server(cfg)
     view = resolve_view(spec, edge, server)
+    edge = edge_input_map(spec, edge, view)
     dry_forward(edge, server, view, edge_spec.name, server_spec.name)  # after both exist: their init used the seed
     budgets, unit = build_budgets(cfg, server.grid[0] * server.grid[1])
     codec = codec_from_config(cfg.codec, view)
