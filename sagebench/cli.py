@@ -208,6 +208,8 @@ def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     q = lsub.add_parser("pull", help="build entries from W&B runs (public API)")
     q.add_argument("--wandb", required=True, metavar="ENTITY/PROJECT")
     q.add_argument("--board", help="board name (default: each run's benchmark.name)")
+    for action in lsub.choices.values():  # --root also after the action (`show BOARD --root DIR`)
+        action.add_argument("--root", default=argparse.SUPPRESS, help="leaderboards folder (as before the action)")
     p.set_defaults(func=_cmd_leaderboard)
 
 

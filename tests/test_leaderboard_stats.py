@@ -255,7 +255,7 @@ def test_verify_turns_a_hand_edited_entry_red(tmp_path, capsys):
     root = tmp_path / "boards"
     saved = lb.submit(_measure(tmp_path / "run", {("a", 4): _vec(30, 10), ("b", 4): _vec(20, 20)}),
                       root=root, name="clean")
-    assert main(["leaderboard", "--root", str(root), "verify"]) == 0
+    assert main(["leaderboard", "verify", "--root", str(root)]) == 0  # --root before or after the action
     assert "board toy-bench: OK (1 entry checked)" in capsys.readouterr().out
     data = json.loads(saved.path.read_text())
     data["results"][1]["offloaded_accuracy"] = 0.6  # b: 20/40 = 0.5 in the records

@@ -163,15 +163,35 @@ def test_a_reported_row_is_never_ranked_among_measured_ones(small_run, tmp_path)
     root = tmp_path / "leaderboards"
     shutil.copytree(BOARDS / BOARD, root / BOARD)
     board = lb.get_board(BOARD, root)
-    # a measured entry on this benchmark (a small run's numbers, moved onto the paper's budgets)
-    measured = copy.deepcopy(small_run[1])
-    measured.pop("output_dir", None)
-    measured["benchmark"] = copy.deepcopy(board.entries()[0].data["benchmark"])
-    measured["num_images"] = NUM_IMAGES
-    for row in measured["results"]:
-        row["budget"] = {4: 32, 8: 48}[row["budget"]]
-        row["ceiling_ratio"] = 1.0  # better than every reported row
-    lb.submit(measured, board=BOARD, root=root, name="measured")
+    # a measured, verifiable entry on this benchmark: records over 50,000 images at the paper's budgets,
+    # the server right on every offloaded image (a ceiling ratio of 1, above every reported row)
+    import numpy as np
+
+    from sagebench.metrics import SweepLayout, summarize
+    from sagebench.results import write_samples
+
+    layout = SweepLayout((("sage", 32), ("sage", 48)), "patches")
+    rows = np.zeros((NUM_IMAGES, layout.num_columns))
+    col = layout.column
+    rows[:, col("sample_id")] = np.arange(NUM_IMAGES)
+    rows[:, col("label")] = np.arange(NUM_IMAGES) % 1000
+    rows[:, col("edge_pred")] = rows[:, col("label")]
+    off = np.arange(NUM_IMAGES) < NUM_OFFLOADED
+    rows[:, col("offloaded")] = off
+    for name in ("ceiling_pred", ("pred", 0), ("pred", 1)):
+        c = col(*name) if isinstance(name, tuple) else col(name)
+        rows[:, c] = np.where(off, rows[:, col("label")], -1)
+    for j, b in enumerate((32, 48)):
+        rows[:, col("units", j)] = np.where(off, b, 0)
+    run = tmp_path / "run"
+    run.mkdir()
+    measured = {"schema_version": "1.0", "benchmark": copy.deepcopy(board.entries()[0].data["benchmark"]),
+                "config": {"seed": 0}, "strategies": [{"label": "sage", "name": "sage", "options": {}}],
+                "provenance": {"sagebench_version": "test", "utc_time": "2030-01-01T00:00:00+00:00"},
+                **summarize(rows, layout)}
+    (run / "results.json").write_text(json.dumps(measured))
+    write_samples(run, rows, layout)
+    lb.submit(run, board=BOARD, root=root, name="measured")
     ranking = lb.rank(board.entries())
     assert ranking.rank_budgets == [32, 48]
     assert ranking.ranked and all(not r.reported and r.entry == "measured" for r in ranking.ranked)
