@@ -60,6 +60,8 @@ import torch.nn.functional as F  # noqa: E402
 PRESETS = {
     "embedded": dict(edge="sagebench_fmnist_edge", server="sagebench_fmnist_server", budgets=[4, 8, 12, 16, 24],
                      data="embedded", images=2000, batch_size=500),
+    "cifar10": dict(edge="sagebench_cifar10_edge", server="sagebench_cifar10_server", budgets=[5, 10, 16, 21, 31],
+                    data="cifar10", images=2000, batch_size=500),
     "deit-tiny": dict(edge="deit_tiny_patch16_224", server="deit_tiny_patch16_224", budgets=[16, 32, 48, 64, 96],
                       data="random", images=256, batch_size=64),
     "deit": dict(edge="deit_tiny_patch16_224", server="deit_base_patch16_224", budgets=[16, 32, 48, 64, 96],
@@ -120,7 +122,8 @@ def sweep_overrides(args, preset: dict, edge_ckpt: Path, server_ckpt: Path, data
         f"model.server.name={preset['server']}", "model.server.pretrained=false",
         f"model.server.checkpoint={server_ckpt}",
         f"strategies=[{','.join(STRATEGIES)}]", f"budgets=[{','.join(map(str, preset['budgets']))}]",
-        "gate.name=all",  # every image offloaded: S*K+1 server passes per image, the worst case
+        f"gate.name={getattr(args, 'gate', 'all')}", f"gate.threshold={getattr(args, 'threshold', 1.0)}",
+        # all: every image offloaded, S*K+1 server passes per image; min_entropy: the gate users run
         "progress=false", "logger=none", f"output_dir={out_dir}",
         f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "trainer.devices=1",
         f"trainer.precision={args.precision}", f"profile={'true' if profile else 'false'}",
@@ -174,8 +177,9 @@ def load_inputs(preset: dict, data_path: Path, images: int, edge_ckpt: Path, ser
 
     edge = create_model(ModelSpec(preset["edge"], checkpoint=str(edge_ckpt)))
     server = create_model(ModelSpec(preset["server"], checkpoint=str(server_ckpt)))
-    spec = data_lib.DataSpec(path=str(data_path), split="test" if preset["data"] == "embedded" else "validation",
-                             limit=images, crop_pct=None if preset["data"] == "embedded" else 1.0)
+    shipped = preset["data"] in ("embedded", "cifar10")
+    spec = data_lib.DataSpec(path=str(data_path), split="test" if shipped else "validation",
+                             limit=images, crop_pct=None if shipped else 1.0)
     view = data_lib.resolve_data_config(server, spec)
     ds = data_lib.EvalImages(data_lib.load_source(spec), data_lib.build_transform(view), spec, view)
     items = [ds[i] for i in range(len(ds))]
@@ -222,13 +226,30 @@ def bare_loop(args, edge, server, batches, budgets, num_strategies: int) -> dict
     ph, pw = server.patch_embed.patch_size
     from sagebench.runtime.speed import cpu_seconds
 
+    def serve(x: torch.Tensor) -> None:
+        server(x)  # ceiling
+        b, c, h, w = x.shape
+        flat = x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * ph * pw)
+        for _ in range(num_strategies):
+            for budget in budgets:
+                bare_server_tokens(server, flat, budget, prefix, positions)
+
+    real_gate = getattr(args, "gate", "all") != "all"
     with torch.inference_mode(), autocast_ctx(args):
         sync(args)
         t0, c0 = time.perf_counter(), cpu_seconds()
         in_loop = 0.0  # the ceiling forwards where the sweep runs them, after each edge forward (CPU only)
+        waiting: list[torch.Tensor] = []
         for host in batches:
             x = host.to(device, non_blocking=True)
-            edge(x)
+            logits = edge(x)
+            if real_gate:  # the offloaded images, served in full batches (as many as a data batch)
+                p = torch.softmax(logits.float(), dim=-1).amax(dim=-1)
+                waiting.append(x[-torch.log2(p) > args.threshold])
+                if sum(len(w) for w in waiting) >= len(host):
+                    serve(torch.cat(waiting))
+                    waiting = []
+                continue
             tc = time.perf_counter()
             server(x)  # ceiling
             in_loop += time.perf_counter() - tc
@@ -237,6 +258,8 @@ def bare_loop(args, edge, server, batches, budgets, num_strategies: int) -> dict
             for _ in range(num_strategies):
                 for budget in budgets:
                     bare_server_tokens(server, flat, budget, prefix, positions)
+        if waiting and sum(len(w) for w in waiting):
+            serve(torch.cat(waiting))
         sync(args)
         total, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         t0 = time.perf_counter()
@@ -377,14 +400,25 @@ def bench_pair(args, name: str, tmp: Path) -> dict:
     batch_size = args.batch_size or preset["batch_size"]
     folder = tmp / name
     folder.mkdir()
-    edge_ckpt, server_ckpt = make_checkpoints(folder, preset["edge"], preset["server"])
+    if getattr(args, "weights", "random") == "shipped":  # the trained demo weights: the offload share users see
+        if preset["data"] not in ("embedded", "cifar10"):
+            raise SystemExit(f"--weights shipped: only the embedded presets ship weights, not {name!r}")
+        from sagebench import demo
+
+        edge_ckpt, server_ckpt = ((demo.EDGE_WEIGHTS, demo.SERVER_WEIGHTS) if preset["data"] == "embedded"
+                                  else (demo.CIFAR10_EDGE_WEIGHTS, demo.CIFAR10_SERVER_WEIGHTS))
+    else:
+        edge_ckpt, server_ckpt = make_checkpoints(folder, preset["edge"], preset["server"])
     mem_batch = args.mem_batch_size or batch_size
     mem_images = args.mem_images if args.mem_images is not None else 2 * mem_batch
     if 0 < mem_images < 2 * mem_batch:
         log(f"[{name}] note: the 1x memory probe ({mem_images} images) is under 2 batches of {mem_batch}; the "
             "heap reaches its working size over the first batches, so 1x/4x then measures warm-up, not growth")
-    if preset["data"] == "embedded":
-        data_path, sweep_data = Path(DATA_FILE), None
+    if preset["data"] in ("embedded", "cifar10"):  # a shipped test split (read by both sides)
+        from sagebench.demo import CIFAR10_FILE
+
+        data_path = Path(DATA_FILE if preset["data"] == "embedded" else CIFAR10_FILE)
+        sweep_data = data_path
     else:
         data_path = make_random_parquet(folder / "random.parquet", max(images, 4 * mem_images))
         sweep_data = data_path
@@ -398,6 +432,13 @@ def bench_pair(args, name: str, tmp: Path) -> dict:
     device = torch.device(args.device)
     edge.to(device)
     server.to(device)
+    if getattr(args, "gate", "all") != "all" and getattr(args, "offload_share", None):
+        # random-init weights are unsure of everything: set eta so that the edge offloads the share asked for
+        with torch.inference_mode():
+            logits = torch.cat([edge(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+        entropy = -torch.log2(torch.softmax(logits, dim=-1).amax(dim=-1))
+        args.threshold = float(torch.quantile(entropy, 1.0 - float(args.offload_share)))
+        log(f"[{name}] threshold eta = {args.threshold:.4f}: offloads {float((entropy > args.threshold).float().mean()):.1%}")
     pin = args.device == "cuda"
     batches = [x[i:i + batch_size].pin_memory() if pin else x[i:i + batch_size].clone()
                for i in range(0, len(x), batch_size)]
@@ -593,6 +634,15 @@ def fmt_table(args, results: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="embedded", help="comma list of: " + ", ".join(PRESETS))
+    p.add_argument("--gate", default="all", choices=["all", "min_entropy"],
+                   help="all: every image offloaded (the worst case); min_entropy: the gate users run, whose bare "
+                        "loop serves the offloaded images in full batches")
+    p.add_argument("--threshold", type=float, default=1.0, help="min-entropy threshold eta (--gate min_entropy)")
+    p.add_argument("--weights", default="random", choices=["random", "shipped"],
+                   help="random-init checkpoints (default), or the embedded presets' trained weights (their real gate)")
+    p.add_argument("--offload-share", type=float, default=None,
+                   help="with --gate min_entropy: choose eta so that this share of the images is offloaded "
+                        "(e.g. 0.36, ImageNet's at eta 1.0; for random-init weights)")
     p.add_argument("--images", type=int, default=None, help="images per sweep (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
