@@ -18,7 +18,7 @@ from sagebench.transmission.patches import patchify, transmit
 VARIANTS = {
     "deit (cls token)": ("vit_tiny_patch16_224", {}),
     "distilled deit (2 prefix tokens)": ("deit_tiny_distilled_patch16_224", {}),
-    "no_embed_class + registers": ("vit_base_patch16_reg4_gap_256", {}),
+    "no_embed_class + registers": ("vit_small_patch14_reg4_dinov2", {"patch_size": 8}),
 }
 
 
@@ -204,3 +204,27 @@ def test_edge_and_server_with_other_normalisations_see_the_same_crop(tmp_path):
     assert edge_input_map(spec, edge, resolve_view(spec, edge, EdgeModel(edge_vit))) is edge  # same stats: as is
     with pytest.raises(ConfigError, match="different crops"):
         check_same_view({"crop_pct": 0.875}, {"crop_pct": 1.0}, edge, server)
+
+
+def test_timm_forms_of_weights_work_offline(tmp_path, monkeypatch):
+    """``pretrained_cfg_overlay={'file': PATH}`` loads a local file with no network; an ``hf-hub:`` name is a
+    timm model name (offline and uncached it says how to get the weights, not 'Unknown timm model')."""
+    from safetensors.torch import save_file
+
+    from sagebench.errors import ModelLoadError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    arch = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2, num_classes=10)
+    source = tiny_vit(seed=5, **{k: v for k, v in arch.items()})
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    model = create_model(ModelSpec("vit_tiny_patch16_224", pretrained=True,
+                                   kwargs={**arch, "pretrained_cfg_overlay": {"file": str(path), "num_classes": 10}}))
+    for k, v in source.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+    with pytest.raises(ModelLoadError, match="not in the local cache"):
+        create_model(ModelSpec("hf-hub:timm/deit_tiny_patch16_224.fb_in1k", pretrained=True))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        create_model(ModelSpec("vit_tiny_patch16_224", pretrained=True,
+                               kwargs={**arch, "pretrained_cfg_overlay": {"file": str(tmp_path / "none.safetensors")}}))

@@ -48,8 +48,11 @@ def _hub_weights_cached(model_name: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
         from timm.models import get_pretrained_cfg
 
-        cfg = get_pretrained_cfg(model_name)
-        hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        if model_name.startswith("hf-hub:"):
+            hub_id = model_name[len("hf-hub:"):]
+        else:
+            cfg = get_pretrained_cfg(model_name)
+            hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
         if not hub_id:
             return False
         repo_id, _, revision = hub_id.partition("@")
@@ -158,7 +161,8 @@ def create_model(spec: ModelSpec) -> torch.nn.Module:
     (the hub for real models, the shipped file for the embedded benchmark's models).
     """
     kwargs = dict(spec.kwargs or {})
-    if spec.name not in timm.list_models() and spec.name not in timm.list_models(pretrained=True):
+    hub_name = spec.name.startswith(("hf-hub:", "local-dir:"))  # timm's own forms: a hub repo or a local folder
+    if not hub_name and spec.name not in timm.list_models() and spec.name not in timm.list_models(pretrained=True):
         close = timm.list_models(f"*{spec.name.split('.')[0][:12]}*")[:5]
         hint = f" Similar timm models: {', '.join(close)}." if close else ""
         raise ModelLoadError(f"Unknown timm model {spec.name!r}.{hint}")
@@ -177,8 +181,14 @@ def create_model(spec: ModelSpec) -> torch.nn.Module:
                 f"(wrong architecture or model.*.kwargs?): {str(exc).splitlines()[0]} ..."
             ) from exc
     elif spec.pretrained:
-        _check_shipped_file(spec.name)
-        if _needs_hub(spec.name) and not _hub_weights_cached(spec.name) and not _hub_reachable():
+        overlay = kwargs.get("pretrained_cfg_overlay") or {}
+        local = overlay.get("file") if isinstance(overlay, dict) else None
+        if local and not Path(local).is_file():
+            raise ModelLoadError(f"model.*.kwargs.pretrained_cfg_overlay.file {local!r} does not exist.")
+        if not local and not spec.name.startswith("local-dir:"):
+            _check_shipped_file(spec.name)
+        if (not local and not spec.name.startswith("local-dir:") and _needs_hub(spec.name)
+                and not _hub_weights_cached(spec.name) and not _hub_reachable()):
             raise ModelLoadError(
                 f"Pretrained weights for {spec.name!r} are not in the local cache and the Hugging Face Hub "
                 "cannot be reached (offline, or HF_HUB_OFFLINE=1). Either run once with internet access "
