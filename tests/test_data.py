@@ -396,3 +396,30 @@ def test_fingerprint_of_a_hub_data_set_is_its_name_split_and_revision():
         "name": "ILSVRC/imagenet-1k", "split": "validation", "revision": "abc", "num_images": 50000,
         "size_bytes": None, "content_hash": None,
     }
+
+
+def test_hub_loading_passes_the_subset_data_files_and_a_token_from_the_environment(monkeypatch):
+    """data.config_name, data.data_files and data.token_env reach datasets.load_dataset; the token is read
+    from the environment and appears in no fingerprint field (so never in results.json)."""
+    import datasets
+
+    from sagebench.data import dataset_fingerprint_fields
+
+    seen = {}
+
+    def fake(path, **kwargs):
+        seen.update(path=path, **kwargs)
+        return "loaded"
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.setenv("MY_HF_TOKEN", "hf_secret")
+    spec = DataSpec(name="org/set", split="test", config_name="mini", data_files={"test": ["a.parquet"]},
+                    token_env="MY_HF_TOKEN")
+    assert load_source(spec) == "loaded"
+    assert seen["path"] == "org/set" and seen["name"] == "mini"  # load_dataset(path, name=<configuration>)
+    assert seen["data_files"] == {"test": ["a.parquet"]} and seen["token"] == "hf_secret"
+    fields = dataset_fingerprint_fields(spec, 10)
+    assert fields["config_name"] == "mini" and "hf_secret" not in str(fields)
+    monkeypatch.delenv("MY_HF_TOKEN")
+    with pytest.raises(DataError, match="MY_HF_TOKEN"):
+        load_source(spec)

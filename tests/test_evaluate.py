@@ -103,3 +103,19 @@ def test_two_process_ddp_on_an_odd_count_equals_one_process(random_models_overri
     s1 = pq.read_table(tmp_path / "one" / "samples.parquet")
     s2 = pq.read_table(tmp_path / "two" / "samples.parquet")
     assert s1.equals(s2)
+
+
+def test_class_names_and_per_class_accuracy_reach_the_results_and_the_samples(small_run):
+    """The data set's ClassLabel names: in results.json, in samples.parquet's metadata, with per-class
+    offloaded accuracy that adds up to the overall figure."""
+    run_dir, res = small_run
+    names = res["class_names"]
+    assert names[:2] == ["T-shirt/top", "Trouser"] and len(names) == 10
+    meta = pq.read_schema(run_dir / "samples.parquet").metadata
+    assert json.loads(meta[b"sagebench.class_names"]) == names
+    per_class = res["per_class"]
+    assert sum(c["num_offloaded"] for c in per_class) == res["num_offloaded"]
+    row = res["results"][0]
+    key = f"{row['strategy']}/B{row['budget']}"
+    right = sum(round(c["offloaded_accuracy"][key] * c["num_offloaded"]) for c in per_class if c["num_offloaded"])
+    assert right == row["num_correct"]

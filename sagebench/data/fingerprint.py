@@ -44,6 +44,13 @@ def dataset_fingerprint_fields(spec: DataSpec, num_images: int) -> dict[str, Any
         "size_bytes": None,
         "content_hash": None,
     }
+    # a subset or other data files are other data (set only when used, so older fingerprints stay valid)
+    if spec.config_name:
+        fields["config_name"] = spec.config_name
+    if spec.data_files:
+        from sagebench.data.sources import OmegaConfFree
+
+        fields["data_files"] = OmegaConfFree.plain(spec.data_files)
     if not spec.path:
         return fields
     kind, target, files = _resolve_local(spec.path)

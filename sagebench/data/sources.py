@@ -265,10 +265,20 @@ def _load_hub(spec: DataSpec) -> Any:
     import datasets
 
     name = spec.name
+    extra: dict[str, Any] = {}
+    if spec.config_name:  # a data set's configuration / subset (load_dataset's second argument)
+        extra["name"] = spec.config_name
+    if spec.data_files:
+        extra["data_files"] = OmegaConfFree.plain(spec.data_files)
+    if spec.token_env:  # the token is read from the environment here and never stored
+        token = os.environ.get(spec.token_env)
+        if not token:
+            raise DataError(f"data.token_env={spec.token_env!r}, but that environment variable is not set.")
+        extra["token"] = token
     try:
         with _offline_env_honoured():
             return datasets.load_dataset(
-                name, split=spec.split, revision=spec.revision, streaming=spec.streaming
+                name, split=spec.split, revision=spec.revision, streaming=spec.streaming, **extra
             )
     except _hub_errors() as exc:
         raise DataError(
@@ -286,6 +296,18 @@ def _load_hub(spec: DataSpec) -> Any:
             f"Could not load the data set {name!r} (split {spec.split!r}): {exc}. "
             "Check data.name and data.split."
         ) from exc
+
+
+class OmegaConfFree:
+    """Plain Python containers of config values (lists/dicts from OmegaConf nodes)."""
+
+    @staticmethod
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): OmegaConfFree.plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [OmegaConfFree.plain(v) for v in value]
+        return value
 
 
 def check_columns(found: Sequence[str] | None, spec_columns: dict[str, str]) -> None:

@@ -50,6 +50,9 @@ class DataSpec:
     input_size: Optional[list[int]] = None
     on_error: str = "fail"  # a corrupt image: "fail" (stop, naming it) or "skip" (count and report it)
     num_workers: Optional[int] = None  # DataLoader workers; null: where they pay (GPU: up to 8; CPU: 0 below 8 cores)
+    config_name: Optional[str] = None  # the hub data set's configuration / subset (load_dataset(name, config_name))
+    data_files: Optional[Any] = None  # load_dataset's data_files (a path, a list, or {split: paths})
+    token_env: Optional[str] = None  # environment variable holding a hub token (read at load time, never written)
     label_map: Any = None  # {data name or index: model index} | "identity" | null (by name, when both sides are named)
 
     @classmethod

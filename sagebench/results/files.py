@@ -89,7 +89,8 @@ def write_results(out_dir: Path, results: dict[str, Any]) -> Path:
     return path
 
 
-def write_samples(out_dir: Path, rows: np.ndarray, layout: SweepLayout) -> Path:
+def write_samples(out_dir: Path, rows: np.ndarray, layout: SweepLayout,
+                  class_names: list[str] | None = None) -> Path:
     """Per-sample records as parquet, each column in its declared dtype (:mod:`sagebench.metrics`);
     server columns are -1 for images kept at the edge."""
     import pyarrow as pa
@@ -107,6 +108,8 @@ def write_samples(out_dir: Path, rows: np.ndarray, layout: SweepLayout) -> Path:
         else:  # a new declaration with a dtype this writer does not know must not be truncated silently
             raise TypeError(f"field {field.name!r} declares dtype {field.dtype!r}: add it to write_samples")
     table = pa.table(columns)
+    if class_names:  # the data set's ClassLabel names, in label order (what label k means)
+        table = table.replace_schema_metadata({b"sagebench.class_names": json.dumps(list(class_names)).encode()})
     path = Path(out_dir) / SAMPLES_FILE
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)

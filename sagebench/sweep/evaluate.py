@@ -251,7 +251,8 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         edge_accuracy=summary["edge_accuracy"],
         ceiling=summary["ceiling"],
         extra={"edge_accuracy_ci": summary["edge_accuracy_ci"], "intervals": summary["intervals"],
-               **({"per_class": per_class(records.rows, records.layout, names)} if names else {})},
+               **({"class_names": names, "per_class": per_class(records.rows, records.layout, names)}
+                  if names else {})},
         results=summary["results"],
         # how requests were packed, and the uplinks their latency is reported for (sagebench.transmission.channels)
         transmission={"codec": sweep.codec.describe(), "budget_unit": sweep.budget_unit,
@@ -279,7 +280,7 @@ def write_run(out_dir: Path, cfg: DictConfig, records: Records, results: dict[st
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         _check_folder_still_ours(out_dir, partial)
-        write_samples(out_dir, records.rows, records.layout)
+        write_samples(out_dir, records.rows, records.layout, class_names=results.get("class_names"))
         atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         _check_folder_still_ours(out_dir, partial)
         write_results(out_dir, results)
