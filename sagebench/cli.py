@@ -81,12 +81,13 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     root = Path(args.root) if args.root else None
     if args.action == "submit":
-        entry = lb.submit(args.run, board=args.board, root=root, name=args.name)
+        entry = lb.submit(args.run, board=args.board, root=root, name=args.name, create=args.create)
         print(f"submitted {entry.name} to board {entry.path.parent.parent.name} ({entry.path})"
               + ("" if entry.samples_path else " without a per-sample file (compare will not work on it)"))
     elif args.action == "show":
         print(lb.format_board(lb.get_board(args.board, root)))
     elif args.action == "render":
+        root = root or lb.default_root(for_writing=True)  # the shipped boards are read-only
         names = [args.board] if args.board else (lb.list_boards(root) or [None])
         for name in names:
             print(f"rendered {lb.render(lb.get_board(name, root))}")
@@ -179,12 +180,14 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
 
 def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", help="submit, show, render, compare, verify or pull leaderboard entries")
-    p.add_argument("--root", help="leaderboards folder (default $SAGEBENCH_LEADERBOARDS or ./leaderboards)")
+    p.add_argument("--root", help="leaderboards folder (default: $SAGEBENCH_LEADERBOARDS, else the enclosing "
+                                  "repository's leaderboards/, else the boards shipped with sagebench, read-only)")
     lsub = p.add_subparsers(dest="action", required=True)
     q = lsub.add_parser("submit", help="validate a run's results and add them to a board")
     q.add_argument("run", help="run folder (results.json [+ samples.parquet]) or a results JSON file")
     q.add_argument("--board", help="board name (default: the results' benchmark.name)")
     q.add_argument("--name", help="entry name (default: date_strategies_hash)")
+    q.add_argument("--create", action="store_true", help="start the board if it does not exist yet")
     q = lsub.add_parser("show", help="print a board's ranked table")
     q.add_argument("board", nargs="?", help="board name (default: the only board)")
     q = lsub.add_parser("render", help="rewrite leaderboards/<board>/README.md and curves.png")

@@ -61,7 +61,7 @@ def _reported(results, source="Paper, Table III"):
 
 def test_submit_show_render_end_to_end(small_run, root, capsys):
     run_dir, res = small_run
-    assert main(["leaderboard", "--root", str(root), "submit", str(run_dir)]) == 0
+    assert main(["leaderboard", "--root", str(root), "submit", str(run_dir), "--create"]) == 0
     board = root / "fmnist-embedded"  # default board: the benchmark's name
     meta = json.loads((board / "board.json").read_text())
     assert meta["fingerprint"] == res["benchmark"]["fingerprint"]
@@ -311,3 +311,25 @@ def test_entry_from_wandb_takes_raw_or_plain_config(results):
     with pytest.raises(lb.LeaderboardError, match="ENTITY/PROJECT"):
         lb.pull_wandb("just-a-project", root=None, api=FakeApi([]))
     assert not math.isnan(plain["results"][0]["offloaded_accuracy"])
+
+
+def test_boards_are_found_from_another_directory_and_submit_needs_create(small_run, tmp_path, monkeypatch, capsys):
+    """Lookup order: --root, $SAGEBENCH_LEADERBOARDS, the enclosing repository, the shipped boards (read-only);
+    a board that does not exist is created only with --create."""
+    from sagebench.cli import main
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("SAGEBENCH_LEADERBOARDS", raising=False)
+    assert main(["leaderboard", "show", "fmnist-embedded"]) == 0  # the shipped board, found from elsewhere
+    assert "fmnist-embedded" in capsys.readouterr().out
+    run_dir = small_run[0]
+    assert main(["leaderboard", "submit", str(run_dir)]) == 2  # read-only: names --root
+    assert "read-only" in capsys.readouterr().err
+    root = tmp_path / "boards"
+    assert main(["leaderboard", "--root", str(root), "submit", str(run_dir), "--board", "mine"]) == 2
+    assert "--create" in capsys.readouterr().err and not (root / "mine").exists()
+    assert main(["leaderboard", "--root", str(root), "submit", str(run_dir), "--board", "mine", "--create"]) == 0
+    monkeypatch.setenv("SAGEBENCH_LEADERBOARDS", str(root))
+    assert main(["leaderboard", "show", "mine"]) == 0

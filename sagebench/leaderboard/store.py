@@ -60,8 +60,31 @@ SAMPLES_SUFFIX = ".samples.parquet"
 _NAME_OK = re.compile(r"^[a-z0-9][a-z0-9._-]{0,119}$")
 
 
-def default_root() -> Path:
-    return Path(os.environ.get("SAGEBENCH_LEADERBOARDS") or "leaderboards")
+SHIPPED_ROOT = Path(__file__).resolve().parents[2] / "leaderboards"  # the boards of a sagebench checkout
+
+
+def default_root(for_writing: bool = False) -> Path:
+    """Where boards are looked up when ``--root`` is not given, in this order:
+
+    ``$SAGEBENCH_LEADERBOARDS``; the ``leaderboards/`` folder of the enclosing repository (the
+    nearest folder above the working directory holding ``leaderboards/`` and ``.git`` or
+    ``pyproject.toml``); the boards shipped with sagebench's own checkout (read-only: writing there
+    needs ``--root``). Why: ``show`` from anywhere finds the boards, and ``submit`` never quietly
+    creates a new board in whatever folder it was run from.
+    """
+    env = os.environ.get("SAGEBENCH_LEADERBOARDS")
+    if env:
+        return Path(env)
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / "leaderboards").is_dir() and ((folder / ".git").exists() or (folder / "pyproject.toml").is_file()):
+            return folder / "leaderboards"
+    if SHIPPED_ROOT.is_dir():
+        if for_writing:
+            raise LeaderboardError(f"No leaderboards folder here, and the boards shipped with sagebench ({SHIPPED_ROOT}) "
+                                   "are read-only: pass --root DIR (or set SAGEBENCH_LEADERBOARDS) to write to a board.")
+        return SHIPPED_ROOT
+    return Path("leaderboards")
 
 
 def safe_name(text: str, what: str = "name") -> str:
@@ -280,7 +303,7 @@ def _lock_dir() -> Path:
 
 def submit(run: str | os.PathLike | dict[str, Any], board: str | None = None, root: Path | None = None,
            name: str | None = None, samples: Path | None = None, extra: dict[str, Any] | None = None,
-           allow_unverified: bool = False) -> Entry:
+           allow_unverified: bool = False, create: bool = True) -> Entry:
     """Like :func:`_submit_unlocked`, holding an inter-process lock on the leaderboard root.
 
     Why: the duplicate/fingerprint checks read the board before writing to it; two concurrent
@@ -288,13 +311,13 @@ def submit(run: str | os.PathLike | dict[str, Any], board: str | None = None, ro
     """
     from sagebench.runtime.files import FileLock
 
-    root = Path(root or default_root())
+    root = Path(root or default_root(for_writing=True))
     # The lock lives outside the board so that a refused entry leaves no file behind.
     key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
     lock = _lock_dir() / f"leaderboard-{key}.lock"
     with FileLock(lock, what=f"leaderboard {root}"):
         return _submit_unlocked(run, board=board, root=root, name=name, samples=samples, extra=extra,
-                                allow_unverified=allow_unverified)
+                                allow_unverified=allow_unverified, create=create)
 
 
 def _read_samples_bytes(path: Path) -> bytes:
@@ -312,7 +335,8 @@ def _read_samples_bytes(path: Path) -> bytes:
 
 def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None = None, root: Path | None = None,
                      name: str | None = None, samples: Path | None = None,
-                     extra: dict[str, Any] | None = None, allow_unverified: bool = False) -> Entry:
+                     extra: dict[str, Any] | None = None, allow_unverified: bool = False,
+                     create: bool = True) -> Entry:
     """Validate a run's results and copy them (and their per-sample file) into a board.
 
     ``run`` is a run folder, a results JSON file, or an already loaded results dict. The board
@@ -356,6 +380,10 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
             f"{where} has no per-sample file: a measured entry is verified from its records (samples.parquet "
             "beside results.json), which must reproduce every figure, so submit needs it. Numbers copied from a "
             "paper go in as a reported entry (\"reported\": true, with a \"source\").")
+    if not target.exists() and not create:  # (the CLI asks for --create: a typo must not start a new board)
+        known = list_boards(root) if root.is_dir() else []
+        raise LeaderboardError(f"There is no board {target.name!r} under {root} (boards: {', '.join(known) or 'none'}). "
+                               "Pass --create to start it, or --board NAME / --root DIR to submit elsewhere.")
     digest = hashlib.sha256(_canonical(entry)).hexdigest()
     signature = _result_signature(entry)
     existing = target.entries(strict=False) if target.exists() else []
