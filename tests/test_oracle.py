@@ -50,3 +50,9 @@ def test_a_sweep_with_the_oracle_marks_it_and_keeps_every_other_record(random_mo
     rows = lambda res: {(r["strategy"], r["budget"]): r["num_correct"] for r in res["results"]}  # noqa: E731
     assert {k: v for k, v in rows(both).items() if k[0] == "attention_prefix"} == rows(plain)
     json.dumps(both)
+
+
+def test_a_run_with_the_oracle_draws_its_overlays(random_models_overrides, tmp_path, capsys):
+    res = evaluate(load_config(None, [*random_models_overrides, "data.limit=12", "budgets=[4]", "gate.name=all",
+                                      "strategies=[sage,server_attention_oracle]", f"output_dir={tmp_path / 'r'}"]))
+    assert res["report"].get("overlays") and "overlays failed" not in capsys.readouterr().err

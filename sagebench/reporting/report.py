@@ -68,7 +68,9 @@ def selection_examples(ctx: RunContext, k: int = NUM_OVERLAY_IMAGES) -> list[plo
     budget = overlay_budget(ctx.budgets)
     with torch.no_grad():
         evidence = ctx.edge(images, sample_ids, ctx.seed)
-        selections = {s.label: s.select(evidence, budget).cpu().numpy() for s in ctx.strategies}
+        # oracles read evidence only the sweep's server pass has: not drawn on the edge's own overlays
+        selections = {s.label: s.select(evidence, budget).cpu().numpy() for s in ctx.strategies
+                      if not getattr(s, "requires", None)}
     mean = np.asarray(ctx.data_config.get("mean") or (0.0,), dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(ctx.data_config.get("std") or (1.0,), dtype=np.float32).reshape(-1, 1, 1)
     pixels = np.clip(images.float().cpu().numpy() * std + mean, 0.0, 1.0)
