@@ -49,9 +49,11 @@ def make_evidence(grid=(7, 7), b=3, dim=16, seed=0, sample_ids=None, attention=N
     if sample_ids is None:
         sample_ids = torch.arange(b, dtype=torch.int64) + 1000
     b = attention.shape[0]
+    server_attention = torch.softmax(torch.randn(b, n, generator=g), dim=1)  # for oracle strategies
     return EdgeEvidence(
         logits=torch.zeros(b, 10, device=device), attention=attention.to(device),
         embeddings=embeddings.to(device), grid=grid, sample_ids=sample_ids.to(device), seed=seed,
+        server_attention=server_attention.to(device),
     )
 
 

@@ -243,10 +243,12 @@ class SageBenchModule(L.LightningModule):
     def summary_metrics(self) -> dict[str, float]:
         """The flat exact summary (:func:`sagebench.metrics.flat_summary`) of every image, this attempt's
         records merged with an earlier attempt's; skipped (corrupt) images are left out as in results.json."""
-        from sagebench.sweep.resume import merge_rows
+        from sagebench.sweep.resume import drop_redone, merge_rows
 
         prior = self._prior_rows()
-        rows = merge_rows([prior, self.records if self.records is not None else prior[:0]], self.layout.num_columns)
+        # this attempt's rows without images an earlier attempt finished (a padded process redoes one)
+        this, _ = drop_redone(self.records, prior[:, 0].astype(np.int64), self.layout.num_columns)
+        rows = merge_rows([prior, this], self.layout.num_columns)
         rows, _ = split_skipped(rows, self.layout)
         return flat_summary(summarize(rows, self.layout)) if rows.shape[0] else {}
 
