@@ -50,8 +50,14 @@ def random_demo_checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def random_models_overrides(random_demo_checkpoints):
-    """Dotlist overrides that run the embedded data with random-init models, quietly."""
-    return [f"model.edge.checkpoint={random_demo_checkpoints['edge']}",
+    """Dotlist overrides that run the Fashion-MNIST embedded data with random-init models, quietly.
+
+    (The default benchmark is CIFAR-10; these tests pin the smaller, faster Fashion-MNIST one, the
+    same keys as ``conf/experiment/fmnist.yaml``.)"""
+    return ["benchmark=fmnist-embedded", "data.path=${asset:demo/fashion_mnist_test.parquet}",
+            "model.edge.name=sagebench_fmnist_edge", "model.server.name=sagebench_fmnist_server",
+            "budgets=[4,8,12,16,24]", "batch_size=500",
+            f"model.edge.checkpoint={random_demo_checkpoints['edge']}",
             f"model.server.checkpoint={random_demo_checkpoints['server']}",
             "progress=false", "data.num_workers=0", "logger=none"]
 

@@ -11,11 +11,15 @@ from sagebench.errors import ConfigError
 
 def test_defaults_are_the_embedded_benchmark():
     cfg = load_config()
-    assert cfg.benchmark == "fmnist-embedded"
-    assert list(cfg.budgets) == [4, 8, 12, 16, 24]
+    assert cfg.benchmark == "cifar10-embedded"
+    assert list(cfg.budgets) == [5, 10, 16, 21, 31]  # ~8, 16, 24, 33, 49 % of 64 units
     assert [n for n, _ in strategy_entries(cfg)] == ["random", "uniform", "attention_prefix", "sage"]
     assert cfg.gate.name == "min_entropy" and cfg.gate.threshold == 1.0
-    assert cfg.data.path.endswith("fashion_mnist_test.parquet")
+    assert cfg.data.path.endswith("cifar10_test.parquet")
+    assert cfg.model.edge.name == "sagebench_cifar10_edge" and cfg.model.server.name == "sagebench_cifar10_server"
+    fm = load_config("fmnist")
+    assert fm.benchmark == "fmnist-embedded" and fm.data.path.endswith("fashion_mnist_test.parquet")
+    assert list(fm.budgets) == [4, 8, 12, 16, 24]
 
 
 def test_overrides_and_strategy_options():
@@ -66,7 +70,7 @@ def test_malformed_yaml_file_is_refused(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["eval", "strategies=[sagee]"], "Unknown strategy 'sagee'. Did you mean 'sage'? Known strategies:"),
     (["eval", "budgets=[0]"], "not a positive integer"),
-    (["eval", "budgets=[999]"], "between 1 and the number of patches (49)"),
+    (["eval", "budgets=[999]"], "between 1 and the number of patches (64)"),
     (["eval", "nonsense_key=1"], "Unknown config key 'nonsense_key'"),
 ])
 def test_cli_reports_user_errors_without_traceback(args, message, capsys):

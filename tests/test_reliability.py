@@ -279,7 +279,7 @@ def test_nan_logits_are_reported_per_model_and_cell_and_counted_as_wrong(random_
         paths[role] = tmp_path / f"{role}-nan.safetensors"
         save_file(state, str(paths[role]))
     out_dir = tmp_path / "run"
-    code, _, err = cli([f"model.edge.checkpoint={paths['edge']}", f"model.server.checkpoint={paths['server']}",
+    code, _, err = cli(["--config", "fmnist", f"model.edge.checkpoint={paths['edge']}", f"model.server.checkpoint={paths['server']}",
                         *QUIET, "data.limit=9", "budgets=[4,8]", "strategies=[random,sage]", "gate.name=all",
                         f"output_dir={out_dir}"], capsys)
     assert code == 0, err
