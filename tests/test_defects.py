@@ -559,7 +559,10 @@ def test_resume_after_a_crash_between_results_and_partial_removal_removes_partia
     (out / "partial").mkdir()
     (out / "partial" / "manifest.json").write_text("{}")
     (out / "partial" / "rank0-x-000000.npz").write_bytes(b"left over")
+    for name in ("curves.png", "latency.png"):  # the crash came before the plots were drawn
+        (out / name).unlink()
     code, _, err = cli([*args, "resume=true"], capsys)
     assert code == 0, err
     assert not (out / "partial").exists()
     assert (out / "results.json").is_file()
+    assert (out / "curves.png").is_file() and (out / "latency.png").is_file()  # redrawn from results.json

@@ -122,8 +122,21 @@ def stored_results(run_state: resume_lib.RunState, key: dict[str, Any], out_dir:
         # a crash after results.json was written and before partial/ was removed: the results are complete
         shutil.rmtree(run_state.partial, ignore_errors=True)
         warn(f"removed {run_state.partial}, left behind by a run that had finished writing its results.")
+        redraw_plots(stored, out_dir)
     stored["output_dir"] = str(out_dir)
     return stored if os.environ.get("RANK", "0") == "0" else None
+
+
+def redraw_plots(results: dict[str, Any], out_dir: Path) -> None:
+    """The figures that need only results.json (curves, latency), when a crash left them undrawn."""
+    from sagebench.reporting import plots
+
+    for name, draw in ((plots.CURVES_FILE, plots.plot_results_curves), (plots.LATENCY_FILE, plots.plot_latency)):
+        if not (out_dir / name).is_file():
+            try:
+                draw(results, out_dir / name)
+            except Exception as exc:  # a figure never fails a run whose results are on disk
+                warn(f"could not redraw {name} ({type(exc).__name__}: {exc}).")
 
 
 @dataclass
