@@ -37,3 +37,59 @@ try:
             self.batches += 1
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.fixture(autouse=True)
+def small_world(tmp_path, monkeypatch):
+    """One CPU thread (tiny tensors), datasets' cache in tmp, no run id inherited from another test.
+    Autouse in every module that imports it (``from helpers import small_world``)."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv("SAGEBENCH_RUN_ID", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# `python -c SLOW_RUN eval ...`: the CLI with every test step slowed down, so a test can kill it mid-sweep
+SLOW_RUN = """
+import sys, time
+import sagebench.sweep.module as m
+step = m.SageBenchModule.test_step
+def slow(self, batch, batch_idx):
+    rows = step(self, batch, batch_idx)
+    time.sleep(0.3)
+    return rows
+m.SageBenchModule.test_step = slow
+from sagebench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def sigkill_after_chunks(args: list[str], out_dir, chunks: int, timeout: float = 180.0) -> None:
+    """Run ``sagebench eval ARGS`` (slowed, saving after every batch) and SIGKILL it once ``chunks``
+    partial-results chunks are on disk."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("SAGEBENCH_RUN_ID", None)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, "eval", *args, "flush_seconds=0",
+                             f"output_dir={out_dir}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while len(list((Path(out_dir) / "partial").glob("rank*.npz"))) < chunks:
+            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+            assert time.monotonic() < deadline, "no partial results appeared"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import small_world  # noqa: E402,F401  (autouse: one thread, tmp datasets cache)
 from PIL import Image
 
 from sagebench.cli import main
@@ -26,17 +27,6 @@ from sagebench.errors import ConfigError, DataError, ModelLoadError
 
 QUIET = ["logger=none", "progress=false", "data.num_workers=0"]
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _small_world(tmp_path, monkeypatch):
-    """One CPU thread (tiny tensors), datasets' cache in tmp, no run id inherited from another test."""
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.delenv("SAGEBENCH_RUN_ID", raising=False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cli(args, capsys):

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -38,21 +37,12 @@ from sagebench.sweep.evaluate import evaluate
 
 METRICS = ("offloaded_accuracy", "ceiling_ratio", "overall_accuracy", "coverage", "units_sent", "bytes_sent",
            "num_correct", "nonfinite")
+from helpers import sigkill_after_chunks, small_world  # noqa: E402,F401  (autouse: one thread, tmp datasets cache)
+
 QUIET = ["logger=none", "progress=false", "data.num_workers=0"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(autouse=True)
-def _small_world(tmp_path, monkeypatch):
-    """One CPU thread (tiny tensors), datasets' cache in tmp, no run id inherited from another test."""
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.delenv("SAGEBENCH_RUN_ID", raising=False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def png(img: Image.Image, fmt: str = "PNG") -> dict:
@@ -323,18 +313,6 @@ def test_wandb_unreachable_falls_back_to_offline_and_the_run_finishes(random_mod
 # --------------------------------------------------------------------------- resume
 
 
-_SLOW_RUN = textwrap.dedent("""
-    import sys, time
-    import sagebench.sweep.module as m
-    step = m.SageBenchModule.test_step
-    def slow(self, batch, batch_idx):
-        rows = step(self, batch, batch_idx)
-        time.sleep(0.3)
-        return rows
-    m.SageBenchModule.test_step = slow
-    from sagebench.cli import main
-    sys.exit(main(sys.argv[1:]))
-""")
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_results_as_an_uninterrupted_run(
@@ -342,21 +320,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_results_as_an_uninterrupt
     out_dir = tmp_path / "killed"
     common = [*random_models_overrides, *QUIET, "data.limit=30", "batch_size=3", "budgets=[4,12]",
               "gate.threshold=1.5", "strategies=[random,uniform,attention_prefix,sage]"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("SAGEBENCH_RUN_ID", None)
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, "eval", *common, "flush_seconds=0",
-                             f"output_dir={out_dir}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while len(list((out_dir / "partial").glob("rank*.npz"))) < 3:
-            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
-            assert time.monotonic() < deadline, "no partial results appeared"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_after_chunks(common, out_dir, chunks=3, timeout=120)
     state = resume.inspect_run(out_dir)
     assert state.unfinished and not state.finished and len(state.chunks) < 10
     resumed_args = [*common, f"output_dir={out_dir}"]

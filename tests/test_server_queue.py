@@ -8,15 +8,13 @@ records (the waiting rows were never saved half-filled, so they are simply evalu
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import sigkill_after_chunks
 
 from sagebench.config import load_config
 from sagebench.sweep import resume
@@ -58,18 +56,6 @@ def test_the_queue_is_bounded_by_the_server_batch_size(monkeypatch, tmp_path):
     assert seen and max(seen) < 16 + 50  # at most one data batch beyond the threshold waits
 
 
-_SLOW_RUN = textwrap.dedent("""
-    import sys, time
-    import sagebench.sweep.module as m
-    step = m.SageBenchModule.test_step
-    def slow(self, batch, batch_idx):
-        rows = step(self, batch, batch_idx)
-        time.sleep(0.3)
-        return rows
-    m.SageBenchModule.test_step = slow
-    from sagebench.cli import main
-    sys.exit(main(sys.argv[1:]))
-""")
 
 
 @pytest.mark.slow
@@ -78,21 +64,9 @@ def test_a_kill_while_images_wait_in_the_queue_resumes_to_the_same_records(tmp_p
               "strategies=[random,sage]", "server_batch_size=25", "logger=none", "progress=false",
               "data.num_workers=0"]
     out_dir = tmp_path / "killed"
+    sigkill_after_chunks(common, out_dir, chunks=4)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("SAGEBENCH_RUN_ID", None)
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, "eval", *common, "flush_seconds=0",
-                             f"output_dir={out_dir}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 180
-        while len(list((out_dir / "partial").glob("rank*.npz"))) < 4:
-            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
-            assert time.monotonic() < deadline, "no partial results appeared"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     state = resume.inspect_run(out_dir)
     assert state.unfinished
     done = sum(int(np.load(c)["rows"].shape[0]) for c in state.chunks)
