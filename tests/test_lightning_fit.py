@@ -52,3 +52,30 @@ def test_a_bad_class_path_is_a_clear_error(random_models_overrides, tmp_path, en
                              f"trainer.callbacks=[{entry}]"])
     with pytest.raises(ConfigError, match=message):
         evaluate(cfg)
+
+
+def test_the_data_is_prepared_once_then_loaded_in_the_data_modules_setup(random_models_overrides, tmp_path,
+                                                                          monkeypatch):
+    """Lightning's hooks own the data: nothing is read before the Trainer runs; ``prepare_data`` (one process
+    per node) prepares the source, then ``setup`` (every process) loads it, before the partial-results
+    callback's setup reads the run key (which holds the number of images)."""
+    from sagebench.data import sources
+    from sagebench.sweep import datamodule, partial
+
+    events: list[str] = []
+    real_load, real_prepare = sources.load_source, datamodule.SweepData.prepare_data
+    real_setup, real_partial_setup = datamodule.SweepData.setup, partial.PartialResults.setup
+    monkeypatch.setattr(sources, "load_source", lambda spec: events.append("load_source") or real_load(spec))
+    monkeypatch.setattr(datamodule.SweepData, "prepare_data",
+                        lambda self: events.append("prepare_data") or real_prepare(self))
+    monkeypatch.setattr(datamodule.SweepData, "setup", lambda self, stage: events.append("setup") or
+                        real_setup(self, stage))
+
+    def partial_setup(self, trainer, module, stage):
+        events.append(f"partial.setup key.num_images={self.key['data']['num_images']}")
+        return real_partial_setup(self, trainer, module, stage)
+
+    monkeypatch.setattr(partial.PartialResults, "setup", partial_setup)
+    res = evaluate(load_config(None, [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}"]))
+    assert events == ["prepare_data", "load_source", "setup", "load_source", "partial.setup key.num_images=30"]
+    assert res["num_images"] == 30 and res["resume"]["key"]["data"]["num_images"] == 30

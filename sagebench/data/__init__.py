@@ -19,7 +19,7 @@ _LAZY = {
     "data_label_names": "labels", "model_label_names": "labels", "resolve_label_map": "labels",
     "PadIndex": "samplers", "PaddedView": "samplers", "RemainingSampler": "samplers", "UnrepeatedSampler": "samplers",
     "rank_world": "samplers",
-    "load_source": "sources",
+    "load_source": "sources", "prepare_source": "sources",
     "ON_ERROR_POLICIES": "spec", "DataSpec": "spec",
     "build_transform": "transforms", "resolve_data_config": "transforms", "to_model_mode": "transforms",
     "DataError": "_errors",

@@ -51,6 +51,19 @@ def load_source(spec: DataSpec) -> Any:
     )
 
 
+def prepare_source(spec: DataSpec) -> None:
+    """Download and prepare the data set of ``spec`` into the local caches, and read nothing back.
+
+    Why separate from :func:`load_source`: Lightning runs a data module's ``prepare_data`` on one
+    process per node before any process loads the data (``setup``), so a hub download or the
+    parquet-to-Arrow conversion of a local file happens once instead of racing in every process;
+    the later :func:`load_source` of each process then reads the prepared cache. A stream has
+    nothing to prepare.
+    """
+    if not spec.streaming:
+        load_source(spec)
+
+
 def _has_glob(path: str) -> bool:
     return any(ch in path for ch in "*?[")
 

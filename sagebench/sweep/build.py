@@ -47,8 +47,8 @@ class Sweep:
     budget_unit: str  # "patches" | "bytes"
     codec: Codec
     channels: list[Channel]
-    dataset: torch.utils.data.Dataset
-    num_images: int | None  # None for a stream
+    dataset: torch.utils.data.Dataset | None  # None until loaded (attach_data)
+    num_images: int | None  # None for a stream (and until loaded)
     edge_weights: str
     server_weights: str
 
@@ -235,8 +235,13 @@ def model_labels(edge_spec: ModelSpec, edge: EdgeModel, server_spec: ModelSpec,
     return server_labels
 
 
-def build(cfg: DictConfig) -> Sweep:
-    """Every part of the sweep ``cfg`` describes (call after seeding: random-init weights use the seed)."""
+def build(cfg: DictConfig, *, load_data: bool = True) -> Sweep:
+    """Every part of the sweep ``cfg`` describes (call after seeding: random-init weights use the seed).
+
+    ``load_data=False`` leaves ``dataset`` and ``num_images`` unset: ``evaluate`` loads the data in
+    its data module's ``setup`` (after ``prepare_data`` downloaded it on one process), with
+    :func:`attach_data`.
+    """
     spec = data_lib.DataSpec.from_config(cfg.data)
     strategies = build_strategies(cfg)
     edge_spec, edge = build_edge(cfg, strategies)
@@ -247,14 +252,23 @@ def build(cfg: DictConfig) -> Sweep:
     budgets, unit = build_budgets(cfg, server.grid[0] * server.grid[1])
     codec = codec_from_config(cfg.codec, view)
     channels = [load_channel(c) for c in cfg.channels]
-    dataset, num_images = build_dataset(spec, view, server.vit.num_classes,
-                                        model_labels=model_labels(edge_spec, edge, server_spec, server),
-                                        model_name=server_spec.name,
-                                        trained=bool(server_spec.pretrained or server_spec.checkpoint))
-    return Sweep(cfg=cfg, data=spec, strategies=strategies, edge_spec=edge_spec, server_spec=server_spec,
-                 edge=edge, server=server, view=view, budgets=budgets, budget_unit=unit, codec=codec,
-                 channels=channels, dataset=dataset, num_images=num_images,
-                 edge_weights=weights_id(edge_spec, edge.vit), server_weights=weights_id(server_spec, server.vit))
+    sweep = Sweep(cfg=cfg, data=spec, strategies=strategies, edge_spec=edge_spec, server_spec=server_spec,
+                  edge=edge, server=server, view=view, budgets=budgets, budget_unit=unit, codec=codec,
+                  channels=channels, dataset=None, num_images=None,
+                  edge_weights=weights_id(edge_spec, edge.vit), server_weights=weights_id(server_spec, server.vit))
+    if load_data:
+        attach_data(sweep)
+    return sweep
+
+
+def attach_data(sweep: Sweep) -> torch.utils.data.Dataset:
+    """Load the evaluation images of ``sweep`` (labels mapped into the models' label space) into it."""
+    sweep.dataset, sweep.num_images = build_dataset(
+        sweep.data, sweep.view, sweep.server.vit.num_classes,
+        model_labels=model_labels(sweep.edge_spec, sweep.edge, sweep.server_spec, sweep.server),
+        model_name=sweep.server_spec.name,
+        trained=bool(sweep.server_spec.pretrained or sweep.server_spec.checkpoint))
+    return sweep.dataset
 
 
 def run_key(sweep: Sweep, columns: list[str], precision: Any) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from torch.utils.data import DataLoader
 
 from sagebench import data as data_lib
 
+Dataset = torch.utils.data.Dataset
+
 
 class SweepData(L.LightningDataModule):
     """Serves the evaluation images; the sampler is built in the hook, once the process group exists.
@@ -18,18 +20,35 @@ class SweepData(L.LightningDataModule):
     Each process gets a disjoint, unpadded share (Lightning's own distributed sampler pads with
     duplicates in test/validate loops, which would count some images twice). ``done_ids`` is
     asked for when the loader is built: the ids an earlier attempt finished (read by the
-    partial-results callback in its ``setup``, which Lightning runs before the loader hook).
+    partial-results callback in its ``setup``, which Lightning runs after the data module's).
+
+    ``dataset`` may be a function that loads it: it is then called in :meth:`setup` (every
+    process), after ``prepare`` ran in :meth:`prepare_data` (one process per node: downloads and
+    cache preparation), as Lightning intends the two hooks.
     """
 
-    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int,
-                 done_ids: Callable[[], np.ndarray | None] | None = None) -> None:
+    def __init__(self, dataset: Dataset | Callable[[], Dataset], batch_size: int, num_workers: int,
+                 done_ids: Callable[[], np.ndarray | None] | None = None, *,
+                 prepare: Callable[[], None] | None = None) -> None:
         super().__init__()
-        self.dataset = dataset
+        self._load = dataset if callable(dataset) and not isinstance(dataset, Dataset) else None
+        self.dataset: Dataset | None = None if self._load is not None else dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._done_ids = done_ids or (lambda: None)
+        self._prepare = prepare
+
+    def prepare_data(self) -> None:
+        if self._prepare is not None:
+            self._prepare()
+
+    def setup(self, stage: str) -> None:
+        if self.dataset is None and self._load is not None:
+            self.dataset = self._load()
 
     def _loader(self) -> DataLoader:
+        if self.dataset is None:
+            raise RuntimeError("SweepData.setup() has not run: no data set is loaded")
         kwargs: dict[str, Any] = dict(batch_size=self.batch_size, num_workers=self.num_workers,
                                       pin_memory=torch.cuda.is_available(),
                                       persistent_workers=False)

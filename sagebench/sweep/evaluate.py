@@ -17,12 +17,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from sagebench import data as data_lib
 from sagebench.config import load_config
 from sagebench.data.labels import class_names
 from sagebench.edge.cache import edge_source
@@ -48,7 +49,7 @@ from sagebench.runtime.host_memory import keep_freed_memory
 from sagebench.runtime.log import warn
 from sagebench.sweep import records as records_lib
 from sagebench.sweep import resume as resume_lib
-from sagebench.sweep.build import Sweep, benchmark_fields, build, run_key
+from sagebench.sweep.build import Sweep, attach_data, benchmark_fields, build, run_key
 from sagebench.sweep.datamodule import SweepData
 from sagebench.sweep.module import SageBenchModule
 from sagebench.sweep.partial import PartialResults
@@ -74,17 +75,21 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir, run_state = open_run_folder(cfg)
     configure_runtime(cfg)
-    sweep = build(cfg)
+    sweep = build(cfg, load_data=False)  # the data is loaded by the data module's hooks (run_sweep)
     layout = SweepLayout(tuple((s.label, b) for s in sweep.strategies for b in sweep.budgets),
                          budget_unit=sweep.budget_unit)
     trainer_kwargs = dict(OmegaConf.to_container(cfg.trainer, resolve=True))
-    key = run_key(sweep, layout.names(), trainer_kwargs.get("precision"))
+
+    def key() -> dict[str, Any]:  # needs the data (its size): known once it is loaded
+        return run_key(sweep, layout.names(), trainer_kwargs.get("precision"))
+
     if run_state.finished:  # resume=true on a finished run: nothing to evaluate
-        return stored_results(run_state, key, out_dir)
-    partial = PartialResults(out_dir, key, resume=bool(cfg.resume), flush_seconds=cfg.flush_seconds,
+        attach_data(sweep)
+        return stored_results(run_state, key(), out_dir)
+    partial = PartialResults(out_dir, None, resume=bool(cfg.resume), flush_seconds=cfg.flush_seconds,
                              num_columns=layout.num_columns)
     try:  # the output-folder lock is released when evaluate returns or fails
-        attempt = run_sweep(sweep, lightning_objects(trainer_kwargs, callbacks, logger), partial, out_dir)
+        attempt = run_sweep(sweep, lightning_objects(trainer_kwargs, callbacks, logger), partial, out_dir, key)
         if not attempt.trainer.is_global_zero:
             return None
         records = finalise_records(attempt, partial, sweep.num_images)
@@ -162,8 +167,14 @@ def build_module(sweep: Sweep, trainer: Any, partial: PartialResults) -> SageBen
                            server_batch_size=int(cfg.get("server_batch_size") or cfg.batch_size))
 
 
-def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResults, out_dir: Path) -> Attempt:
-    """``Trainer.test`` over the data set; an error keeps the finished images and says how to resume."""
+def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResults, out_dir: Path,
+              key: Callable[[], dict[str, Any]]) -> Attempt:
+    """``Trainer.test`` over the data set; an error keeps the finished images and says how to resume.
+
+    The data is prepared (downloaded) in the data module's ``prepare_data`` on one process per
+    node and loaded in its ``setup`` in every process; the run key, which holds the number of
+    images, is then given to the partial-results callback, whose ``setup`` runs next.
+    """
     trainer_kwargs = dict(trainer_kwargs)
     trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), partial]
     trainer = build_trainer(
@@ -171,14 +182,17 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
                   enable_progress_bar=bool(sweep.cfg.progress)), **trainer_kwargs},
         use_distributed_sampler=False, inference_mode=True,
     )
-    if sweep.num_images is not None and trainer.world_size > sweep.num_images:
-        raise ConfigError(f"{sweep.num_images} image(s) to evaluate but {trainer.world_size} processes "
-                          "(trainer.devices x trainer.num_nodes): every process needs at least one image. Set "
-                          f"trainer.devices to at most {sweep.num_images} (e.g. trainer.devices=1), or evaluate "
-                          "more images (data.limit).")
+    check_processes(sweep.data.limit, trainer.world_size)  # known before any process is started
     module = build_module(sweep, trainer, partial)
-    datamodule = SweepData(sweep.dataset, sweep.cfg.batch_size,
-                           speed.num_workers(sweep.cfg.data.num_workers, trainer), done_ids=lambda: partial.done_ids)
+
+    def load_data() -> Any:
+        dataset = attach_data(sweep)
+        check_processes(sweep.num_images, trainer.world_size)
+        partial.key = key()
+        return dataset
+
+    datamodule = SweepData(load_data, sweep.cfg.batch_size, speed.num_workers(sweep.cfg.data.num_workers, trainer),
+                           done_ids=lambda: partial.done_ids, prepare=lambda: data_lib.prepare_source(sweep.data))
     clock = speed.Stopwatch()  # wall and CPU seconds of the sweep itself
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -199,6 +213,15 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
             raise SystemExit(143) from exc
         raise
     return Attempt(trainer, module, clock.stop())
+
+
+def check_processes(num_images: int | None, world_size: int) -> None:
+    """Every process needs at least one image (Lightning refuses an empty loop)."""
+    if num_images is not None and world_size > num_images:
+        raise ConfigError(f"{num_images} image(s) to evaluate but {world_size} processes "
+                          "(trainer.devices x trainer.num_nodes): every process needs at least one image. Set "
+                          f"trainer.devices to at most {num_images} (e.g. trainer.devices=1), or evaluate "
+                          "more images (data.limit).")
 
 
 @dataclass
