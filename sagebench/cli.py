@@ -55,12 +55,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_strategies(args: argparse.Namespace) -> int:
-    from sagebench.strategies import describe, list_strategies
+    from sagebench.strategies.catalog import catalog  # torch-free unless a plug-in is installed
 
-    names = list_strategies(args.pattern)
-    width = max((len(n) for n in names), default=0)
-    for name in names:
-        print(f"{name:<{width}}  {describe(name)}")
+    found = catalog(args.pattern)
+    width = max((len(n) for n in found), default=0)
+    for name, description in found.items():
+        print(f"{name:<{width}}  {description}")
     return 0
 
 

@@ -14,7 +14,6 @@ from itertools import combinations
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import binom, binomtest, norm
 
 from sagebench.errors import SageBenchError
 
@@ -58,6 +57,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         raise SageBenchError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return None
+    from scipy.stats import norm  # scipy.stats costs ~1 s to import: only when an interval is computed
+
     z = float(norm.ppf(0.5 + confidence / 2))
     p, z2 = successes / n, z * z
     denom = 1.0 + z2 / n
@@ -79,6 +80,8 @@ def mcnemar_exact(b: int, c: int) -> float:
         raise SageBenchError(f"discordant counts must be non-negative, got b={b}, c={c}")
     if b + c == 0:
         return 1.0
+    from scipy.stats import binom
+
     return float(min(1.0, 2.0 * binom.cdf(min(b, c), b + c, 0.5)))
 
 
@@ -108,6 +111,8 @@ def paired_difference_interval(a_ok: np.ndarray, b_ok: np.ndarray,
     m = b_only + c_only
     if m == 0:
         return 0.0, 0.0
+    from scipy.stats import binomtest
+
     ci = binomtest(b_only, m, 0.5).proportion_ci(confidence_level=confidence, method="exact")
     scale = m / n
     return scale * (2.0 * float(ci.low) - 1.0), scale * (2.0 * float(ci.high) - 1.0)

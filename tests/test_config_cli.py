@@ -119,3 +119,20 @@ def test_version_print_config_and_keys_in_help(capsys):
         main(["eval", "--help"])
     text = capsys.readouterr().out
     assert "gate.threshold" in text and "offload when -log2(max softmax) > threshold" in text
+
+
+def test_sagebench_strategies_lists_every_strategy_without_importing_torch():
+    """`sagebench strategies` reads the built-ins' source (no torch: well under a second) and prints the same
+    names and descriptions as the imported registry."""
+    import subprocess
+    import sys
+
+    from sagebench.strategies import describe, list_strategies
+
+    code = ("import sys, sagebench.cli as c\n"
+            "assert c.main(['strategies']) == 0\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    assert printed == {name: describe(name) for name in list_strategies()}

@@ -1,25 +1,48 @@
-# ruff: noqa: I001  (import order matters: the registry first, then the built-ins that register into it)
 """Composition strategies: which B patches of an image to send.
 
 ``register_strategy`` adds one, ``get_strategy`` builds one, ``list_strategies`` lists them.
-Importing this package registers the built-ins (one small module each).
+The built-ins (one small module each, :data:`BUILTIN_MODULES`) register the first time the
+registry is used; :mod:`sagebench.strategies.catalog` lists them without importing torch (for
+``sagebench strategies`` and config checks, which must answer in well under a second).
 """
 
-from sagebench.strategies.base import Strategy
-from sagebench.strategies.registry import (
-    ENTRY_POINT_GROUP,
-    describe,
-    get_strategy,
-    list_strategies,
-    register_strategy,
-    strategy_class,
-)
-from sagebench.strategies import attention_prefix, random, sage, uniform  # noqa: F401,E402  (built-ins)
-from sagebench.strategies import attention_rules, bat, diversity_only, tome  # noqa: F401,E402  (built-ins)
-from sagebench.strategies import ats, facility_location, kdpp  # noqa: F401,E402  (built-ins)
-from sagebench.strategies import server_attention_oracle  # noqa: F401,E402  (an oracle reference)
+from __future__ import annotations
 
-__all__ = [
-    "ENTRY_POINT_GROUP", "Strategy", "describe", "get_strategy", "list_strategies",
-    "register_strategy", "strategy_class",
-]
+import importlib
+from typing import Any
+
+#: The modules of the built-in strategies, imported (and so registered) on first use of the registry.
+BUILTIN_MODULES = (
+    "attention_prefix", "random", "sage", "uniform",
+    "attention_rules", "bat", "diversity_only", "tome",
+    "ats", "facility_location", "kdpp",
+    "server_attention_oracle",  # an oracle reference
+)
+
+#: The entry-point group third-party packages declare their strategies in.
+ENTRY_POINT_GROUP = "sagebench.strategies"
+
+_REGISTRY_NAMES = ("describe", "get_strategy", "list_strategies", "register_strategy",
+                   "strategy_class")
+__all__ = ["BUILTIN_MODULES", "ENTRY_POINT_GROUP", "Strategy", *_REGISTRY_NAMES]
+
+
+def load_builtins() -> None:
+    """Import every built-in strategy module (each registers itself with ``@register_strategy``)."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Strategy":
+        from sagebench.strategies.base import Strategy
+
+        return Strategy
+    if name in _REGISTRY_NAMES:
+        from sagebench.strategies import registry
+
+        load_builtins()
+        return getattr(registry, name)
+    if name in BUILTIN_MODULES or name in ("base", "registry", "importance", "catalog"):
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,9 +17,10 @@ from importlib.metadata import entry_points
 from typing import Callable, TypeVar
 
 from sagebench.errors import ConfigError
+from sagebench.strategies import ENTRY_POINT_GROUP  # one owner: the package
 from sagebench.strategies.base import Strategy
 
-ENTRY_POINT_GROUP = "sagebench.strategies"
+__all__ = ["ENTRY_POINT_GROUP", "describe", "get_strategy", "list_strategies", "register_strategy", "strategy_class"]
 _REGISTRY: dict[str, type[Strategy]] = {}
 _entry_points_loaded = False
 _log = logging.getLogger(__name__)
@@ -49,10 +50,14 @@ def register_strategy(name: str) -> Callable[[S], S]:
 
 
 def _load_entry_points() -> None:
+    """The built-ins, then the plug-ins (once), so that every lookup sees both."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    from sagebench.strategies import load_builtins
+
+    load_builtins()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
