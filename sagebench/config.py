@@ -78,6 +78,7 @@ LOGGERS = ("wandb", "none")
 class CacheConfig:
     edge: bool = False  # keep the edge evidence on disk: a rerun (e.g. with a new strategy) skips the edge
     dir: Optional[str] = None  # default ~/.cache/sagebench/edge (a subfolder per data + edge model + weights)
+    max_gb: Optional[float] = 50.0  # bound on the whole cache folder; writes beyond it are skipped (null: none)
 
 
 @dataclass
@@ -282,6 +283,9 @@ def validate(cfg: DictConfig) -> None:
                 raise ConfigError(f"Byte budget {b!r} is not a positive integer number of bytes.")
         if len(set(cfg.budget_bytes)) != len(cfg.budget_bytes):
             raise ConfigError(f"budget_bytes contains duplicates: {list(cfg.budget_bytes)}.")
+    max_gb = cfg.cache.get("max_gb")
+    if max_gb is not None and (isinstance(max_gb, bool) or not isinstance(max_gb, (int, float)) or max_gb <= 0):
+        raise ConfigError(f"cache.max_gb must be a positive number of gigabytes (or null for no bound); got {max_gb!r}.")
     from sagebench.transmission.channels import load_channel
     from sagebench.transmission.codecs import Codec
 
@@ -385,7 +389,8 @@ KEY_HELP = {
     "trainer": "passed to lightning.Trainer (devices, accelerator, precision, logger, callbacks, ...)",
     "dedupe": "one server pass per distinct patch set", "compile": "torch.compile the server blocks",
     "threads": "torch CPU threads", "profile": "per-phase seconds in results.json",
-    "cache.edge": "keep edge evidence on disk", "flush_seconds": "how often finished rows are saved",
+    "cache.edge": "keep edge evidence (and the offloaded images' pixels) on disk: a rerun reads only the offloaded images",
+    "cache.max_gb": "bound on the cache folder's size (GB)", "flush_seconds": "how often finished rows are saved",
 }
 
 

@@ -32,10 +32,52 @@ import torch
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import SageBenchError
 from sagebench.runtime.files import atomic_write_bytes, atomic_write_text
+from sagebench.runtime.log import warn
 
 CACHE_VERSION = 1
 KEY_FILE = "key.json"
 _NOT_STORED = ("grid", "sample_ids", "seed")  # given by the run, not by the edge
+
+
+def folder_bytes(root: Path) -> int:
+    """Bytes of the files under ``root`` (0 when it does not exist)."""
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
+            except OSError:
+                pass
+    return total
+
+
+class SizeBudget:
+    """What may still be written under the cache root (``cache.max_gb``), shared by the edge and offload caches."""
+
+    def __init__(self, root: Path, max_bytes: int | None) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.used = folder_bytes(root)
+        self.written = 0
+        self.refused = 0  # writes skipped because they would pass the bound
+        self._warned = False
+
+    def allow(self, nbytes: int) -> bool:
+        if self.max_bytes is None or self.used + nbytes <= self.max_bytes:
+            self.used += nbytes
+            self.written += nbytes
+            return True
+        self.refused += 1
+        if not self._warned:
+            self._warned = True
+            warn(f"the cache in {self.root} holds {self.used / 1e9:.2f} GB, at its bound cache.max_gb="
+                 f"{self.max_bytes / 1e9:g}: this run's evidence is not cached further (results are unaffected). "
+                 "Raise cache.max_gb or delete old folders there.")
+        return False
+
+    def report(self) -> dict[str, Any]:
+        return {"bytes": int(self.used), "bytes_written": int(self.written), "max_bytes": self.max_bytes,
+                "writes_refused": int(self.refused)}
 
 
 def default_root() -> Path:
@@ -85,9 +127,10 @@ def _tensor_fields(evidence: EdgeEvidence) -> dict[str, torch.Tensor]:
 class EdgeCache:
     """The shards of one cache folder: which sample ids are there, read a batch, write a batch."""
 
-    def __init__(self, folder: str | os.PathLike, key: dict[str, Any]) -> None:
+    def __init__(self, folder: str | os.PathLike, key: dict[str, Any], budget: SizeBudget | None = None) -> None:
         self.folder = Path(folder).expanduser()
         self.key = key
+        self.budget = budget  # cache.max_gb over the whole cache root
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             key_path = self.folder / KEY_FILE
@@ -163,14 +206,17 @@ class EdgeCache:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in _tensor_fields(evidence).items()}
         tensors["sample_ids"] = evidence.sample_ids.detach().to("cpu", torch.int64).contiguous()
         name = f"shard-r{rank}-{uuid.uuid4().hex[:12]}.safetensors"
+        blob = save(tensors)
+        self.misses += len(tensors["sample_ids"])
+        if self.budget is not None and not self.budget.allow(len(blob)):
+            return
         try:
-            atomic_write_bytes(self.folder / name, save(tensors))
+            atomic_write_bytes(self.folder / name, blob)
         except OSError as exc:
             raise SageBenchError(f"Cannot write the edge cache shard {self.folder / name}: {exc}. "
                                  "Free disk space, set cache.dir elsewhere, or cache.edge=false.") from exc
         for row, sid in enumerate(tensors["sample_ids"].tolist()):
             self._shard_of.setdefault(int(sid), (name, row))
-        self.misses += len(tensors["sample_ids"])
 
 
 class EdgeSource:
@@ -184,6 +230,7 @@ class EdgeSource:
         self.edge = edge
         self.cache = cache
         self.rank = rank
+        self.offload: Any = None  # the research-loop cache beside it (sagebench.sweep.offload_cache), once made
 
     def __call__(self, images: torch.Tensor, sample_ids: torch.Tensor, seed: int) -> tuple[EdgeEvidence, int]:
         if self.cache is not None and self.cache.covers(sample_ids):
@@ -196,7 +243,12 @@ class EdgeSource:
     def report(self) -> dict[str, Any]:
         if self.cache is None:
             return {"used": False}
-        return {"used": True, "dir": str(self.cache.folder), "hits": self.cache.hits, "misses": self.cache.misses}
+        out = {"used": True, "dir": str(self.cache.folder), "hits": self.cache.hits, "misses": self.cache.misses}
+        if self.cache.budget is not None:
+            out.update(self.cache.budget.report())
+        if self.offload is not None:
+            out["offload"] = self.offload.report()
+        return out
 
 
 def edge_source(sweep: Any, trainer: Any) -> EdgeSource:
@@ -214,5 +266,7 @@ def edge_source(sweep: Any, trainer: Any) -> EdgeSource:
         attention=edge.attention_kind, with_rollout=sweep.with_rollout, precision=getattr(trainer, "precision", None),
         device_type=type(trainer.accelerator).__name__.replace("Accelerator", "").lower())
     root = Path(cfg.cache.dir).expanduser() if cfg.cache.get("dir") else default_root()
-    cache = EdgeCache(root / key_digest(key), key)
+    max_gb = cfg.cache.get("max_gb")
+    budget = SizeBudget(root, None if max_gb is None else int(float(max_gb) * 1e9))
+    cache = EdgeCache(root / key_digest(key), key, budget)
     return EdgeSource(edge, cache, rank=int(getattr(trainer, "global_rank", 0)))

@@ -37,6 +37,8 @@ class RunContext:
     layout: Any = None  # SweepLayout
     budgets: Sequence[int] = ()
     seed: int = 0
+    # what the sweep kept of the first offloaded images it served (SageBenchModule.examples): drawn as they are
+    examples: dict[int, dict] | None = None
 
 
 def overlay_budget(budgets: Sequence[int]) -> int:
@@ -60,24 +62,36 @@ def selection_examples(ctx: RunContext, k: int = NUM_OVERLAY_IMAGES) -> list[plo
     ids = overlay_sample_ids(ctx.rows, ctx.layout, k)
     if not ids:
         return []
+    budget = overlay_budget(ctx.budgets)
+    drawn = [s.label for s in ctx.strategies if not getattr(s, "requires", None)]
+    kept = ctx.examples or {}
+    if all(i in kept and set(kept[i]["selections"]) == set(drawn) for i in ids):  # the sweep's own: nothing again
+        return _examples(ctx, ids, budget, torch.stack([kept[i]["image"] for i in ids]),
+                         torch.stack([kept[i]["attention"] for i in ids]), [kept[i]["edge_pred"] for i in ids],
+                         [kept[i]["label"] for i in ids], {s: [kept[i]["selections"][s] for i in ids] for s in drawn})
     items = [ctx.dataset[i] for i in ids]
     device = next(ctx.edge.parameters()).device
     images = torch.stack([it[0] for it in items]).to(device)
     labels = [int(it[1]) for it in items]
     sample_ids = torch.tensor(ids, dtype=torch.int64, device=device)
-    budget = overlay_budget(ctx.budgets)
     with torch.no_grad():
         evidence = ctx.edge(images, sample_ids, ctx.seed)
         # oracles read evidence only the sweep's server pass has: not drawn on the edge's own overlays
-        selections = {s.label: s.select(evidence, budget).cpu().numpy() for s in ctx.strategies
+        selections = {s.label: s.select(evidence, budget).cpu().tolist() for s in ctx.strategies
                       if not getattr(s, "requires", None)}
+    return _examples(ctx, ids, budget, images, evidence.attention, evidence.logits.argmax(-1).tolist(), labels,
+                     selections)
+
+
+def _examples(ctx: RunContext, ids: list[int], budget: int, images: Any, attention: Any, preds: list[int],
+              labels: list[int], selections: dict[str, list[list[int]]]) -> list[plots.Example]:
+    """The overlay examples from the model input, attention, edge predictions and chosen patches of ``ids``."""
     mean = np.asarray(ctx.data_config.get("mean") or (0.0,), dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(ctx.data_config.get("std") or (1.0,), dtype=np.float32).reshape(-1, 1, 1)
     pixels = np.clip(images.float().cpu().numpy() * std + mean, 0.0, 1.0)
-    grid = tuple(evidence.grid)
+    grid = tuple(ctx.edge.grid)
     patch = (pixels.shape[2] // grid[0], pixels.shape[3] // grid[1])
-    attention = evidence.attention.float().cpu().numpy().reshape(-1, *grid)
-    preds = evidence.logits.argmax(-1).cpu().numpy()
+    attention = attention.float().cpu().numpy().reshape(-1, *grid)
     names = class_names(ctx.dataset)
     out = []
     for j, sid in enumerate(ids):

@@ -37,6 +37,8 @@ class SweepData(L.LightningDataModule):
         self.num_workers = num_workers
         self._done_ids = done_ids or (lambda: None)
         self._prepare = prepare
+        # the ids to evaluate when not all (a cached rerun reads only the offloaded images); None: every image
+        self.only_ids: np.ndarray | None = None
 
     def prepare_data(self) -> None:
         if self._prepare is not None:
@@ -60,9 +62,10 @@ class SweepData(L.LightningDataModule):
             if done is not None:
                 self.dataset.exclude = frozenset(int(i) for i in done)
             return DataLoader(self.dataset, **kwargs)
-        if done is not None:
-            remaining = np.setdiff1d(np.arange(len(self.dataset), dtype=np.int64), done)
-            sampler = data_lib.RemainingSampler(remaining, pad=int(done[0]))
+        if done is not None or self.only_ids is not None:
+            wanted = self.only_ids if self.only_ids is not None else np.arange(len(self.dataset), dtype=np.int64)
+            remaining = np.setdiff1d(wanted, done) if done is not None else np.asarray(wanted, dtype=np.int64)
+            sampler = data_lib.RemainingSampler(remaining, pad=None if done is None else int(done[0]))
             return DataLoader(data_lib.PaddedView(self.dataset), sampler=sampler, **kwargs)
         return DataLoader(self.dataset, sampler=data_lib.UnrepeatedSampler(len(self.dataset)), **kwargs)
 

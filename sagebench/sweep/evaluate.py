@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from sagebench import data as data_lib
 from sagebench.config import load_config
 from sagebench.data.labels import class_names
-from sagebench.edge.cache import edge_source
+from sagebench.edge.cache import edge_source, key_digest, weights_hash
 from sagebench.errors import (
     ConfigError,
     DataError,
@@ -52,6 +52,7 @@ from sagebench.sweep import resume as resume_lib
 from sagebench.sweep.build import Sweep, attach_data, benchmark_fields, build, run_key
 from sagebench.sweep.datamodule import SweepData
 from sagebench.sweep.module import SageBenchModule
+from sagebench.sweep.offload_cache import CachedOffloaded, OffloadCache, offload_key
 from sagebench.sweep.partial import PartialResults
 from sagebench.sweep.trainer import build_trainer, lightning_objects
 from sagebench.transmission.channels import add_latency
@@ -98,7 +99,7 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     finally:
         partial.release()
     results["output_dir"] = str(out_dir)
-    results["report"] = report(sweep, results, records, out_dir)
+    results["report"] = report(sweep, results, records, out_dir, attempt.module.examples)
     return results
 
 
@@ -159,12 +160,17 @@ def build_module(sweep: Sweep, trainer: Any, partial: PartialResults) -> SageBen
     source = edge_source(sweep, trainer) if cfg.cache.edge else None
     if cfg.get("compile", False):
         speed.compile_server(sweep.server)
-    return SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=cfg.gate.name,
-                           threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=sweep.budget_unit,
-                           codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
-                           timer=speed.PhaseTimer(bool(cfg.get("profile", False))), edge_source=source,
-                           prior_rows=lambda: partial.previous_rows,
-                           server_batch_size=int(cfg.get("server_batch_size") or cfg.batch_size))
+    module = SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=cfg.gate.name,
+                             threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=sweep.budget_unit,
+                             codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
+                             timer=speed.PhaseTimer(bool(cfg.get("profile", False))), edge_source=source,
+                             prior_rows=lambda: partial.previous_rows,
+                             server_batch_size=int(cfg.get("server_batch_size") or cfg.batch_size))
+    if sweep.budget_unit == "patches":  # the overlays' images are kept as the sweep serves them (report)
+        from sagebench.reporting.report import NUM_OVERLAY_IMAGES, overlay_budget
+
+        module.examples_wanted, module.example_budget = NUM_OVERLAY_IMAGES, overlay_budget(sweep.budgets)
+    return module
 
 
 def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResults, out_dir: Path,
@@ -189,7 +195,8 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
         dataset = attach_data(sweep)
         check_processes(sweep.num_images, trainer.world_size)
         partial.key = key()
-        return dataset
+        cached = use_offload_cache(sweep, module, datamodule, partial, trainer.world_size)
+        return dataset if cached is None else cached
 
     datamodule = SweepData(load_data, sweep.cfg.batch_size, speed.num_workers(sweep.cfg.data.num_workers, trainer),
                            done_ids=lambda: partial.done_ids, prepare=lambda: data_lib.prepare_source(sweep.data))
@@ -213,6 +220,34 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
             raise SystemExit(143) from exc
         raise
     return Attempt(trainer, module, clock.stop())
+
+
+def use_offload_cache(sweep: Sweep, module: SageBenchModule, datamodule: SweepData, partial: PartialResults,
+                      world_size: int) -> CachedOffloaded | None:
+    """With ``cache.edge=true``: attach the research-loop cache (:mod:`sagebench.sweep.offload_cache`) to the
+    module, and when it already covers this run, the data set to read instead: only the offloaded images,
+    from the cache (the kept images' records come from it too; no decode, no edge, no ceiling pass)."""
+    source = module.edge_source
+    if source.cache is None or sweep.num_images is None:  # no cache, or a stream (its length is unknown)
+        return None
+    key = offload_key(key_digest(source.cache.key), gate=sweep.cfg.gate.name, threshold=sweep.threshold,
+                      server_name=sweep.server_spec.name, server_kwargs=dict(sweep.server_spec.kwargs or {}),
+                      server_weights_sha256=weights_hash(sweep.server.vit),
+                      label_map=None if sweep.label_map is None else sweep.label_map.describe(),
+                      compiled=bool(sweep.cfg.get("compile", False)))
+    cache = OffloadCache(source.cache.folder, key, sweep.view, int(sweep.view["input_size"][0]),
+                         source.cache.budget, rank=source.rank)
+    module.offload_cache = source.offload = cache
+    n = sweep.num_images
+    if not cache.covers(n):
+        return None
+    offloaded = cache.offloaded_ids(n)
+    if len(offloaded) < world_size:  # a process without an image: evaluate the normal way
+        return None
+    cache.serving = True
+    datamodule.only_ids = offloaded
+    module.known_rows = lambda: cache.kept_rows(n, module.layout, exclude=partial.done_ids)
+    return CachedOffloaded(cache, n, sweep.dataset)
 
 
 def check_processes(num_images: int | None, world_size: int) -> None:
@@ -267,7 +302,7 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
     """The results dict (results.json): what was measured, on what, with what, by which code."""
     cfg, module = sweep.cfg, attempt.module
     num_images = records.rows.shape[0]
-    summary = summarize(records.rows, records.layout)
+    summary = module.summary_of(records.rows) or summarize(records.rows, records.layout)  # computed once
     for entry, cell in zip(summary["results"], records.nonfinite["cells"]):
         entry["nonfinite"] = cell["count"]
     add_latency(summary["results"], sweep.channels)
@@ -343,7 +378,8 @@ def _overlay_units(results: list[dict[str, Any]], byte_budgets: list[int]) -> in
     return max(1, round(sum(sent) / len(sent))) if sent else 1
 
 
-def report(sweep: Sweep, results: dict[str, Any], records: Records, out_dir: Path) -> dict[str, Any]:
+def report(sweep: Sweep, results: dict[str, Any], records: Records, out_dir: Path,
+           examples: dict[int, dict] | None = None) -> dict[str, Any]:
     """Plots + W&B (rank 0 only, after the results are on disk; never raises for a plot/W&B problem)."""
     from sagebench.reporting.report import RunContext, report_run
 
@@ -354,4 +390,4 @@ def report(sweep: Sweep, results: dict[str, Any], records: Records, out_dir: Pat
         results["config"], {k: v for k, v in results.items() if k != "output_dir"}, out_dir,
         RunContext(edge=sweep.edge, strategies=sweep.strategies, dataset=None if sweep.data.streaming else sweep.dataset,
                    data_config=sweep.view, rows=records.rows, layout=records.layout, seed=sweep.cfg.seed,
-                   budgets=budgets))
+                   budgets=budgets, examples=examples))

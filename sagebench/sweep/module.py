@@ -24,6 +24,7 @@ from sagebench.runtime.speed import PhaseTimer
 from sagebench.server.model import ServerModel
 from sagebench.server.passes import ServerPasses
 from sagebench.strategies.base import Strategy, check_budget, check_byte_budget
+from sagebench.sweep.offload_cache import OffloadCache
 from sagebench.sweep.records import (
     NOT_OFFLOADED,
     SweepRecords,
@@ -94,6 +95,17 @@ class SageBenchModule(L.LightningModule):
         # through EdgeModel, which gives the same logits plus its last-block CLS attention
         needs = set().union(*(getattr(s, "requires", frozenset()) for s in self.strategies))
         self.server_probe = EdgeModel(server.vit, attention="last_layer") if "server_attention" in needs else None
+        # the research-loop cache (sagebench.sweep.offload_cache), set once the data is loaded: it records every
+        # image's gate decision and the offloaded images' pixels and ceiling, or, when it already covers the
+        # run (offload_cache.serving), gives the ceiling and, through known_rows, the kept images' records
+        self.offload_cache: OffloadCache | None = None
+        self.known_rows: Callable[[], np.ndarray] | None = None
+        # the first offloaded images this process serves, as the overlays draw them (pixels, attention, edge
+        # prediction, each strategy's patches at example_budget), so that the report computes nothing again
+        self.examples_wanted = 0
+        self.example_budget: int | None = None
+        self.examples: dict[int, dict] = {}
+        self.summary: tuple[np.ndarray, dict] | None = None  # (rows, summarize(rows)) logged at the epoch's end
 
     def _evaluate_batch(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
                         ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, EdgeEvidence] | None]:
@@ -115,6 +127,8 @@ class SageBenchModule(L.LightningModule):
         rows[:, col("label")] = labels.double()
         rows[:, col("edge_pred")] = predictions(evidence.logits)  # records.NONFINITE for NaN/Inf logits
         rows[:, col("offloaded")] = offload.double()
+        if self.offload_cache is not None and not self.offload_cache.serving:
+            self.offload_cache.record_gate(sample_ids, labels, rows[:, col("edge_pred")], offload)
         sent = offload.nonzero().squeeze(1)
         if sent.numel() == 0:
             return rows, None
@@ -131,8 +145,13 @@ class SageBenchModule(L.LightningModule):
             rows[:, col("ceiling_pred")] = predictions(full.logits)
             sub.server_attention = full.attention
         else:
-            rows[:, col("ceiling_pred")] = predictions(self.server.vit(images))
+            cached = self.offload_cache.ceiling(sub.sample_ids) if self.offload_cache is not None and \
+                self.offload_cache.serving else None
+            rows[:, col("ceiling_pred")] = (predictions(self.server.vit(images)) if cached is None
+                                            else cached.to(rows.device))
         self.timer.stop("ceiling", started)
+        if self.offload_cache is not None and not self.offload_cache.serving:
+            self.offload_cache.record_served(sub.sample_ids, images, rows[:, col("ceiling_pred")])
         patches = patchify(images, self.server.patch_size)
         passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer,
                               codec=self.codec)
@@ -151,6 +170,8 @@ class SageBenchModule(L.LightningModule):
                 else:
                     indices = strategy.select(sub, budget)
                 self.timer.stop(f"select/{name}", started)
+                if budget == self.example_budget and not getattr(strategy, "requires", None):
+                    self._keep_examples(rows, images, sub, strategy.label, indices)
                 preds, sizes = passes.send(indices, f"server/{name}")
                 rows[:, col("pred", j)] = preds
                 rows[:, col("coverage", j)] = coverage(indices, self.server.grid)
@@ -160,6 +181,21 @@ class SageBenchModule(L.LightningModule):
         for k in self.server_passes:
             self.server_passes[k] += getattr(passes, k)
         return rows
+
+    def _keep_examples(self, rows: torch.Tensor, images: torch.Tensor, sub: EdgeEvidence, label: str,
+                       indices: torch.Tensor) -> None:
+        """Keep the overlay material of the first ``examples_wanted`` offloaded images this process serves."""
+        col = self.layout.column
+        for pos in range(rows.shape[0]):
+            sid = int(rows[pos, col("sample_id")])
+            if sid not in self.examples:
+                if len(self.examples) >= self.examples_wanted:
+                    break
+                self.examples[sid] = {"image": images[pos].detach().float().cpu(),
+                                      "attention": sub.attention[pos].detach().float().cpu(),
+                                      "edge_pred": int(sub.logits[pos].argmax()), "label": int(rows[pos, col("label")]),
+                                      "selections": {}}
+            self.examples[sid]["selections"][label] = [int(x) for x in indices[pos].tolist()]
 
     def _drain(self) -> torch.Tensor:
         """Serve every offloaded image waiting in the queue, as one server batch; their complete rows."""
@@ -224,6 +260,16 @@ class SageBenchModule(L.LightningModule):
                 parts.append(self._drain())
         return self.sweep.store(torch.cat(parts) if len(parts) > 1 else done)
 
+    def on_test_epoch_start(self) -> None:
+        """Records known before any image is read (the kept images of a cached rerun), stored once, on rank 0."""
+        if self.known_rows is not None and self.trainer.is_global_zero:
+            rows = self.known_rows()
+            if rows.shape[0]:
+                self.sweep.store(torch.from_numpy(rows).to(self.device))
+
+    def on_validation_epoch_start(self) -> None:
+        self.on_test_epoch_start()
+
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self.test_step(batch, batch_idx)
 
@@ -250,7 +296,16 @@ class SageBenchModule(L.LightningModule):
         this, _ = drop_redone(self.records, prior[:, 0].astype(np.int64), self.layout.num_columns)
         rows = merge_rows([prior, this], self.layout.num_columns)
         rows, _ = split_skipped(rows, self.layout)
-        return flat_summary(summarize(rows, self.layout)) if rows.shape[0] else {}
+        if not rows.shape[0]:
+            return {}
+        self.summary = (rows, summarize(rows, self.layout))  # the results reuse it (summary_of)
+        return flat_summary(self.summary[1])
+
+    def summary_of(self, rows: np.ndarray) -> dict | None:
+        """The summary the loggers received, when it was computed from exactly ``rows`` (else None)."""
+        if self.summary is None or not np.array_equal(self.summary[0], rows):
+            return None
+        return self.summary[1]
 
     def edge_images_total(self) -> int:
         """Images that went through the edge in the last epoch, all processes together."""
