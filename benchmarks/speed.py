@@ -30,6 +30,17 @@ server, the paper's pair) on random 224x224 images. ``--data memory`` (the defau
 sweep the same decoded image tensors the bare loop uses, so that image decoding, which a real data
 set pays but which is no model forward (and which the bare loop does not do), stays out of the
 comparison; ``--data parquet`` makes the sweep decode them as a normal run does.
+
+``--suite real-gate`` (issue 16) measures the default job (``sagebench eval`` with no arguments: its
+strategies, budgets, batch size, gate and shipped weights, read from its config) in one run and one
+table: (1) the sweep at its own gate and at gate ``all`` against the bare forwards, (2) the whole
+``sagebench eval`` process against ``benchmarks/bare_default_job.py`` (the same work as a bare
+script), both as subprocesses, and (3) a rerun of one new strategy (``--rerun-strategy``, default
+``kdpp``) from a filled edge cache against a bare loop of that strategy's selections and server
+passes over the offloaded images:
+
+    python benchmarks/speed.py --suite real-gate --repeats 3            # all 10,000 images
+    python benchmarks/speed.py --suite real-gate --images 1000 --repeats 1   # a smoke test
 """
 
 from __future__ import annotations
@@ -52,6 +63,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "--suite" in sys.argv:  # the suite measures the default job, which runs with the OpenMP wait policy that
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # `import sagebench` sets before torch loads; so do we
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -121,7 +134,8 @@ def sweep_overrides(args, preset: dict, edge_ckpt: Path, server_ckpt: Path, data
         f"model.edge.name={preset['edge']}", "model.edge.pretrained=false", f"model.edge.checkpoint={edge_ckpt}",
         f"model.server.name={preset['server']}", "model.server.pretrained=false",
         f"model.server.checkpoint={server_ckpt}",
-        f"strategies=[{','.join(STRATEGIES)}]", f"budgets=[{','.join(map(str, preset['budgets']))}]",
+        f"strategies=[{','.join(preset.get('strategies', STRATEGIES))}]",
+        f"budgets=[{','.join(map(str, preset['budgets']))}]",
         f"gate.name={getattr(args, 'gate', 'all')}", f"gate.threshold={getattr(args, 'threshold', 1.0)}",
         # all: every image offloaded, S*K+1 server passes per image; min_entropy: the gate users run
         "progress=false", "logger=none", f"output_dir={out_dir}",
@@ -133,6 +147,8 @@ def sweep_overrides(args, preset: dict, edge_ckpt: Path, server_ckpt: Path, data
         o += [f"data.path={data_path}", "data.crop_pct=1.0"]  # 224 images, model size: no resize
     if args.threads:
         o.append(f"threads={args.threads}")
+    if getattr(args, "server_batch_size", None):
+        o.append(f"server_batch_size={args.server_batch_size}")
     if args.num_workers is not None:
         o.append(f"data.num_workers={args.num_workers}")
     return o + list(args.set or []) + list(extra)
@@ -207,6 +223,21 @@ def bare_server_tokens(vit, flat: torch.Tensor, budget: int, prefix, positions) 
     return vit.forward_head(x)
 
 
+def flat_patches(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """``[b, C, H, W]`` -> ``[b, N, C * ph * pw]``: raster-order patches, as the server's projection reads them."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * ph * pw)
+
+
+def bare_selected_tokens(vit, flat: torch.Tensor, indices: torch.Tensor, prefix, positions) -> torch.Tensor:
+    """One server forward on the patches ``indices [b, B]`` of each image: gather, embed, positions, blocks, head."""
+    proj = vit.patch_embed.proj
+    picked = flat.gather(1, indices.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+    tok = vit.patch_embed.norm(F.linear(picked, proj.weight.flatten(1), proj.bias)) + positions[indices]
+    x = torch.cat([prefix.expand(tok.shape[0], -1, -1).to(tok.dtype), tok], dim=1)
+    return vit.forward_head(vit.norm(vit.blocks(vit.norm_pre(x))))
+
+
 def autocast_ctx(args):
     if args.precision in ("bf16-mixed", "16-mixed"):
         dtype = torch.bfloat16 if args.precision.startswith("bf16") else torch.float16
@@ -235,6 +266,8 @@ def bare_loop(args, edge, server, batches, budgets, num_strategies: int) -> dict
                 bare_server_tokens(server, flat, budget, prefix, positions)
 
     real_gate = getattr(args, "gate", "all") != "all"
+    # the offloaded images go to the server in batches of at least this many, as the sweep's queue does
+    server_batch = getattr(args, "server_batch_size", None) or (len(batches[0]) if batches else 1)
     with torch.inference_mode(), autocast_ctx(args):
         sync(args)
         t0, c0 = time.perf_counter(), cpu_seconds()
@@ -243,10 +276,10 @@ def bare_loop(args, edge, server, batches, budgets, num_strategies: int) -> dict
         for host in batches:
             x = host.to(device, non_blocking=True)
             logits = edge(x)
-            if real_gate:  # the offloaded images, served in full batches (as many as a data batch)
+            if real_gate:  # the offloaded images, served in full batches (server_batch_size, default a data batch)
                 p = torch.softmax(logits.float(), dim=-1).amax(dim=-1)
                 waiting.append(x[-torch.log2(p) > args.threshold])
-                if sum(len(w) for w in waiting) >= len(host):
+                if sum(len(w) for w in waiting) >= server_batch:
                     serve(torch.cat(waiting))
                     waiting = []
                 continue
@@ -389,16 +422,18 @@ def run_memprobe(args, overrides: list[str]) -> dict:
 # One model pair
 
 
-def bench_pair(args, name: str, tmp: Path) -> dict:
+def bench_pair(args, name: str, tmp: Path, preset: dict | None = None, label: str | None = None) -> dict:
+    """One model pair (``PRESETS[name]``, or ``preset``), sweep vs bare; ``label`` names its folder."""
     from sagebench.config import load_config
     from sagebench.demo import DATA_FILE
     from sagebench.sweep.evaluate import evaluate
 
     args.current = name
-    preset = dict(PRESETS[name])
+    preset = dict(preset or PRESETS[name])
+    strategies = list(preset.get("strategies", STRATEGIES))
     images = args.images or preset["images"]
     batch_size = args.batch_size or preset["batch_size"]
-    folder = tmp / name
+    folder = tmp / (label or name)
     folder.mkdir()
     if getattr(args, "weights", "random") == "shipped":  # the trained demo weights: the offload share users see
         if preset["data"] not in ("embedded", "cifar10"):
@@ -454,7 +489,7 @@ def bench_pair(args, name: str, tmp: Path) -> dict:
 
     log(f"[{name}] warm-up ...")
     sweep(n=min(images, batch_size))
-    bare_loop(args, edge, server, batches[:1], preset["budgets"], len(STRATEGIES))
+    bare_loop(args, edge, server, batches[:1], preset["budgets"], len(strategies))
 
     walls, sweeps, bares, timm_ceilings, sweep_cpus, bare_cpus, all_phases = [], [], [], [], [], [], []
     bare_ceilings = []
@@ -473,7 +508,7 @@ def bench_pair(args, name: str, tmp: Path) -> dict:
                 if cpu_profile:
                     all_phases.append(last["timing"]["phases"])
             else:
-                b = bare_loop(args, edge, server, batches, preset["budgets"], len(STRATEGIES))
+                b = bare_loop(args, edge, server, batches, preset["budgets"], len(strategies))
                 bares.append(b["bare"])
                 bare_cpus.append(b["bare_cpu"])
                 timm_ceilings.append(b["timm_ceiling"])
@@ -488,19 +523,22 @@ def bench_pair(args, name: str, tmp: Path) -> dict:
     bmax = max(preset["budgets"])
     select = {k: v for k, v in phases.items() if k.startswith("select/")}
     server_t = {k: v for k, v in phases.items() if k.startswith("server/")}
-    sage_share = phases[f"select/sage/B{bmax}"] / phases[f"server/sage/B{bmax}"]
+    sage = f"select/sage/B{bmax}" in phases  # (a preset's strategies may leave sage out)
+    sage_share = phases[f"select/sage/B{bmax}"] / phases[f"server/sage/B{bmax}"] if sage else None
     all_share = sum(select.values()) / (sum(server_t.values()) + phases["ceiling"])
     # all of SAGE's budgets: includes the per-batch attention sort and Gram matrix that its first
     # budget computes and the others reuse
     sage_all_share = (sum(v for k, v in select.items() if k.startswith("select/sage/"))
-                      / sum(v for k, v in server_t.items() if k.startswith("server/sage/")))
+                      / sum(v for k, v in server_t.items() if k.startswith("server/sage/"))) if sage else None
     timm_ceiling = statistics.median(timm_ceilings)
     ceiling_ratio = timm_ceiling / phases["ceiling"]
 
     out = {
         "models": f"{preset['edge']} -> {preset['server']}", "images": last["num_images"], "batch_size": batch_size,
-        "strategies": len(STRATEGIES), "budgets": preset["budgets"], "server_passes_per_image": len(STRATEGIES) *
+        "strategies": len(strategies), "budgets": preset["budgets"], "server_passes_per_image": len(strategies) *
         len(preset["budgets"]) + 1, "data": "in-memory tensors" if in_memory else "decoded from parquet",
+        "gate": getattr(args, "gate", "all"), "threshold": getattr(args, "threshold", None),
+        "offloaded": last["num_offloaded"],
         "sweep_s": sweeps, "wall_s": walls, "bare_s": bares,
         "sweep_median_s": statistics.median(sweeps), "wall_median_s": statistics.median(walls),
         "bare_median_s": statistics.median(bares),
@@ -521,7 +559,7 @@ def bench_pair(args, name: str, tmp: Path) -> dict:
         "edge_forwards_per_image": last["timing"]["edge_forwards_per_image"],
         "server_passes": last["timing"]["server_passes"], "threads": last["timing"]["threads"],
     }
-    flops = sweep_flops_per_image(edge, server, preset["budgets"], len(STRATEGIES))
+    flops = sweep_flops_per_image(edge, server, preset["budgets"], len(strategies))
     out["gflop_per_image"] = flops / 1e9
     out["achieved_tflops"] = flops * out["images_per_s"] / 1e12
     if args.device == "cuda":
@@ -561,16 +599,377 @@ def bench_pair(args, name: str, tmp: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# The real-gate suite (--suite real-gate, issue 16): the default job, one run, one table
+
+SUITE_TARGETS = {"sweep": 1.10, "process": 1.15, "rerun": 1.20}
+
+
+def default_job(args) -> dict:
+    """What ``sagebench eval`` with no arguments runs (``load_config(None, [])``), with ``--images`` etc. applied."""
+    import pyarrow.parquet as pq
+
+    from sagebench.config import load_config, strategy_entries
+    from sagebench.demo import CIFAR10_FILE
+
+    cfg = load_config(None, [])
+    entries = strategy_entries(cfg)
+    if any(opts for _, opts in entries):
+        raise SystemExit("--suite real-gate: the default strategies carry options; only plain names are supported")
+    preset = PRESETS["cifar10"]
+    if ((cfg.model.edge.name, cfg.model.server.name) != (preset["edge"], preset["server"])
+            or Path(cfg.data.path).resolve() != Path(CIFAR10_FILE).resolve()):
+        raise SystemExit("--suite real-gate measures the shipped CIFAR-10 default job, but the default config now "
+                         f"names {cfg.model.edge.name} -> {cfg.model.server.name} on {cfg.data.path}")
+    limit = cfg.data.limit or pq.ParquetFile(cfg.data.path).metadata.num_rows
+    batch_size = args.batch_size or int(cfg.batch_size)
+    return {"strategies": [name for name, _ in entries], "budgets": [int(b) for b in cfg.budgets],
+            "batch_size": batch_size,
+            "server_batch_size": args.server_batch_size or int(cfg.server_batch_size or batch_size),
+            "gate": str(cfg.gate.name), "threshold": float(cfg.gate.threshold),
+            "images": min(args.images, limit) if args.images else int(limit),
+            "attention": str(cfg.model.edge.attention), "seed": int(cfg.seed)}
+
+
+def job_overrides(args, job: dict) -> list[str]:
+    """The overrides that make a run the default job at this benchmark's settings (none by default)."""
+    o = [f"data.limit={job['images']}"] if args.images else []
+    if args.batch_size:
+        o.append(f"batch_size={args.batch_size}")
+    if args.server_batch_size:
+        o.append(f"server_batch_size={args.server_batch_size}")
+    if args.threads:
+        o.append(f"threads={args.threads}")
+    if args.precision != "32-true":
+        o.append(f"trainer.precision={args.precision}")
+    if args.device == "cpu" and torch.cuda.is_available():
+        o.append("trainer.accelerator=cpu")
+    return o + list(args.set or [])
+
+
+def pair_stats(sweep_s: list[float], bare_s: list[float], sweep_cpu: list[float], bare_cpu: list[float]) -> dict:
+    """Medians over adjacent (sweep, bare) pairs, wall and CPU seconds."""
+    return {"sweep_s": sweep_s, "bare_s": bare_s, "sweep_cpu_s": sweep_cpu, "bare_cpu_s": bare_cpu,
+            "sweep_median_s": statistics.median(sweep_s), "bare_median_s": statistics.median(bare_s),
+            "ratio_per_pair": [s / b for s, b in zip(sweep_s, bare_s)],
+            "ratio_wall": statistics.median([s / b for s, b in zip(sweep_s, bare_s)]),
+            "ratio_cpu": statistics.median([s / b for s, b in zip(sweep_cpu, bare_cpu)])}
+
+
+def suite_sweeps(args, job: dict, tmp: Path) -> list[dict]:
+    """Row 1: the default job's sweep at its own gate and at gate ``all``, each against the bare forwards."""
+    preset = dict(PRESETS["cifar10"], strategies=job["strategies"], budgets=job["budgets"], images=job["images"],
+                  batch_size=job["batch_size"])
+    rows = []
+    for gate in [job["gate"]] + (["all"] if job["gate"] != "all" else []):
+        a = argparse.Namespace(**vars(args))
+        a.gate, a.threshold, a.weights, a.offload_share = gate, job["threshold"], "shipped", None
+        a.images, a.batch_size, a.server_batch_size = job["images"], job["batch_size"], job["server_batch_size"]
+        a.mem_images, a.cache_check = 0, False
+        log(f"[real-gate] 1: the default job's sweep at gate {gate} vs bare forwards, {job['images']} images ...")
+        rows.append(bench_pair(a, "cifar10", tmp, preset=preset, label=f"gate-{gate}"))
+    return rows
+
+
+def sagebench_command() -> list[str]:
+    exe = Path(sys.executable).parent / "sagebench"
+    if exe.is_file():
+        return [str(exe)]
+    return [sys.executable, "-c", "import sys; from sagebench.cli import main; sys.exit(main())"]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of both subprocesses of row 2: the OpenMP wait policy ``import sagebench`` gives itself
+    (PASSIVE unless set; this process has it too) for the bare script as well, which imports torch first."""
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
+def run_child(cmd: list[str], log_path: Path, cwd: Path) -> tuple[float, float, str]:
+    """Wall and CPU seconds (``getrusage(RUSAGE_CHILDREN)`` delta) of one subprocess, and its output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with open(log_path, "w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=child_env())
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = log_path.read_text(errors="replace")
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{out[-4000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), out
+
+
+def suite_process(args, job: dict, tmp: Path) -> dict:
+    """Row 2: ``sagebench eval logger=none`` against ``bare_default_job.py``, each a whole process."""
+    folder = tmp / "process"
+    folder.mkdir()
+    n = job["images"]
+    bare = [sys.executable, str(Path(__file__).resolve().parent / "bare_default_job.py"), "--images", str(n),
+            "--batch-size", str(job["batch_size"]), "--server-batch-size", str(job["server_batch_size"]),
+            "--threshold", str(job["threshold"]), "--strategies", str(len(job["strategies"])),
+            "--budgets", ",".join(map(str, job["budgets"])), "--device", args.device, "--precision", args.precision,
+            *(["--threads", str(args.threads)] if args.threads else [])]
+
+    def sage(tag: str, extra: tuple[str, ...] = ()) -> list[str]:
+        return [*sagebench_command(), "eval", "logger=none", f"output_dir={folder / tag}", *job_overrides(args, job),
+                *extra]
+
+    log("[real-gate] 2: warm-up (each process once, so that neither pays for a cold file cache) ...")
+    warm = min(n, job["batch_size"])
+    run_child(sage("warm", (f"data.limit={warm}",)), folder / "warm-eval.log", folder)
+    run_child([*bare, "--images", str(warm)], folder / "warm-bare.log", folder)
+    evals, eval_cpus, bares, bare_cpus, runs, bare_out = [], [], [], [], [], None
+    for r in range(args.repeats):
+        for what in (("eval", "bare") if r % 2 == 0 else ("bare", "eval")):
+            if what == "eval":
+                wall, cpu, _ = run_child(sage(f"eval{r}"), folder / f"eval{r}.log", folder)
+                res = json.loads((folder / f"eval{r}" / "results.json").read_text())
+                evals.append(wall)
+                eval_cpus.append(cpu)
+                runs.append(res)
+            else:
+                wall, cpu, out = run_child(bare, folder / f"bare{r}.log", folder)
+                bare_out = json.loads(next(line for line in out.splitlines() if line.startswith("BARE "))[5:])
+                bares.append(wall)
+                bare_cpus.append(cpu)
+        log(f"[real-gate] 2: repeat {r + 1}/{args.repeats}: sagebench eval {evals[-1]:.2f} s (cpu {eval_cpus[-1]:.2f}),"
+            f" bare script {bares[-1]:.2f} s (cpu {bare_cpus[-1]:.2f}), load {os.getloadavg()[0]:.2f}")
+    last = runs[-1]
+    work = {"eval": {"images": last["num_images"], "offloaded": last["num_offloaded"],
+                     "edge_accuracy": last["edge_accuracy"],
+                     "ceiling_offloaded_accuracy": last["ceiling"]["offloaded_accuracy"]}, "bare": bare_out}
+    work["same"] = (work["eval"]["offloaded"] == bare_out["offloaded"] and work["eval"]["images"] == bare_out["images"]
+                    and abs(work["eval"]["edge_accuracy"] - bare_out["edge_accuracy"]) < 0.5 / n)
+    return {"images": n, "offloaded": last["num_offloaded"], **pair_stats(evals, bares, eval_cpus, bare_cpus),
+            "evaluate_wall_s": [x["timing"]["wall_seconds"] for x in runs],
+            "evaluate_sweep_s": [x["timing"]["sweep_seconds"] for x in runs],
+            "command": " ".join(["sagebench", *sage("<tmp>")[len(sagebench_command()):]]).replace(f"{folder}/", ""),
+            "omp_wait_policy": child_env()["OMP_WAIT_POLICY"],
+            "bare_command": " ".join(["benchmarks/bare_default_job.py", *bare[2:]]), "work": work}
+
+
+def rerun_strategy(args, job: dict) -> str:
+    """``--rerun-strategy``, or kdpp, or (kdpp being a default) the first built-in the default job does not run."""
+    from sagebench.strategies import get_strategy, list_strategies
+
+    if args.rerun_strategy:
+        if args.rerun_strategy in job["strategies"]:
+            log(f"[real-gate] note: {args.rerun_strategy} is one of the default strategies {job['strategies']}")
+        return args.rerun_strategy
+    if "kdpp" not in job["strategies"]:
+        return "kdpp"
+    return next(n for n in list_strategies() if n not in job["strategies"] and not get_strategy(n).oracle)
+
+
+def offloaded_groups(args, edge, x: torch.Tensor, job: dict) -> list[tuple[torch.Tensor, object]]:
+    """The offloaded images' pixels and edge evidence, grouped as the sweep's queue serves them (a server batch
+    when at least ``server_batch_size`` are waiting)."""
+    from sagebench.edge.evidence import EdgeEvidence
+    from sagebench.gates import get_gate
+
+    gate, device, bs = get_gate(job["gate"]), torch.device(args.device), job["batch_size"]
+    groups, waiting, queued = [], [], 0
+    with torch.inference_mode(), autocast_ctx(args):
+        for i in range(0, len(x), bs):
+            xb = x[i:i + bs].to(device)
+            evidence = edge(xb, torch.arange(i, i + len(xb), device=device), job["seed"])
+            sent = gate(evidence.logits, job["threshold"]).nonzero().squeeze(1)
+            if sent.numel():
+                waiting.append((xb[sent], evidence.subset(sent)))
+                queued += sent.numel()
+            if waiting and (queued >= job["server_batch_size"] or i + bs >= len(x)):
+                groups.append((torch.cat([w[0] for w in waiting]), EdgeEvidence.cat([w[1] for w in waiting])))
+                waiting, queued = [], 0
+    return groups
+
+
+def bare_selections(args, strategy, server, groups, budgets) -> tuple[float, float]:
+    """Seconds (wall, CPU) of the strategy's selection and one server forward per budget, per server batch."""
+    from sagebench.runtime.speed import cpu_seconds
+
+    prefix, positions = _prefix_positions(server)
+    ph, pw = server.patch_embed.patch_size
+    with torch.inference_mode(), autocast_ctx(args):
+        sync(args)
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        for x, evidence in groups:
+            flat = flat_patches(x, ph, pw)
+            for budget in budgets:
+                bare_selected_tokens(server, flat, strategy.select(evidence, budget), prefix, positions)
+        sync(args)
+        return time.perf_counter() - t0, cpu_seconds() - c0
+
+
+def folder_size(folder: Path) -> tuple[int, int]:
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    return len(files), sum(f.stat().st_size for f in files)
+
+
+def suite_rerun(args, job: dict, tmp: Path) -> dict:
+    """Row 3: fill an edge cache with the default job, rerun it with one new strategy, against a bare loop of that
+    strategy's selections and server passes over the offloaded images (pixels and evidence in memory)."""
+    from sagebench import demo
+    from sagebench.config import load_config
+    from sagebench.edge.model import EdgeModel
+    from sagebench.strategies import get_strategy
+    from sagebench.sweep.evaluate import evaluate
+
+    name = rerun_strategy(args, job)
+    strategy = get_strategy(name)
+    if strategy.oracle:
+        raise SystemExit(f"--rerun-strategy {name}: an oracle needs the server's attention; the bare loop has none")
+    InMemoryImages.uninstall()  # the rerun reads the data set as a real run does
+    folder = tmp / "rerun"
+    folder.mkdir()
+    base = ["logger=none", "progress=false", "cache.edge=true", f"cache.dir={folder / 'cache'}",
+            # phase times: free on a CPU (nothing to synchronise), so on and shown; on a GPU they would sync
+            *(["profile=true"] if args.device == "cpu" else []), *job_overrides(args, job)]
+    log(f"[real-gate] 3: filling the edge cache (the default job, cache.edge=true, {job['images']} images) ...")
+    t0 = time.perf_counter()
+    fill = evaluate(load_config(None, [*base, f"output_dir={folder / 'fill'}"]))
+    fill_wall = time.perf_counter() - t0
+    shards_after_fill = folder_size(folder / "cache")
+    run = [0]
+
+    def rerun() -> tuple[float, dict]:
+        run[0] += 1
+        t0 = time.perf_counter()
+        res = evaluate(load_config(None, [*base, f"strategies=[{name}]", f"output_dir={folder / f'rerun{run[0]}'}"]))
+        return time.perf_counter() - t0, res
+
+    log("[real-gate] 3: the bare side's inputs (decoded pixels, edge evidence of the offloaded images) ...")
+    edge_vit, server, x, _ = load_inputs(PRESETS["cifar10"], demo.CIFAR10_FILE, job["images"],
+                                         demo.CIFAR10_EDGE_WEIGHTS, demo.CIFAR10_SERVER_WEIGHTS)
+    edge = EdgeModel(edge_vit, attention=job["attention"],
+                     with_rollout=getattr(strategy, "importance", None) == "rollout").to(args.device)
+    server.to(args.device)
+    groups = offloaded_groups(args, edge, x, job)
+    del x
+    bare_selections(args, strategy, server, groups[:1], job["budgets"])  # warm-up
+    reruns, rerun_cpus, walls, bares, bare_cpus, last = [], [], [], [], [], None
+    for r in range(args.repeats):
+        for what in (("rerun", "bare") if r % 2 == 0 else ("bare", "rerun")):
+            if what == "rerun":
+                wall, last = rerun()
+                walls.append(wall)
+                reruns.append(last["timing"]["sweep_seconds"])
+                rerun_cpus.append(last["timing"]["sweep_cpu_seconds"])
+            else:
+                b, c = bare_selections(args, strategy, server, groups, job["budgets"])
+                bares.append(b)
+                bare_cpus.append(c)
+        log(f"[real-gate] 3: repeat {r + 1}/{args.repeats}: rerun {reruns[-1]:.2f} s (cpu {rerun_cpus[-1]:.2f}), "
+            f"bare {bares[-1]:.2f} s (cpu {bare_cpus[-1]:.2f}), load {os.getloadavg()[0]:.2f}")
+    timing = last["timing"]
+    files, size = folder_size(folder / "cache")
+    return {"strategy": name, "images": last["num_images"], "offloaded": last["num_offloaded"],
+            "bare_offloaded": sum(len(g[0]) for g in groups), "server_batches": len(groups),
+            **pair_stats(reruns, bares, rerun_cpus, bare_cpus), "evaluate_wall_s": walls,
+            "fill_sweep_s": fill["timing"]["sweep_seconds"], "fill_evaluate_wall_s": fill_wall,
+            "fill_edge_forwards_per_image": fill["timing"]["edge_forwards_per_image"],
+            "edge_forwards_per_image": timing["edge_forwards_per_image"],
+            # whatever the results say about the cache (edge_cache today; more keys as the engine grows)
+            "cache_timing": {k: v for k, v in timing.items() if "cache" in k},
+            "cache_results": {k: v for k, v in last.items() if "cache" in k and k != "timing"},
+            "cache_files": files, "cache_bytes": size, "cache_files_after_fill": shards_after_fill[0],
+            "server_passes": timing.get("server_passes"), "phases": timing.get("phases")}
+
+
+def bench_suite(args, tmp: Path) -> dict:
+    job = default_job(args)
+    log(f"[real-gate] the default job: {job}")
+    rows = {int(r) for r in str(args.rows).split(",") if r.strip()}
+    out = {"suite": "real-gate", "job": job, "sweeps": suite_sweeps(args, job, tmp) if 1 in rows else []}
+    if 2 in rows:
+        out["process"] = suite_process(args, job, tmp)
+    if 3 in rows:
+        out["rerun"] = suite_rerun(args, job, tmp)
+    return out
+
+
+def fmt_suite(args, suite: dict) -> str:
+    job = suite["job"]
+
+    def ok(ratio: float, key: str) -> str:
+        return f"<= {SUITE_TARGETS[key]:.2f} " + ("ok" if ratio <= SUITE_TARGETS[key] else "MISSED")
+
+    passes = f"ceiling + {len(job['strategies'])}x{len(job['budgets'])} token passes"
+    rows = []
+    for r in suite["sweeps"]:
+        gate = f"{r['gate']} eta {job['threshold']}" if r["gate"] != "all" else "all"
+        rows.append((f"1 default job, gate {gate}", "`Trainer.test` (in-memory images)",
+                     f"edge on every image; {passes} on the offloaded", r, r["ratio_sweep"], r["ratio_cpu"], "sweep"))
+    p, q = suite.get("process"), suite.get("rerun")
+    if p is not None:
+        rows.append(("2 whole process", "`sagebench eval logger=none`", "`bare_default_job.py` (decode + same forwards)",
+                     p, p["ratio_wall"], p["ratio_cpu"], "process"))
+    if q is not None:
+        rows.append((f"3 cached rerun, `strategies=[{q['strategy']}]`", "rerun's `Trainer.test`",
+                     f"{q['strategy']} selection + 1 server pass per budget on the offloaded", q, q["ratio_wall"],
+                     q["ratio_cpu"], "rerun"))
+    lines = [env_line(args), "",
+             f"default job: {', '.join(job['strategies'])} x budgets {job['budgets']}, batch {job['batch_size']}, "
+             f"server batch {job['server_batch_size']}, gate {job['gate']} eta {job['threshold']}; "
+             f"{args.repeats} alternating pair(s) per row, medians", "",
+             "| row | sweep side | bare side | images (offloaded) | sweep s | bare s | wall ratio | pairs "
+             "| CPU s ratio | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for what, side, bare, r, wall, cpu, key in rows:
+        med_s = r["sweep_median_s"]
+        lines.append(f"| {what} | {side} | {bare} | {r['images']} ({r['offloaded']}) | {med_s:.2f} | "
+                     f"{r['bare_median_s']:.2f} | **{wall:.3f}** | "
+                     f"{' '.join(f'{v:.3f}' for v in r.get('ratio_per_pair', r.get('ratio_sweep_per_repeat', [])))} | "
+                     f"{cpu:.3f} | {ok(wall, key)} |")
+    lines.append("")
+    for r in suite["sweeps"]:
+        lines.append(f"* row 1, gate {r['gate']}: evaluate end to end / bare {r['ratio_wall']:.3f}; edge forwards per "
+                     f"image {r['edge_forwards_per_image']:.3f}; server passes run / reused "
+                     f"{r['server_passes']['images_run']} / {r['server_passes']['images_reused']}")
+    if p is None and q is None:
+        return "\n".join(lines)
+    if p is None:
+        return "\n".join(lines + _rerun_notes(q))
+    w, e = p["work"]["bare"], p["work"]["eval"]
+    lines.append(f"* row 2: `{p['command']}` vs `{p['bare_command']}` (OMP_WAIT_POLICY={p['omp_wait_policy']} for "
+                 "both); evaluate() inside the process "
+                 f"{statistics.median(p['evaluate_wall_s']):.2f} s (its sweep "
+                 f"{statistics.median(p['evaluate_sweep_s']):.2f} s) of {p['sweep_median_s']:.2f} s; same work: "
+                 f"{p['work']['same']} (eval / bare: offloaded {e['offloaded']} / {w['offloaded']}, edge accuracy "
+                 f"{e['edge_accuracy']:.4f} / {w['edge_accuracy']:.4f}, ceiling on the offloaded "
+                 f"{e['ceiling_offloaded_accuracy']:.4f} / {w['ceiling_offloaded_accuracy']:.4f})")
+    return "\n".join(lines + ([] if q is None else _rerun_notes(q)))
+
+
+def _rerun_notes(q: dict) -> list[str]:
+    lines: list[str] = []
+    lines.append(f"* row 3: fill (default strategies, cache.edge=true) sweep {q['fill_sweep_s']:.2f} s, edge forwards "
+                 f"per image {q['fill_edge_forwards_per_image']:.3f}; rerun edge forwards per image "
+                 f"{q['edge_forwards_per_image']:.3f} (expected 0); offloaded rerun / bare {q['offloaded']} / "
+                 f"{q['bare_offloaded']} in {q['server_batches']} server batches; evaluate end to end "
+                 f"{statistics.median(q['evaluate_wall_s']):.2f} s")
+    lines.append(f"* row 3, cache: {json.dumps(q['cache_timing'], default=str)}"
+                 + (f" {json.dumps(q['cache_results'], default=str)}" if q["cache_results"] else "")
+                 + f"; on disk {q['cache_files']} files, {q['cache_bytes'] / 2**20:.1f} MB")
+    phases = q.get("phases") or {}
+    if phases:
+        lines.append("* row 3, rerun phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()
+                                                               if not k.startswith(("select/", "server/")))
+                     + f", selections {sum(v for k, v in phases.items() if k.startswith('select/')):.2f}"
+                     + f", server passes {sum(v for k, v in phases.items() if k.startswith('server/')):.2f}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
 # Report
 
 
+def env_line(args) -> str:
+    return (f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else
+                                       f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)") +
+            f", precision {args.precision}, torch {torch.__version__}, OMP_WAIT_POLICY="
+            f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average at end {os.getloadavg()[0]:.2f}")
+
+
 def fmt_table(args, results: dict) -> str:
-    lines = []
-    env = (f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else
-                                      f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)") +
-           f", precision {args.precision}, torch {torch.__version__}, OMP_WAIT_POLICY="
-           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average at end {os.getloadavg()[0]:.2f}")
-    lines.append(env)
+    lines = [env_line(args)]
     for name, r in results.items():
         ok = lambda cond: "ok" if cond else "MISSED"  # noqa: E731
         lines += [
@@ -634,6 +1033,14 @@ def fmt_table(args, results: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="embedded", help="comma list of: " + ", ".join(PRESETS))
+    p.add_argument("--suite", default=None, choices=["real-gate"],
+                   help="real-gate: the default job (`sagebench eval`, its own config) at its gate and at gate all, "
+                        "as a whole process, and as a cached rerun of one new strategy, in one table (--models, "
+                        "--gate, --threshold and --weights do not apply)")
+    p.add_argument("--rows", default="1,2,3", help="--suite real-gate: which rows to run (comma list of 1, 2, 3)")
+    p.add_argument("--rerun-strategy", default=None, metavar="NAME",
+                   help="--suite real-gate: the strategy of the cached rerun (default kdpp, or the first built-in "
+                        "the default job does not run)")
     p.add_argument("--gate", default="all", choices=["all", "min_entropy"],
                    help="all: every image offloaded (the worst case); min_entropy: the gate users run, whose bare "
                         "loop serves the offloaded images in full batches")
@@ -643,8 +1050,11 @@ def main(argv=None) -> int:
     p.add_argument("--offload-share", type=float, default=None,
                    help="with --gate min_entropy: choose eta so that this share of the images is offloaded "
                         "(e.g. 0.36, ImageNet's at eta 1.0; for random-init weights)")
-    p.add_argument("--images", type=int, default=None, help="images per sweep (default: the preset's)")
+    p.add_argument("--images", type=int, default=None,
+                   help="images per sweep (default: the preset's; --suite real-gate: all of the default job's)")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--server-batch-size", type=int, default=None,
+                   help="server_batch_size for the sweep and the bare loop (default: the config's, i.e. batch size)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--precision", default="32-true", help="trainer.precision: 32-true, bf16-mixed, 16-mixed")
@@ -673,6 +1083,17 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     if args.memprobe:
         memory_probe(args)
+        return 0
+    if args.suite == "real-gate":
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="sagebench-speed-") as tmp:
+            suite = bench_suite(args, Path(tmp))
+        table = fmt_suite(args, suite)
+        print(table)
+        log(f"[real-gate] done in {time.perf_counter() - started:.0f} s")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                                                   "table": table, "results": suite}, indent=1, default=str))
         return 0
     results = {}
     with tempfile.TemporaryDirectory(prefix="sagebench-speed-") as tmp:

@@ -57,8 +57,9 @@ def test_a_bad_class_path_is_a_clear_error(random_models_overrides, tmp_path, en
 def test_the_data_is_prepared_once_then_loaded_in_the_data_modules_setup(random_models_overrides, tmp_path,
                                                                           monkeypatch):
     """Lightning's hooks own the data: nothing is read before the Trainer runs; ``prepare_data`` (one process
-    per node) prepares the source, then ``setup`` (every process) loads it, before the partial-results
-    callback's setup reads the run key (which holds the number of images)."""
+    per node) prepares the source, then ``setup`` (every process) builds the evaluation set from it (loading
+    it again in the processes that did not prepare it), before the partial-results callback's setup reads
+    the run key (which holds the number of images)."""
     from sagebench.data import sources
     from sagebench.sweep import datamodule, partial
 
@@ -77,5 +78,5 @@ def test_the_data_is_prepared_once_then_loaded_in_the_data_modules_setup(random_
 
     monkeypatch.setattr(partial.PartialResults, "setup", partial_setup)
     res = evaluate(load_config(None, [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}"]))
-    assert events == ["prepare_data", "load_source", "setup", "load_source", "partial.setup key.num_images=30"]
+    assert events == ["prepare_data", "load_source", "setup", "partial.setup key.num_images=30"]
     assert res["num_images"] == 30 and res["resume"]["key"]["data"]["num_images"] == 30

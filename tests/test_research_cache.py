@@ -126,3 +126,33 @@ def test_the_cache_size_is_reported_and_bounded_by_cache_max_gb(tmp_path, capsys
     assert roomy["timing"]["edge_cache"]["bytes_written"] == written > 0
     assert rows.equals(roomy_rows)  # the bound changes what is cached, never the results
     json.dumps(report)  # plain JSON in results.json
+
+
+def test_a_cached_rerun_killed_half_way_resumes_to_the_same_records(tmp_path):
+    """SIGKILL while a cached rerun is reading the offloaded images, then resume=true: the records equal those
+    of a run without the cache (the kept images' records, served from the cache, are neither lost nor doubled)."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import sigkill_after_chunks
+
+    from sagebench.sweep import resume
+
+    cache = f"cache.dir={tmp_path / 'cache'}"
+    _run(tmp_path, "fill", "cache.edge=true", cache, "strategies=[random]")
+    common = [*BASE, "batch_size=8", "server_batch_size=8", "strategies=[sage]", "progress=false",
+              "data.num_workers=0"]
+    out_dir = tmp_path / "killed"
+    sigkill_after_chunks([*common, "cache.edge=true", cache], out_dir, chunks=2)
+    assert resume.inspect_run(out_dir).unfinished
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("SAGEBENCH_RUN_ID", None)
+    done = subprocess.run([sys.executable, "-m", "sagebench.cli", "eval", *common, "cache.edge=true", cache,
+                           "resume=true", f"output_dir={out_dir}"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = json.loads((out_dir / "results.json").read_text())
+    assert resumed["timing"]["edge_cache"]["offload"]["served_from_cache"]
+    _, plain_rows = _run(tmp_path, "plain", "batch_size=8", "strategies=[sage]")
+    assert pq.read_table(out_dir / "samples.parquet").equals(plain_rows)

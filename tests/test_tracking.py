@@ -239,3 +239,26 @@ def test_a_users_open_w_and_b_run_is_reused_and_left_open(random_models_override
         assert user.summary["benchmark/fingerprint"] == res["benchmark"]["fingerprint"]
     finally:
         user.finish()
+
+
+def test_figures_are_drawn_side_by_side_and_a_failing_one_is_only_a_warning(tmp_path, capsys):
+    """draw_all draws each figure job (in forked children where that pays): every path comes back, and a
+    figure that fails (in a child or in the parent) is one warning line, not a failed run."""
+    from pathlib import Path
+
+    from sagebench.reporting.report import Guard, draw_all
+
+    def write(path):
+        Path(path).write_text("x")
+        return Path(path)
+
+    def broken(_):
+        raise ValueError("no such axis")
+
+    guard = Guard(tmp_path)
+    out = draw_all([("a", "drawing a", write, (tmp_path / "a.png",)), ("b", "drawing b", broken, (None,)),
+                    ("c", "drawing c", write, (tmp_path / "c.png",))], guard)
+    assert out["a"] == tmp_path / "a.png" and out["c"] == tmp_path / "c.png" and out["b"] is None
+    assert (tmp_path / "a.png").read_text() == "x" and guard.failures == ["drawing b"]
+    err = capsys.readouterr().err
+    assert "drawing b failed" in err and "no such axis" in err

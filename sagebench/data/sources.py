@@ -51,17 +51,16 @@ def load_source(spec: DataSpec) -> Any:
     )
 
 
-def prepare_source(spec: DataSpec) -> None:
-    """Download and prepare the data set of ``spec`` into the local caches, and read nothing back.
+def prepare_source(spec: DataSpec) -> Any:
+    """Download and prepare the data set of ``spec`` into the local caches; the loaded data set (None for a stream).
 
     Why separate from :func:`load_source`: Lightning runs a data module's ``prepare_data`` on one
     process per node before any process loads the data (``setup``), so a hub download or the
     parquet-to-Arrow conversion of a local file happens once instead of racing in every process;
-    the later :func:`load_source` of each process then reads the prepared cache. A stream has
-    nothing to prepare.
+    the later :func:`load_source` of each process then reads the prepared cache (the process that
+    prepared it may reuse what this returns). A stream has nothing to prepare.
     """
-    if not spec.streaming:
-        load_source(spec)
+    return None if spec.streaming else load_source(spec)
 
 
 def _has_glob(path: str) -> bool:

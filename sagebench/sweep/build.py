@@ -197,13 +197,13 @@ def build_budgets(cfg: DictConfig, num_patches: int) -> tuple[list[int], str]:
 
 def build_dataset(spec: data_lib.DataSpec, view: dict[str, Any], num_classes: int, *,
                   model_labels: data_lib.ModelLabels | None = None, model_name: str = "the model",
-                  trained: bool = True) -> tuple[torch.utils.data.Dataset, int | None]:
+                  trained: bool = True, source: Any = None) -> tuple[torch.utils.data.Dataset, int | None]:
     """The evaluation images (a stream when ``data.streaming``) and their number (None for a stream).
 
     Labels become the model's indices (``dataset.label_map``): by ``data.label_map``, or by name when the
     data's labels and the model's classes (``model_labels``) are named (:mod:`sagebench.data.labels`).
     """
-    source = data_lib.load_source(spec)
+    source = source if source is not None else data_lib.load_source(spec)  # given: prepared by this process
     features = getattr(source, "features", None) or {}
     label_map = data_lib.resolve_label_map(
         data_lib.data_label_names(features.get(spec.label_column)), model_labels, num_classes,
@@ -261,13 +261,16 @@ def build(cfg: DictConfig, *, load_data: bool = True) -> Sweep:
     return sweep
 
 
-def attach_data(sweep: Sweep) -> torch.utils.data.Dataset:
-    """Load the evaluation images of ``sweep`` (labels mapped into the models' label space) into it."""
+def attach_data(sweep: Sweep, source: Any = None) -> torch.utils.data.Dataset:
+    """Load the evaluation images of ``sweep`` (labels mapped into the models' label space) into it.
+
+    ``source``: the data set this process already loaded (:func:`sagebench.data.prepare_source`), if any.
+    """
     sweep.dataset, sweep.num_images = build_dataset(
         sweep.data, sweep.view, sweep.server.vit.num_classes,
         model_labels=model_labels(sweep.edge_spec, sweep.edge, sweep.server_spec, sweep.server),
         model_name=sweep.server_spec.name,
-        trained=bool(sweep.server_spec.pretrained or sweep.server_spec.checkpoint))
+        trained=bool(sweep.server_spec.pretrained or sweep.server_spec.checkpoint), source=source)
     return sweep.dataset
 
 

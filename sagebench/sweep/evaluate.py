@@ -190,16 +190,22 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
     )
     check_processes(sweep.data.limit, trainer.world_size)  # known before any process is started
     module = build_module(sweep, trainer, partial)
+    module.log_summary = bool(trainer.loggers)  # evaluate() returns the results itself: log only for a logger
+
+    prepared: dict[str, Any] = {}  # what prepare_data loaded, when it ran in this process
+
+    def prepare_data() -> None:
+        prepared["source"] = data_lib.prepare_source(sweep.data)
 
     def load_data() -> Any:
-        dataset = attach_data(sweep)
+        dataset = attach_data(sweep, prepared.pop("source", None))
         check_processes(sweep.num_images, trainer.world_size)
         partial.key = key()
         cached = use_offload_cache(sweep, module, datamodule, partial, trainer.world_size)
         return dataset if cached is None else cached
 
     datamodule = SweepData(load_data, sweep.cfg.batch_size, speed.num_workers(sweep.cfg.data.num_workers, trainer),
-                           done_ids=lambda: partial.done_ids, prepare=lambda: data_lib.prepare_source(sweep.data))
+                           done_ids=lambda: partial.done_ids, prepare=prepare_data)
     clock = speed.Stopwatch()  # wall and CPU seconds of the sweep itself
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
