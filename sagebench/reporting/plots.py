@@ -51,6 +51,7 @@ class Example:
     budget: int
     selections: dict[str, list[int]] = field(default_factory=dict)
     class_names: Sequence[str] | None = None
+    rendered: np.ndarray | None = field(default=None, repr=False, compare=False)  # overlay_array, once drawn
 
     def name_of(self, cls: int) -> str:
         if self.class_names and 0 <= cls < len(self.class_names):
@@ -249,14 +250,32 @@ def _overlay_figure(examples: Sequence[Example]) -> Any:
 
 
 def plot_overlays(examples: Sequence[Example], path: Path) -> Path:
-    """One row per image: the image, the edge attention heat map, then what each strategy sent."""
+    """One row per image: the image, the edge attention heat map, then what each strategy sent.
+
+    Each row is drawn once (:func:`overlay_array`, kept on the example for W&B) and the rows are
+    stacked into the PNG, so logging the overlays draws nothing again.
+    """
+    import io
+
+    from PIL import Image
+
+    from sagebench.runtime.files import atomic_write_bytes
+
     if not examples:
         raise ValueError("no examples to plot")
-    return save(_overlay_figure(examples), path)
+    rows = [overlay_array(ex) for ex in examples]
+    width = max(r.shape[1] for r in rows)
+    stacked = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+                              for r in rows])
+    buf = io.BytesIO()
+    Image.fromarray(stacked).save(buf, format="png")
+    return atomic_write_bytes(Path(path), buf.getvalue(), durable=False)
 
 
 def overlay_array(example: Example) -> np.ndarray:
-    """The overlay row of one image as an ``[H, W, 3]`` uint8 array (for ``wandb.Image``)."""
-    fig = _overlay_figure([example])
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    """The overlay row of one image as an ``[H, W, 3]`` uint8 array (for ``wandb.Image``), drawn once."""
+    if example.rendered is None:
+        fig = _overlay_figure([example])
+        fig.canvas.draw()
+        example.rendered = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    return example.rendered
