@@ -84,7 +84,8 @@ def test_another_gate_is_another_cache_never_a_stale_answer(tmp_path):
 
 
 def test_the_offload_key_changes_with_the_gate_and_the_server():
-    from sagebench.sweep.offload_cache import _digest, offload_key
+    from sagebench.edge.cache import key_digest as _digest
+    from sagebench.sweep.offload_cache import offload_key
 
     base = dict(gate="min_entropy", threshold=1.0, server_name="s", server_kwargs={}, server_weights_sha256="a",
                 label_map=None, compiled=False)

@@ -124,37 +124,33 @@ def _tensor_fields(evidence: EdgeEvidence) -> dict[str, torch.Tensor]:
     return out
 
 
-class EdgeCache:
-    """The shards of one cache folder: which sample ids are there, read a batch, write a batch."""
+class ShardFolder:
+    """A cache folder of safetensors shards under its ``key.json``: opened (key checked), read, written.
 
-    def __init__(self, folder: str | os.PathLike, key: dict[str, Any], budget: SizeBudget | None = None) -> None:
+    Shared by the edge evidence (:class:`EdgeCache`) and the research-loop cache beside it
+    (:class:`sagebench.sweep.offload_cache.OffloadCache`): each shard is written atomically (never
+    pickle), counted against the cache root's :class:`SizeBudget`, and read back with safetensors.
+    """
+
+    what = "cache"  # how messages name the folder
+    mismatch = "holds another key.json than its name says; delete the folder."
+
+    def _open(self, folder: str | os.PathLike, key: dict[str, Any], budget: SizeBudget | None) -> None:
         self.folder = Path(folder).expanduser()
         self.key = key
         self.budget = budget  # cache.max_gb over the whole cache root
+        self._loaded: tuple[str, dict[str, torch.Tensor]] | None = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             key_path = self.folder / KEY_FILE
             if key_path.is_file():
-                stored = json.loads(key_path.read_text())
-                if json.loads(json.dumps(key, sort_keys=True, default=str)) != stored:
-                    raise SageBenchError(f"The edge cache {self.folder} was made for other data or another edge "
-                                         "model (its key.json differs). Point cache.dir elsewhere or delete it.")
+                if json.loads(json.dumps(key, sort_keys=True, default=str)) != json.loads(key_path.read_text()):
+                    raise SageBenchError(f"The {self.what} {self.folder} {self.mismatch}")
             else:
                 atomic_write_text(key_path, json.dumps(key, sort_keys=True, indent=1, default=str) + "\n")
         except OSError as exc:
-            raise SageBenchError(f"Cannot use the edge cache folder {self.folder}: {exc}. "
+            raise SageBenchError(f"Cannot use the {self.what} folder {self.folder}: {exc}. "
                                  "Set cache.dir to a writable folder, or cache.edge=false.") from exc
-        self._shard_of: dict[int, tuple[str, int]] = {}
-        for path in sorted(self.folder.glob("shard-*.safetensors")):
-            ids = self._read(path, ["sample_ids"])["sample_ids"]
-            for row, sid in enumerate(ids.tolist()):
-                self._shard_of.setdefault(int(sid), (path.name, row))
-        self._loaded: tuple[str, dict[str, torch.Tensor]] | None = None
-        self.hits = 0     # images whose evidence came from the cache
-        self.misses = 0   # images whose evidence the edge computed (and that were stored)
-
-    def __len__(self) -> int:
-        return len(self._shard_of)
 
     def _read(self, path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
         from safetensors import safe_open
@@ -163,13 +159,49 @@ class EdgeCache:
             with safe_open(str(path), framework="pt", device="cpu") as fh:
                 return {n: fh.get_tensor(n) for n in (names or list(fh.keys()))}
         except Exception as exc:
-            raise SageBenchError(f"The edge cache shard {path} cannot be read ({type(exc).__name__}: {exc}); "
+            raise SageBenchError(f"The {self.what} shard {path} cannot be read ({type(exc).__name__}: {exc}); "
                                  f"delete the folder {self.folder} (or set cache.dir elsewhere) and rerun.") from exc
 
     def _shard(self, name: str) -> dict[str, torch.Tensor]:
         if self._loaded is None or self._loaded[0] != name:
             self._loaded = (name, self._read(self.folder / name))
         return self._loaded[1]
+
+    def _write_shard(self, prefix: str, tensors: dict[str, torch.Tensor], rank: int) -> str | None:
+        """Write one shard; its file name, or None when the size bound refused it."""
+        from safetensors.torch import save
+
+        blob = save(tensors)
+        if self.budget is not None and not self.budget.allow(len(blob)):
+            return None
+        name = f"{prefix}-r{rank}-{uuid.uuid4().hex[:12]}.safetensors"
+        try:
+            atomic_write_bytes(self.folder / name, blob)
+        except OSError as exc:
+            raise SageBenchError(f"Cannot write the {self.what} shard {self.folder / name}: {exc}. Free disk space, "
+                                 "set cache.dir elsewhere, or cache.edge=false.") from exc
+        return name
+
+
+class EdgeCache(ShardFolder):
+    """The shards of one cache folder: which sample ids are there, read a batch, write a batch."""
+
+    what = "edge cache"
+    mismatch = ("was made for other data or another edge model (its key.json differs). Point cache.dir elsewhere "
+                "or delete it.")
+
+    def __init__(self, folder: str | os.PathLike, key: dict[str, Any], budget: SizeBudget | None = None) -> None:
+        self._open(folder, key, budget)
+        self._shard_of: dict[int, tuple[str, int]] = {}
+        for path in sorted(self.folder.glob("shard-*.safetensors")):
+            ids = self._read(path, ["sample_ids"])["sample_ids"]
+            for row, sid in enumerate(ids.tolist()):
+                self._shard_of.setdefault(int(sid), (path.name, row))
+        self.hits = 0     # images whose evidence came from the cache
+        self.misses = 0   # images whose evidence the edge computed (and that were stored)
+
+    def __len__(self) -> int:
+        return len(self._shard_of)
 
     def covers(self, sample_ids: torch.Tensor) -> bool:
         return all(int(i) in self._shard_of for i in sample_ids.tolist())
@@ -201,20 +233,12 @@ class EdgeCache:
         return EdgeEvidence(**fields, grid=grid, sample_ids=sample_ids, seed=seed)
 
     def store(self, evidence: EdgeEvidence, rank: int = 0) -> None:
-        from safetensors.torch import save
-
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in _tensor_fields(evidence).items()}
         tensors["sample_ids"] = evidence.sample_ids.detach().to("cpu", torch.int64).contiguous()
-        name = f"shard-r{rank}-{uuid.uuid4().hex[:12]}.safetensors"
-        blob = save(tensors)
         self.misses += len(tensors["sample_ids"])
-        if self.budget is not None and not self.budget.allow(len(blob)):
+        name = self._write_shard("shard", tensors, rank)
+        if name is None:
             return
-        try:
-            atomic_write_bytes(self.folder / name, blob)
-        except OSError as exc:
-            raise SageBenchError(f"Cannot write the edge cache shard {self.folder / name}: {exc}. "
-                                 "Free disk space, set cache.dir elsewhere, or cache.edge=false.") from exc
         for row, sid in enumerate(tensors["sample_ids"].tolist()):
             self._shard_of.setdefault(int(sid), (name, row))
 

@@ -25,21 +25,15 @@ would pass it is skipped with one warning (the run is unaffected, only not cache
 
 from __future__ import annotations
 
-import hashlib
-import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sagebench.edge.cache import SizeBudget
-from sagebench.errors import SageBenchError
-from sagebench.runtime.files import atomic_write_bytes, atomic_write_text
+from sagebench.edge.cache import ShardFolder, SizeBudget, key_digest
 
 OFFLOAD_CACHE_VERSION = 1
-KEY_FILE = "key.json"
 
 
 def pixel_stats(view: dict[str, Any], channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,33 +66,17 @@ def offload_key(edge_key_digest: str, *, gate: str, threshold: float | None, ser
             "label_map": label_map, "compile": bool(compiled)}
 
 
-def _digest(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class OffloadCache:
+class OffloadCache(ShardFolder):
     """One key's folder: ``index-*`` shards (every image's label, edge prediction, gate decision) and
     ``served-*`` shards (the offloaded images' pixels and ceiling prediction)."""
 
+    what = "offload cache"
+
     def __init__(self, edge_folder: Path, key: dict[str, Any], view: dict[str, Any], channels: int,
                  budget: SizeBudget, rank: int = 0) -> None:
-        self.folder = Path(edge_folder) / f"offload-{_digest(key)}"
-        self.key = key
+        self._open(Path(edge_folder) / f"offload-{key_digest(key)}", key, budget)
         self.mean, self.std = pixel_stats(view, channels)
-        self.budget = budget
         self.rank = rank
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            key_path = self.folder / KEY_FILE
-            if key_path.is_file():
-                if json.loads(key_path.read_text()) != json.loads(json.dumps(key, sort_keys=True, default=str)):
-                    raise SageBenchError(f"The offload cache {self.folder} holds another key.json than its name says; "
-                                         "delete the folder.")
-            else:
-                atomic_write_text(key_path, json.dumps(key, sort_keys=True, indent=1, default=str) + "\n")
-        except OSError as exc:
-            raise SageBenchError(f"Cannot use the cache folder {self.folder}: {exc}. Set cache.dir to a writable "
-                                 "folder, or cache.edge=false.") from exc
         self._base: dict[int, tuple[int, float, bool]] = {}  # id -> (label, edge_pred, offloaded)
         self._served: dict[int, tuple[str, int]] = {}  # id -> (shard, row)
         for path in sorted(self.folder.glob("index-*.safetensors")):
@@ -109,26 +87,10 @@ class OffloadCache:
         for path in sorted(self.folder.glob("served-*.safetensors")):
             for row, sid in enumerate(self._read(path, ["sample_id"])["sample_id"].tolist()):
                 self._served.setdefault(int(sid), (path.name, row))
-        self._loaded: tuple[str, dict[str, torch.Tensor]] | None = None
         self.serving = False  # this run reads its offloaded images from here
         self.images_served = 0  # offloaded images whose pixels and ceiling came from here
 
     # -- reading
-
-    def _read(self, path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as fh:
-                return {n: fh.get_tensor(n) for n in (names or list(fh.keys()))}
-        except Exception as exc:
-            raise SageBenchError(f"The cache shard {path} cannot be read ({type(exc).__name__}: {exc}); delete the "
-                                 f"folder {self.folder} (or set cache.dir elsewhere) and rerun.") from exc
-
-    def _shard(self, name: str) -> dict[str, torch.Tensor]:
-        if self._loaded is None or self._loaded[0] != name:
-            self._loaded = (name, self._read(self.folder / name))
-        return self._loaded[1]
 
     def covers(self, num_images: int) -> bool:
         """Every image ``0 .. num_images-1`` is indexed and every offloaded one has its pixels and ceiling."""
@@ -176,20 +138,6 @@ class OffloadCache:
 
     # -- writing
 
-    def _write(self, prefix: str, tensors: dict[str, torch.Tensor]) -> str | None:
-        from safetensors.torch import save
-
-        blob = save(tensors)
-        if not self.budget.allow(len(blob)):
-            return None
-        name = f"{prefix}-r{self.rank}-{uuid.uuid4().hex[:12]}.safetensors"
-        try:
-            atomic_write_bytes(self.folder / name, blob)
-        except OSError as exc:
-            raise SageBenchError(f"Cannot write the cache shard {self.folder / name}: {exc}. Free disk space, set "
-                                 "cache.dir elsewhere, or cache.edge=false.") from exc
-        return name
-
     def record_gate(self, sample_ids: torch.Tensor, labels: torch.Tensor, edge_pred: torch.Tensor,
                     offloaded: torch.Tensor) -> None:
         """Every image of a batch: label, edge prediction, gate decision (images already indexed are skipped)."""
@@ -200,7 +148,7 @@ class OffloadCache:
         t = {"sample_id": ids[new].contiguous(), "label": labels.detach().cpu().to(torch.int64)[new].contiguous(),
              "edge_pred": edge_pred.detach().cpu().to(torch.float64)[new].contiguous(),
              "offloaded": offloaded.detach().cpu().to(torch.bool)[new].contiguous()}
-        if self._write("index", t) is None:
+        if self._write_shard("index", t, self.rank) is None:
             return
         for sid, label, pred, off in zip(t["sample_id"].tolist(), t["label"].tolist(), t["edge_pred"].tolist(),
                                          t["offloaded"].tolist()):
@@ -216,7 +164,7 @@ class OffloadCache:
         u8 = to_uint8(pixels, self.mean, self.std)
         t = {"sample_id": ids[new].contiguous(), "ceiling_pred": ceiling_pred.detach().cpu().to(torch.float64)[new]
              .contiguous(), **({"pixels_u8": u8.contiguous()} if u8 is not None else {"pixels": pixels})}
-        name = self._write("served", t)
+        name = self._write_shard("served", t, self.rank)
         if name is None:
             return
         for row, sid in enumerate(t["sample_id"].tolist()):
