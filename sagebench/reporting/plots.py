@@ -242,7 +242,11 @@ def _draw_row(axes: Sequence[Any], ex: Example, titles: bool = True) -> None:
 
 def _overlay_figure(examples: Sequence[Example]) -> Any:
     cols = 2 + max(len(ex.selections) for ex in examples)
-    fig = figure(1.9 * cols, 2.15 * len(examples))
+    row_height = 2.15  # inches: a square image plus its two-line title
+    fig = figure(1.9 * cols, row_height * len(examples))
+    fig.set_layout_engine(None)  # fixed margins: the tight engine clips the titles of square image panels
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.01 / len(examples),
+                        top=1 - 0.42 / (row_height * len(examples)), wspace=0.06, hspace=0.42 / row_height)
     for r, ex in enumerate(examples):
         axes = [fig.add_subplot(len(examples), cols, r * cols + c + 1) for c in range(2 + len(ex.selections))]
         _draw_row(axes, ex)
