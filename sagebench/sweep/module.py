@@ -26,8 +26,8 @@ from sagebench.server.passes import ServerPasses
 from sagebench.strategies.base import Strategy, check_budget, check_byte_budget
 from sagebench.sweep.offload_cache import OffloadCache
 from sagebench.sweep.records import (
-    NOT_OFFLOADED,
     SweepRecords,
+    edge_rows,
     predictions,
     skipped_rows,
     split_skipped,
@@ -118,18 +118,14 @@ class SageBenchModule(L.LightningModule):
         is served (:meth:`_serve`), in a full server batch.
         """
         images, labels, sample_ids = batch
-        b = images.shape[0]
         started = self.timer.start()
         evidence, through_edge = self.edge_source(images, sample_ids, self.seed)
         self.timer.stop("edge", started)
         self.edge_images.update(torch.tensor(float(through_edge), device=images.device))
         offload = self.gate_fn(evidence.logits, self.threshold)
-        rows = torch.full((b, self.layout.num_columns), float(NOT_OFFLOADED), dtype=torch.float64, device=images.device)
+        # records.NONFINITE as the edge prediction for NaN/Inf logits
+        rows = edge_rows(self.layout, sample_ids, labels, predictions(evidence.logits), offload)
         col = self.layout.column
-        rows[:, col("sample_id")] = sample_ids.double()
-        rows[:, col("label")] = labels.double()
-        rows[:, col("edge_pred")] = predictions(evidence.logits)  # records.NONFINITE for NaN/Inf logits
-        rows[:, col("offloaded")] = offload.double()
         if self.offload_cache is not None and not self.offload_cache.serving:
             self.offload_cache.record_gate(sample_ids, labels, rows[:, col("edge_pred")], offload)
         sent = offload.nonzero().squeeze(1)

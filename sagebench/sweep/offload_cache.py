@@ -101,18 +101,13 @@ class OffloadCache(ShardFolder):
 
     def kept_rows(self, num_images: int, layout: Any, exclude: np.ndarray | None = None) -> np.ndarray:
         """The complete records of the images the gate kept at the edge (as the module writes them)."""
-        from sagebench.sweep.records import NOT_OFFLOADED
+        from sagebench.sweep.records import edge_rows
 
         skip = set() if exclude is None else {int(i) for i in exclude}
         ids = [i for i in range(num_images) if not self._base[i][2] and i not in skip]
-        rows = np.full((len(ids), layout.num_columns), float(NOT_OFFLOADED), dtype=np.float64)
-        for r, i in enumerate(ids):
-            label, pred, _ = self._base[i]
-            rows[r, layout.column("sample_id")] = i
-            rows[r, layout.column("label")] = label
-            rows[r, layout.column("edge_pred")] = pred
-            rows[r, layout.column("offloaded")] = 0.0
-        return rows
+        labels, preds = zip(*[self._base[i][:2] for i in ids]) if ids else ((), ())
+        return edge_rows(layout, torch.tensor(ids, dtype=torch.int64), torch.tensor(labels, dtype=torch.int64),
+                         torch.tensor(preds, dtype=torch.float64), torch.zeros(len(ids), dtype=torch.bool)).numpy()
 
     def item(self, sample_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(pixels, label, sample_id)`` of an offloaded image, as the data set yielded them."""

@@ -126,6 +126,20 @@ def predictions(logits: torch.Tensor) -> torch.Tensor:
     return torch.where(bad, torch.full_like(pred, float(NONFINITE)), pred)
 
 
+def edge_rows(layout: SweepLayout, sample_ids: torch.Tensor, labels: torch.Tensor, edge_pred: torch.Tensor,
+              offloaded: torch.Tensor) -> torch.Tensor:
+    """The records of images after the edge and the gate: id, label, edge prediction (:func:`predictions`),
+    gate decision; every server column :data:`NOT_OFFLOADED` (complete for a kept image, filled by the
+    server for an offloaded one). One builder for the module and the research-loop cache."""
+    rows = torch.full((sample_ids.shape[0], layout.num_columns), float(NOT_OFFLOADED), dtype=torch.float64,
+                      device=sample_ids.device)
+    rows[:, layout.column("sample_id")] = sample_ids.double()
+    rows[:, layout.column("label")] = labels.double()
+    rows[:, layout.column("edge_pred")] = edge_pred.double()
+    rows[:, layout.column("offloaded")] = offloaded.double()
+    return rows
+
+
 def skipped_rows(indices: torch.Tensor, layout: SweepLayout) -> torch.Tensor:
     """Records of skipped images: their data set index, label :data:`SKIPPED_LABEL`, -1 elsewhere."""
     rows = torch.full((indices.shape[0], layout.num_columns), float(NOT_OFFLOADED), dtype=torch.float64,
