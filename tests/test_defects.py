@@ -180,29 +180,6 @@ def test_a_hub_name_with_the_default_local_path_is_refused():
     assert load_config(None, ["data.name=ILSVRC/imagenet-1k", "data.path=null"]).data.path is None
 
 
-def test_benchmark_dataset_names_what_was_read(tmp_path):
-    """benchmark.dataset is the local file's name when a path was read (before: the name, even when the
-    path was what load_source read)."""
-    from types import SimpleNamespace
-
-    from sagebench.data import DataSpec
-    from sagebench.sweep.build import benchmark_fields
-
-    path = tmp_path / "local.parquet"
-    feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
-    datasets.Dataset.from_dict({"image": [gray(0)], "label": [0]}, features=feats).to_parquet(str(path))
-    sweep = SimpleNamespace(
-        data=DataSpec(name="ILSVRC/imagenet-1k", path=str(path)), num_patches=49, server=SimpleNamespace(grid=(7, 7)),
-        edge_spec=SimpleNamespace(name="e"), server_spec=SimpleNamespace(name="s"), edge_weights="w",
-        server_weights="w", cfg=SimpleNamespace(model=SimpleNamespace(edge=SimpleNamespace(attention="last_layer")),
-                                                gate=SimpleNamespace(name="all")),
-        preprocessing={}, threshold=None, codec=SimpleNamespace(is_raw=True), budget_unit="patches", label_map=None)
-    assert benchmark_fields(sweep, 1, 0)["dataset"] == "local.parquet"
-
-
-# --------------------------------------------------------------------------- 3. no class token
-
-
 def test_an_edge_vit_without_a_class_token_is_refused_naming_it():
     """A ViT without a class token (num_prefix_tokens 0, global_pool avg) or one pooling instead of reading
     it: ModelLoadError naming the model and why (the edge attention is the class token's)."""

@@ -73,8 +73,9 @@ def test_the_data_is_prepared_once_then_loaded_in_the_data_modules_setup(random_
                         real_setup(self, stage))
 
     def partial_setup(self, trainer, module, stage):
+        out = real_partial_setup(self, trainer, module, stage)  # takes the run key from the data module's plan
         events.append(f"partial.setup key.num_images={self.key['data']['num_images']}")
-        return real_partial_setup(self, trainer, module, stage)
+        return out
 
     monkeypatch.setattr(partial.PartialResults, "setup", partial_setup)
     res = evaluate(load_config(None, [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}"]))

@@ -129,23 +129,6 @@ def test_a_full_cache_never_calls_the_edge_and_returns_what_it_stored(tmp_path):
         EdgeCache(tmp_path, {"test": 2})
 
 
-def test_the_cache_folder_depends_on_the_edge_weights(random_demo_checkpoints, tmp_path):
-    from helpers import tiny_vit
-
-    from sagebench.edge.cache import cache_key, key_digest
-
-    common = dict(data={"content_hash": "x", "num_images": 3}, preprocessing={}, edge_name="n", edge_kwargs={},
-                  attention="last_layer", with_rollout=False, precision="32-true", device_type="cpu")
-    a = key_digest(cache_key(edge=tiny_vit(seed=0), **common))
-    b = key_digest(cache_key(edge=tiny_vit(seed=1), **common))
-    c = key_digest(cache_key(edge=tiny_vit(seed=0), **{**common, "data": {"content_hash": "x", "num_images": 9}}))
-    assert a != b and a == c  # data.limit does not matter, the weights do
-
-
-# ---------------------------------------------------------------------------------------------
-# compile, threads
-
-
 def test_compile_wraps_the_server_blocks_and_evaluate_wires_it(random_models_overrides, tmp_path, monkeypatch):
     from helpers import tiny_vit
 

@@ -83,20 +83,6 @@ def test_another_gate_is_another_cache_never_a_stale_answer(tmp_path):
     assert len(folders) == 2  # one per gate threshold
 
 
-def test_the_offload_key_changes_with_the_gate_and_the_server():
-    from sagebench.edge.cache import key_digest as _digest
-    from sagebench.sweep.offload_cache import offload_key
-
-    base = dict(gate="min_entropy", threshold=1.0, server_name="s", server_kwargs={}, server_weights_sha256="a",
-                label_map=None, compiled=False)
-    digests = {_digest(offload_key("e", **base))}
-    for change in ({"threshold": 0.5}, {"gate": "all", "threshold": None}, {"server_weights_sha256": "b"},
-                   {"server_name": "t"}, {"label_map": {"cat": 3}}, {"compiled": True}):
-        digests.add(_digest(offload_key("e", **{**base, **change})))
-    digests.add(_digest(offload_key("other-edge-cache", **base)))
-    assert len(digests) == 8
-
-
 def test_pixels_are_kept_as_the_exact_8_bit_crop_or_as_floats_when_that_is_not_exact():
     import numpy as np
     from PIL import Image

@@ -8,7 +8,7 @@ What is stored: every tensor field of :class:`~sagebench.edge.evidence.EdgeEvide
 attention, embeddings, rollout when computed), exactly as the edge produced it (dtype included),
 per sample id, in safetensors shards (one per evaluated batch, written atomically; never pickle).
 Where: ``cache.dir`` (default ``~/.cache/sagebench/edge``), in a folder named by the hash of
-everything that decides the evidence (:func:`cache_key`): the data (content hash, split,
+everything that decides the evidence (:meth:`sagebench.sweep.plan.RunPlan.edge_cache_key`): the data (content hash, split,
 revision), the preprocessing, the edge model (name, kwargs, a hash of its weight tensors,
 attention kind, rollout), the trainer precision, the device type and the torch version. Anything
 else (strategies, budgets, gate, server, seed, ``data.limit``) can change and the cache still
@@ -34,7 +34,6 @@ from sagebench.errors import SageBenchError
 from sagebench.runtime.files import atomic_write_bytes, atomic_write_text
 from sagebench.runtime.log import warn
 
-CACHE_VERSION = 1
 KEY_FILE = "key.json"
 _NOT_STORED = ("grid", "sample_ids", "seed")  # given by the run, not by the edge
 
@@ -92,27 +91,6 @@ def weights_hash(model: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def cache_key(*, data: dict[str, Any], preprocessing: dict[str, Any], edge: torch.nn.Module, edge_name: str,
-              edge_kwargs: dict[str, Any], attention: str, with_rollout: bool, precision: Any,
-              device_type: str) -> dict[str, Any]:
-    """Everything that decides the evidence of an image (and nothing that does not)."""
-    data = {k: v for k, v in data.items() if k not in ("num_images", "limit")}  # evidence is per image
-    return {
-        "version": CACHE_VERSION,
-        "data": data,
-        "preprocessing": preprocessing,
-        "edge": {"name": edge_name, "kwargs": edge_kwargs, "weights_sha256": weights_hash(edge),
-                 "attention": attention, "with_rollout": bool(with_rollout)},
-        "precision": None if precision is None else str(precision),
-        "device_type": device_type,
-        "torch": torch.__version__,
-    }
-
-
-def key_digest(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _tensor_fields(evidence: EdgeEvidence) -> dict[str, torch.Tensor]:
@@ -250,11 +228,12 @@ class EdgeSource:
     image is there, else runs the edge and stores the batch.
     """
 
-    def __init__(self, edge: torch.nn.Module, cache: EdgeCache | None = None, rank: int = 0) -> None:
+    def __init__(self, edge: torch.nn.Module, cache: EdgeCache | None = None, rank: int = 0, *,
+                 offload: Any = None) -> None:
         self.edge = edge
         self.cache = cache
         self.rank = rank
-        self.offload: Any = None  # the research-loop cache beside it (sagebench.sweep.offload_cache), once made
+        self.offload = offload  # the research-loop cache beside it (sagebench.sweep.offload_cache), reported with it
 
     def __call__(self, images: torch.Tensor, sample_ids: torch.Tensor, seed: int) -> tuple[EdgeEvidence, int]:
         if self.cache is not None and self.cache.covers(sample_ids):
@@ -273,24 +252,3 @@ class EdgeSource:
         if self.offload is not None:
             out["offload"] = self.offload.report()
         return out
-
-
-def edge_source(sweep: Any, trainer: Any) -> EdgeSource:
-    """An :class:`EdgeSource` backed by the cache folder of this data, preprocessing and edge model.
-
-    ``sweep`` is a :class:`sagebench.sweep.build.Sweep`; the key also holds the trainer's
-    precision and device type, whose evidence differs in rounding.
-    """
-    from sagebench import data as data_lib
-
-    cfg, edge = sweep.cfg, sweep.edge
-    key = cache_key(
-        data=data_lib.dataset_fingerprint_fields(sweep.data, 0), preprocessing=sweep.preprocessing, edge=edge.vit,
-        edge_name=sweep.edge_spec.name, edge_kwargs=dict(sweep.edge_spec.kwargs or {}),
-        attention=edge.attention_kind, with_rollout=sweep.with_rollout, precision=getattr(trainer, "precision", None),
-        device_type=type(trainer.accelerator).__name__.replace("Accelerator", "").lower())
-    root = Path(cfg.cache.dir).expanduser() if cfg.cache.get("dir") else default_root()
-    max_gb = cfg.cache.get("max_gb")
-    budget = SizeBudget(root, None if max_gb is None else int(float(max_gb) * 1e9))
-    cache = EdgeCache(root / key_digest(key), key, budget)
-    return EdgeSource(edge, cache, rank=int(getattr(trainer, "global_rank", 0)))

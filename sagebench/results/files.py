@@ -51,7 +51,9 @@ def git_sha() -> str | None:
         return None
 
 
-def provenance(device: str | None = None, world_size: int = 1) -> dict[str, Any]:
+def provenance(device: str | None = None, world_size: int = 1, precision: str | None = None) -> dict[str, Any]:
+    """What ran, where and by which code; ``precision`` is what Lightning ran (``16-mixed`` asked on CPU runs
+    ``bf16-mixed``), not what the config asked."""
     return {
         "sagebench_version": _version("sagebench"),
         "git_sha": git_sha(),
@@ -64,6 +66,7 @@ def provenance(device: str | None = None, world_size: int = 1) -> dict[str, Any]
         "datasets": _version("datasets"),
         "device": device,
         "world_size": world_size,
+        **({"precision": precision} if precision is not None else {}),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "utc_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -261,63 +261,22 @@ def build(cfg: DictConfig, *, load_data: bool = True) -> Sweep:
     return sweep
 
 
-def attach_data(sweep: Sweep, source: Any = None) -> torch.utils.data.Dataset:
+def attach_data(sweep: Sweep, source: Any = None, *,
+                dataset: torch.utils.data.Dataset | None = None) -> torch.utils.data.Dataset:
     """Load the evaluation images of ``sweep`` (labels mapped into the models' label space) into it.
 
     ``source``: the data set this process already loaded (:func:`sagebench.data.prepare_source`), if any.
+    ``dataset``: an in-memory evaluation set to use as it is (items ``(image, label, sample_id)`` as
+    :class:`~sagebench.data.EvalImages` yields them, labels already in the model's label space): the seam
+    for benchmarks and notebooks that hold decoded images.
     """
+    if dataset is not None:
+        data_lib.check_labels([int(dataset[i][1]) for i in range(len(dataset))], sweep.server.vit.num_classes)
+        sweep.dataset, sweep.num_images = dataset, len(dataset)
+        return dataset
     sweep.dataset, sweep.num_images = build_dataset(
         sweep.data, sweep.view, sweep.server.vit.num_classes,
         model_labels=model_labels(sweep.edge_spec, sweep.edge, sweep.server_spec, sweep.server),
         model_name=sweep.server_spec.name,
         trained=bool(sweep.server_spec.pretrained or sweep.server_spec.checkpoint), source=source)
     return sweep.dataset
-
-
-def run_key(sweep: Sweep, columns: list[str], precision: Any) -> dict[str, Any]:
-    """Everything that decides the records: an unfinished run resumes only if all of it is unchanged."""
-    from sagebench.sweep import resume
-
-    cfg = sweep.cfg
-    n = sweep.num_images if sweep.num_images is not None else sweep.data.limit or 0
-    data = data_lib.dataset_fingerprint_fields(sweep.data, n)
-    if sweep.label_map is not None:  # only when labels were remapped: earlier run keys stay valid
-        data["label_map"] = sweep.label_map.describe()
-    return resume.run_key(
-        data=data,
-        edge={"name": sweep.edge_spec.name, "weights": sweep.edge_weights, "attention": cfg.model.edge.attention,
-              "kwargs": sweep.edge_spec.kwargs},
-        server={"name": sweep.server_spec.name, "weights": sweep.server_weights, "kwargs": sweep.server_spec.kwargs},
-        preprocessing=sweep.preprocessing, gate=cfg.gate.name, threshold=sweep.threshold,
-        strategies=sweep.strategies, budgets=sweep.budgets, seed=cfg.seed, columns=columns, precision=precision,
-        codec=sweep.codec.describe())
-
-
-def benchmark_fields(sweep: Sweep, num_images: int, num_skipped: int) -> dict[str, Any]:
-    """What makes two runs comparable (hashed into the fingerprint), not what they compare."""
-    spec = sweep.data
-    fields: dict[str, Any] = {
-        # what was read: a local path wins over a name (load_source reads the path)
-        "dataset": (Path(spec.path).name if spec.path else spec.name) or "unknown",
-        # the data set's "name" is already "dataset"; kept out so it cannot shadow the benchmark name
-        **{k: v for k, v in data_lib.dataset_fingerprint_fields(spec, num_images).items() if k != "name"},
-        "num_patches": sweep.num_patches,
-        "grid": list(sweep.server.grid),
-        "edge": {"name": sweep.edge_spec.name, "weights": sweep.edge_weights,
-                 "attention": sweep.cfg.model.edge.attention},
-        "server": {"name": sweep.server_spec.name, "weights": sweep.server_weights},
-        "preprocessing": sweep.preprocessing,
-        "gate": sweep.cfg.gate.name,
-        "threshold": sweep.threshold,
-    }
-    # what the server receives changes with the codec, and a byte budget is not a patch budget: such runs
-    # are a benchmark of their own (absent for raw patch budgets, so older fingerprints stay valid)
-    if not sweep.codec.is_raw:
-        fields["codec"] = sweep.codec.describe()
-    if sweep.budget_unit == "bytes":
-        fields["budget_unit"] = "bytes"
-    if sweep.label_map is not None:  # data labels mapped to other model indices (absent for identity)
-        fields["label_map"] = sweep.label_map.describe()
-    if num_skipped:  # not comparable with a run over every image
-        fields["num_skipped"] = num_skipped
-    return fields

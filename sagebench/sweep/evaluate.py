@@ -17,16 +17,15 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sagebench import data as data_lib
 from sagebench.config import load_config
 from sagebench.data.labels import class_names
-from sagebench.edge.cache import edge_source, key_digest, weights_hash
 from sagebench.errors import (
     ConfigError,
     DataError,
@@ -49,22 +48,28 @@ from sagebench.runtime.host_memory import keep_freed_memory
 from sagebench.runtime.log import warn
 from sagebench.sweep import records as records_lib
 from sagebench.sweep import resume as resume_lib
-from sagebench.sweep.build import Sweep, attach_data, benchmark_fields, build, run_key
-from sagebench.sweep.datamodule import SweepData
+from sagebench.sweep.build import Sweep, attach_data, build
+from sagebench.sweep.datamodule import SweepData, check_processes
 from sagebench.sweep.module import SageBenchModule
-from sagebench.sweep.offload_cache import CachedOffloaded, OffloadCache, offload_key
 from sagebench.sweep.partial import PartialResults
+from sagebench.sweep.plan import RunPlan, plan_of
+from sagebench.sweep.serving import CacheSettings
 from sagebench.sweep.trainer import build_trainer, lightning_objects
 from sagebench.transmission.channels import add_latency
 
 
 def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, *,
-             callbacks: list[Any] | None = None, logger: Any = None) -> dict[str, Any] | None:
+             callbacks: list[Any] | None = None, logger: Any = None,
+             dataset: torch.utils.data.Dataset | None = None) -> dict[str, Any] | None:
     """Run the sweep described by ``cfg`` (default: the embedded benchmark) and write its results.
 
     ``callbacks`` and ``logger``: Lightning objects for the Trainer (as ``trainer.callbacks`` /
     ``trainer.logger`` entries with ``class_path``/``init_args`` do from a config); every logger
     receives the exact summary once, from rank 0, and ``Trainer.test`` returns it.
+
+    ``dataset``: an in-memory evaluation set used instead of loading ``cfg.data`` (items
+    ``(image, label, sample_id)`` as :class:`~sagebench.data.EvalImages` yields them); the data
+    fields of the benchmark identity still come from ``cfg.data``, so name it there.
 
     Returns the results dict in the global-zero process (``None`` elsewhere). Writes
     ``<output_dir>/results.json``, ``samples.parquet`` and ``config.yaml``; while it runs,
@@ -77,20 +82,15 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     out_dir, run_state = open_run_folder(cfg)
     configure_runtime(cfg)
     sweep = build(cfg, load_data=False)  # the data is loaded by the data module's hooks (run_sweep)
+    trainer_kwargs = lightning_objects(dict(OmegaConf.to_container(cfg.trainer, resolve=True)), callbacks, logger)
+    if run_state.finished:  # resume=true on a finished run: nothing to evaluate
+        return stored_results(run_state, finished_plan(sweep, trainer_kwargs, dataset), out_dir)
     layout = SweepLayout(tuple((s.label, b) for s in sweep.strategies for b in sweep.budgets),
                          budget_unit=sweep.budget_unit)
-    trainer_kwargs = dict(OmegaConf.to_container(cfg.trainer, resolve=True))
-
-    def key() -> dict[str, Any]:  # needs the data (its size): known once it is loaded
-        return run_key(sweep, layout.names(), trainer_kwargs.get("precision"))
-
-    if run_state.finished:  # resume=true on a finished run: nothing to evaluate
-        attach_data(sweep)
-        return stored_results(run_state, key(), out_dir)
-    partial = PartialResults(out_dir, None, resume=bool(cfg.resume), flush_seconds=cfg.flush_seconds,
+    partial = PartialResults(out_dir, resume=bool(cfg.resume), flush_seconds=cfg.flush_seconds,
                              num_columns=layout.num_columns)
     try:  # the output-folder lock is released when evaluate returns or fails
-        attempt = run_sweep(sweep, lightning_objects(trainer_kwargs, callbacks, logger), partial, out_dir, key)
+        attempt = run_sweep(sweep, trainer_kwargs, partial, out_dir, dataset)
         if not attempt.trainer.is_global_zero:
             return None
         records = finalise_records(attempt, partial, sweep.num_images)
@@ -120,9 +120,16 @@ def configure_runtime(cfg: DictConfig) -> None:
         keep_freed_memory()
 
 
-def stored_results(run_state: resume_lib.RunState, key: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
+def finished_plan(sweep: Sweep, trainer_kwargs: dict[str, Any], dataset: Any = None) -> RunPlan:
+    """The plan of a run whose results are on disk: its data loaded here, the Trainer's settings resolved."""
+    attach_data(sweep, dataset=dataset)
+    return plan_of(sweep, build_trainer(**{**trainer_kwargs, "logger": False, "enable_progress_bar": False,
+                                            "enable_checkpointing": False, "enable_model_summary": False}))
+
+
+def stored_results(run_state: resume_lib.RunState, plan: RunPlan, out_dir: Path) -> dict[str, Any] | None:
     """``resume=true`` on a finished run: its stored results (checked to be this run's)."""
-    stored = resume_lib.finished_results(run_state, key)
+    stored = resume_lib.finished_results(run_state, plan.run_key())
     warn(f"{out_dir} already holds the finished results of this run; nothing was evaluated.")
     if run_state.partial.is_dir() and resume_lib.is_launching_process():
         # a crash after results.json was written and before partial/ was removed: the results are complete
@@ -152,34 +159,34 @@ class Attempt:
     trainer: Any
     module: SageBenchModule
     clock: speed.Stopwatch
+    plan: RunPlan  # what the run is (built by the data module once the data was loaded)
 
 
-def build_module(sweep: Sweep, trainer: Any, partial: PartialResults) -> SageBenchModule:
-    """The LightningModule, with every speed switch given to its constructor."""
+def build_module(sweep: Sweep, partial: PartialResults, log_summary: bool) -> SageBenchModule:
+    """The LightningModule, with every setting given to its constructor."""
     cfg = sweep.cfg
-    source = edge_source(sweep, trainer) if cfg.cache.edge else None
     if cfg.get("compile", False):
         speed.compile_server(sweep.server)
-    module = SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=cfg.gate.name,
-                             threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=sweep.budget_unit,
-                             codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
-                             timer=speed.PhaseTimer(bool(cfg.get("profile", False))), edge_source=source,
-                             prior_rows=lambda: partial.previous_rows,
-                             server_batch_size=int(cfg.get("server_batch_size") or cfg.batch_size))
+    examples: tuple[int, int | None] = (0, None)
     if sweep.budget_unit == "patches":  # the overlays' images are kept as the sweep serves them (report)
         from sagebench.reporting.report import NUM_OVERLAY_IMAGES, overlay_budget
 
-        module.examples_wanted, module.example_budget = NUM_OVERLAY_IMAGES, overlay_budget(sweep.budgets)
-    return module
+        examples = (NUM_OVERLAY_IMAGES, overlay_budget(sweep.budgets))
+    return SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=cfg.gate.name,
+                           threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=sweep.budget_unit,
+                           codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
+                           timer=speed.PhaseTimer(bool(cfg.get("profile", False))), earlier=partial,
+                           server_batch_size=int(cfg.get("server_batch_size") or cfg.batch_size),
+                           examples=examples, log_summary=log_summary)
 
 
 def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResults, out_dir: Path,
-              key: Callable[[], dict[str, Any]]) -> Attempt:
+              dataset: torch.utils.data.Dataset | None = None) -> Attempt:
     """``Trainer.test`` over the data set; an error keeps the finished images and says how to resume.
 
-    The data is prepared (downloaded) in the data module's ``prepare_data`` on one process per
-    node and loaded in its ``setup`` in every process; the run key, which holds the number of
-    images, is then given to the partial-results callback, whose ``setup`` runs next.
+    The data module prepares the data (a download) in ``prepare_data`` on one process per node, loads it in
+    ``setup`` in every process and there builds the run's plan and serving decision, which the partial-results
+    callback and the module read in their own ``setup`` (Lightning runs them after the data module's).
     """
     trainer_kwargs = dict(trainer_kwargs)
     trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), partial]
@@ -189,23 +196,10 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
         use_distributed_sampler=False, inference_mode=True,
     )
     check_processes(sweep.data.limit, trainer.world_size)  # known before any process is started
-    module = build_module(sweep, trainer, partial)
-    module.log_summary = bool(trainer.loggers)  # evaluate() returns the results itself: log only for a logger
-
-    prepared: dict[str, Any] = {}  # what prepare_data loaded, when it ran in this process
-
-    def prepare_data() -> None:
-        prepared["source"] = data_lib.prepare_source(sweep.data)
-
-    def load_data() -> Any:
-        dataset = attach_data(sweep, prepared.pop("source", None))
-        check_processes(sweep.num_images, trainer.world_size)
-        partial.key = key()
-        cached = use_offload_cache(sweep, module, datamodule, partial, trainer.world_size)
-        return dataset if cached is None else cached
-
-    datamodule = SweepData(load_data, sweep.cfg.batch_size, speed.num_workers(sweep.cfg.data.num_workers, trainer),
-                           done_ids=lambda: partial.done_ids, prepare=prepare_data)
+    # evaluate() returns the results itself: the module logs its summary only for a logger
+    module = build_module(sweep, partial, log_summary=bool(trainer.loggers))
+    datamodule = SweepData(sweep, sweep.cfg.batch_size, speed.num_workers(sweep.cfg.data.num_workers, trainer),
+                           earlier=partial, cache=CacheSettings.from_config(sweep.cfg.get("cache")), dataset=dataset)
     clock = speed.Stopwatch()  # wall and CPU seconds of the sweep itself
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -225,44 +219,7 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
         if type(exc).__name__ == "SIGTERMException":  # Lightning's SystemExit(None) would read as success
             raise SystemExit(143) from exc
         raise
-    return Attempt(trainer, module, clock.stop())
-
-
-def use_offload_cache(sweep: Sweep, module: SageBenchModule, datamodule: SweepData, partial: PartialResults,
-                      world_size: int) -> CachedOffloaded | None:
-    """With ``cache.edge=true``: attach the research-loop cache (:mod:`sagebench.sweep.offload_cache`) to the
-    module, and when it already covers this run, the data set to read instead: only the offloaded images,
-    from the cache (the kept images' records come from it too; no decode, no edge, no ceiling pass)."""
-    source = module.edge_source
-    if source.cache is None or sweep.num_images is None:  # no cache, or a stream (its length is unknown)
-        return None
-    key = offload_key(key_digest(source.cache.key), gate=sweep.cfg.gate.name, threshold=sweep.threshold,
-                      server_name=sweep.server_spec.name, server_kwargs=dict(sweep.server_spec.kwargs or {}),
-                      server_weights_sha256=weights_hash(sweep.server.vit),
-                      label_map=None if sweep.label_map is None else sweep.label_map.describe(),
-                      compiled=bool(sweep.cfg.get("compile", False)))
-    cache = OffloadCache(source.cache.folder, key, sweep.view, int(sweep.view["input_size"][0]),
-                         source.cache.budget, rank=source.rank)
-    module.offload_cache = source.offload = cache
-    n = sweep.num_images
-    if not cache.covers(n):
-        return None
-    offloaded = cache.offloaded_ids(n)
-    if len(offloaded) < world_size:  # a process without an image: evaluate the normal way
-        return None
-    cache.serving = True
-    datamodule.only_ids = offloaded
-    module.known_rows = lambda: cache.kept_rows(n, module.layout, exclude=partial.done_ids)
-    return CachedOffloaded(cache, n, sweep.dataset)
-
-
-def check_processes(num_images: int | None, world_size: int) -> None:
-    """Every process needs at least one image (Lightning refuses an empty loop)."""
-    if num_images is not None and world_size > num_images:
-        raise ConfigError(f"{num_images} image(s) to evaluate but {world_size} processes "
-                          "(trainer.devices x trainer.num_nodes): every process needs at least one image. Set "
-                          f"trainer.devices to at most {num_images} (e.g. trainer.devices=1), or evaluate "
-                          "more images (data.limit).")
+    return Attempt(trainer, module, clock.stop(), datamodule.plan)
 
 
 @dataclass
@@ -313,7 +270,7 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         entry["nonfinite"] = cell["count"]
     add_latency(summary["results"], sweep.channels)
     previous_evaluated = int((partial.previous_rows[:, records.layout.column("label")] >= 0).sum())
-    bench = benchmark_fields(sweep, num_images, len(records.skipped))
+    bench = attempt.plan.benchmark_fields(num_images, len(records.skipped))
     names = class_names(sweep.dataset)
     return RunResults(
         schema_version=SCHEMA_VERSION,
@@ -322,7 +279,8 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         strategies=[{"label": s.label, "name": s.name, "options": s.options(),
                      **({"oracle": True, "requires": sorted(s.requires)} if s.oracle else {})}
                     for s in sweep.strategies],
-        provenance=provenance(device=str(module.device), world_size=attempt.trainer.world_size),
+        provenance=provenance(device=str(module.device), world_size=attempt.trainer.world_size,
+                              precision=attempt.plan.precision),
         num_images=summary["num_images"],
         num_offloaded=summary["num_offloaded"],
         edge_accuracy=summary["edge_accuracy"],

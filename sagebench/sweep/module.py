@@ -7,7 +7,7 @@ same offloaded images, and Lightning provides devices, precision and multi-proce
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import lightning as L
 import numpy as np
@@ -32,6 +32,7 @@ from sagebench.sweep.records import (
     skipped_rows,
     split_skipped,
 )
+from sagebench.sweep.serving import Serving
 from sagebench.sweep.strategy_stats import StrategyStats
 from sagebench.transmission.byte_budget import fill_byte_budget
 from sagebench.transmission.codecs import Codec
@@ -49,7 +50,8 @@ class SageBenchModule(L.LightningModule):
                  budgets: Sequence[int], gate: str = "min_entropy", threshold: float = 1.0,
                  seed: int = 0, budget_unit: str = "patches", codec: Codec | None = None, *,
                  dedupe: bool = True, timer: PhaseTimer | None = None, edge_source: EdgeSource | None = None,
-                 prior_rows: Callable[[], np.ndarray] | None = None, server_batch_size: int = 1) -> None:
+                 earlier: Any = None, server_batch_size: int = 1, examples: tuple[int, int | None] = (0, None),
+                 log_summary: bool = True) -> None:
         super().__init__()
         if tuple(edge.grid) != tuple(server.grid):
             raise ValueError(f"edge grid {edge.grid} and server grid {server.grid} differ")
@@ -88,27 +90,39 @@ class SageBenchModule(L.LightningModule):
         self.server_batch_size = int(server_batch_size)
         self._queue: list[tuple[torch.Tensor, torch.Tensor, EdgeEvidence]] = []
         self._queued = 0
-        # records an earlier attempt finished (resume): part of the summary the loggers receive
-        self._prior_rows = prior_rows or (lambda: np.zeros((0, self.layout.num_columns)))
+        # the records writer (sagebench.sweep.partial.PartialResults): what an earlier attempt finished (resume) is
+        # part of the summary the loggers receive, and is not served again
+        self.earlier = earlier
         self.server_passes = {"forwards": 0, "images_run": 0, "images_reused": 0}  # this process
         # strategies that declare requires={"server_attention"} (oracles): the ceiling pass runs the server
         # through EdgeModel, which gives the same logits plus its last-block CLS attention
         needs = set().union(*(getattr(s, "requires", frozenset()) for s in self.strategies))
         self.server_probe = EdgeModel(server.vit, attention="last_layer") if "server_attention" in needs else None
-        # the research-loop cache (sagebench.sweep.offload_cache), set once the data is loaded: it records every
-        # image's gate decision and the offloaded images' pixels and ceiling, or, when it already covers the
-        # run (offload_cache.serving), gives the ceiling and, through known_rows, the kept images' records
+        # how the run is served (sagebench.sweep.serving), read in setup from the data module that decided it: the
+        # research-loop cache records every image's gate decision and the offloaded images' pixels and ceiling,
+        # or, when it already covers the run (offload_cache.serving), gives the ceiling and the kept images' records
+        self.serving: Serving | None = None
         self.offload_cache: OffloadCache | None = None
-        self.known_rows: Callable[[], np.ndarray] | None = None
         # the first offloaded images this process serves, as the overlays draw them (pixels, attention, edge
         # prediction, each strategy's patches at example_budget), so that the report computes nothing again
-        self.examples_wanted = 0
-        self.example_budget: int | None = None
+        self.examples_wanted, self.example_budget = int(examples[0]), examples[1]
         self.examples: dict[int, dict] = {}
         # log the summary through Lightning (loggers, trainer.test's return); evaluate() turns it off when the
         # Trainer has no logger and nobody reads the return (Lightning's per-key bookkeeping costs ~0.5 s)
-        self.log_summary = True
+        self.log_summary = bool(log_summary)
         self.summary: tuple[np.ndarray, dict] | None = None  # (rows, summarize(rows)) logged at the epoch's end
+
+    def setup(self, stage: str) -> None:
+        """Take the serving decision the data module made in its ``setup`` (Lightning runs it before this)."""
+        serving = getattr(self.trainer.datamodule, "serving", None) if self._trainer is not None else None
+        if serving is not None:
+            self.serving = serving
+            self.edge_source = serving.edge
+            self.offload_cache = serving.offload
+
+    def _prior_rows(self) -> np.ndarray:
+        rows = getattr(self.earlier, "previous_rows", None)
+        return rows if rows is not None else np.zeros((0, self.layout.num_columns))
 
     def _evaluate_batch(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
                         ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, EdgeEvidence] | None]:
@@ -261,8 +275,8 @@ class SageBenchModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         """Records known before any image is read (the kept images of a cached rerun), stored once, on rank 0."""
-        if self.known_rows is not None and self.trainer.is_global_zero:
-            rows = self.known_rows()
+        if self.serving is not None and self.serving.from_cache and self.trainer.is_global_zero:
+            rows = self.serving.known_rows(self.layout, exclude=getattr(self.earlier, "done_ids", None))
             if rows.shape[0]:
                 self.sweep.store(torch.from_numpy(rows).to(self.device))
 

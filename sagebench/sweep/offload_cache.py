@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sagebench.edge.cache import ShardFolder, SizeBudget, key_digest
-
-OFFLOAD_CACHE_VERSION = 1
+from sagebench.edge.cache import ShardFolder, SizeBudget
+from sagebench.sweep.plan import digest
 
 
 def pixel_stats(view: dict[str, Any], channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,16 +55,6 @@ def to_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
     return u8 if torch.equal(normalise(u8, mean, std), images) else None
 
 
-def offload_key(edge_key_digest: str, *, gate: str, threshold: float | None, server_name: str,
-                server_kwargs: dict[str, Any], server_weights_sha256: str, label_map: Any, compiled: bool
-                ) -> dict[str, Any]:
-    """What decides the gate's decision, the pixels kept and the ceiling, beyond the edge cache's key."""
-    return {"version": OFFLOAD_CACHE_VERSION, "edge_cache": edge_key_digest, "gate": gate,
-            "threshold": threshold, "server": {"name": server_name, "kwargs": server_kwargs,
-                                               "weights_sha256": server_weights_sha256},
-            "label_map": label_map, "compile": bool(compiled)}
-
-
 class OffloadCache(ShardFolder):
     """One key's folder: ``index-*`` shards (every image's label, edge prediction, gate decision) and
     ``served-*`` shards (the offloaded images' pixels and ceiling prediction)."""
@@ -74,7 +63,7 @@ class OffloadCache(ShardFolder):
 
     def __init__(self, edge_folder: Path, key: dict[str, Any], view: dict[str, Any], channels: int,
                  budget: SizeBudget, rank: int = 0) -> None:
-        self._open(Path(edge_folder) / f"offload-{key_digest(key)}", key, budget)
+        self._open(Path(edge_folder) / f"offload-{digest(key)}", key, budget)
         self.mean, self.std = pixel_stats(view, channels)
         self.rank = rank
         self._base: dict[int, tuple[int, float, bool]] = {}  # id -> (label, edge_pred, offloaded)

@@ -45,13 +45,14 @@ from sagebench.sweep.resume import (
 class PartialResults(L.Callback):
     """Saves finished records as the sweep goes and, with ``resume``, restores the finished ones.
 
-    After ``trainer.test``: :attr:`previous_rows` / :attr:`previous_stats` hold what earlier
+    ``key``: the run key (:meth:`sagebench.sweep.plan.RunPlan.run_key`); None: taken in :meth:`setup` from the
+    data module's plan. After ``trainer.test``: :attr:`previous_rows` / :attr:`previous_stats` hold what earlier
     attempts finished (global rank 0), to be merged with this attempt's records; call
     :meth:`finish` once the results are written (removes ``partial/``) and :meth:`release` in
     any case (drops the folder lock).
     """
 
-    def __init__(self, out_dir: Path, key: dict[str, Any], *, resume: bool, flush_seconds: float,
+    def __init__(self, out_dir: Path, key: dict[str, Any] | None = None, *, resume: bool, flush_seconds: float,
                  num_columns: int) -> None:
         self.out_dir = Path(out_dir)
         self.partial = self.out_dir / PARTIAL_DIR
@@ -77,6 +78,9 @@ class PartialResults(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._rank = trainer.global_rank
         self._module = pl_module
+        if self.key is None:  # the run key: a projection of the plan the data module built in its setup (before this)
+            plan = getattr(trainer.datamodule, "plan", None)
+            self.key = plan.run_key() if plan is not None else {}
         decision: tuple = ("ok", None)
         own_error: BaseException | None = None
         if trainer.is_global_zero:

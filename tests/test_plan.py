@@ -1,0 +1,126 @@
+"""A run's identity has one owner: every field of RunPlan reaches exactly the keys it declares."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from sagebench.sweep.plan import (
+    BENCHMARK,
+    EDGE_CACHE,
+    IDENTITIES,
+    OFFLOAD_CACHE,
+    RECORDS,
+    RunPlan,
+    dataset_label,
+    digest,
+    resolved_precision,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def a_plan(**changes) -> RunPlan:
+    plan = RunPlan(
+        data={"name": "cifar10", "split": "test", "revision": None, "num_images": 100, "size_bytes": 10,
+              "content_hash": "sha256:abc"},
+        dataset="cifar10_test.parquet", label_map=None,
+        preprocessing={"input_size": [3, 32, 32], "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3,
+                       "crop_pct": 1.0, "crop_mode": "center"},
+        grid=(8, 8), edge_name="edge", edge_kwargs={}, edge_weights="sha256:e", edge_weights_sha256="e" * 8,
+        edge_attention="last_layer", edge_rollout=False, server_name="server", server_kwargs={},
+        server_weights="sha256:s", server_weights_sha256="s" * 8, gate={"gate": "min_entropy", "threshold": 1.0},
+        codec={"name": "raw"}, budget_unit="patches", budgets=(4, 8), seed=0,
+        strategies=({"label": "sage", "options": {"prefilter": 2.0}},), precision="32-true", device_type="cpu",
+        torch_version="2.x", compiled=False)
+    return dataclasses.replace(plan, **changes)
+
+
+#: a change of each field that a key must notice (defaults that are left out of a layout are changed to a non-default)
+CHANGED = {
+    "data": {"content_hash": "sha256:other"}, "dataset": "other.parquet", "label_map": {"cat": 3},
+    "preprocessing": {"crop_pct": 0.875}, "grid": (8, 9), "edge_name": "edge2", "edge_kwargs": {"img_size": 64},
+    "edge_weights": "sha256:e2", "edge_weights_sha256": "f" * 8, "edge_attention": "rollout", "edge_rollout": True,
+    "server_name": "server2", "server_kwargs": {"img_size": 64}, "server_weights": "sha256:s2",
+    "server_weights_sha256": "t" * 8, "gate": {"gate": "min_entropy", "threshold": 0.5}, "codec": {"name": "png"},
+    "budget_unit": "bytes", "budgets": (4, 16), "seed": 1, "strategies": ({"label": "random", "options": {}},),
+    "precision": "bf16-mixed", "device_type": "cuda", "torch_version": "3.x", "compiled": True,
+}
+
+
+def keys(plan: RunPlan) -> dict[str, str]:
+    return {RECORDS: digest(plan.run_key()), BENCHMARK: digest(plan.benchmark_fields(100)),
+            EDGE_CACHE: digest(plan.edge_cache_key()), OFFLOAD_CACHE: digest(plan.offload_cache_key())}
+
+
+def test_every_field_says_which_identities_it_belongs_to_and_the_test_changes_each():
+    fields = [f.name for f in dataclasses.fields(RunPlan)]
+    assert sorted(CHANGED) == sorted(fields)
+    for f in dataclasses.fields(RunPlan):
+        assert f.metadata["identity"], f"{f.name} belongs to no identity"
+
+
+@pytest.mark.parametrize("name", sorted(CHANGED))
+def test_a_field_changes_exactly_the_keys_it_declares(name):
+    before, after = keys(a_plan()), keys(a_plan(**{name: CHANGED[name]}))
+    declared = dict(dataclasses.fields(RunPlan)[[f.name for f in dataclasses.fields(RunPlan)].index(name)].metadata)
+    expected = set(declared["identity"])
+    if EDGE_CACHE in expected:  # the offload cache's folder lives in (and names) the edge cache's
+        expected.add(OFFLOAD_CACHE)
+    changed = {kind for kind in IDENTITIES if before[kind] != after[kind]}
+    assert changed == expected, f"{name}: changes {sorted(changed)}, declares {sorted(expected)}"
+
+
+def test_the_edge_cache_does_not_depend_on_how_many_images_are_evaluated():
+    few = a_plan(data={**a_plan().data, "num_images": 3})
+    assert keys(few)[EDGE_CACHE] == keys(a_plan())[EDGE_CACHE]
+    assert keys(few)[RECORDS] != keys(a_plan())[RECORDS]
+
+
+def test_full_precision_runs_keep_the_historical_fingerprint_of_the_shipped_board():
+    """The projection reproduces the stored benchmark of the shipped CIFAR-10 entry byte for byte."""
+    from sagebench.results import fingerprint
+
+    entry = json.loads((ROOT / "leaderboards/cifar10-embedded/entries/every-strategy-seed0.json").read_text())
+    stored = {k: v for k, v in entry["benchmark"].items() if k not in ("name", "fingerprint")}
+    plan = a_plan(data={k: stored[k] for k in ("split", "revision", "size_bytes", "content_hash")}
+                  | {"name": stored["dataset"], "num_images": stored["num_images"]},
+                  dataset=stored["dataset"], preprocessing=stored["preprocessing"], grid=tuple(stored["grid"]),
+                  edge_name=stored["edge"]["name"], edge_weights=stored["edge"]["weights"],
+                  edge_attention=stored["edge"]["attention"], server_name=stored["server"]["name"],
+                  server_weights=stored["server"]["weights"],
+                  gate={"gate": stored["gate"], "threshold": stored["threshold"]})
+    fields = plan.benchmark_fields(stored["num_images"])
+    assert fields == stored
+    assert fingerprint(fields) == entry["benchmark"]["fingerprint"]
+
+
+def test_reduced_precision_is_its_own_benchmark():
+    assert "precision" not in a_plan().benchmark_fields(100)
+    assert a_plan(precision="bf16-mixed").benchmark_fields(100)["precision"] == "bf16-mixed"
+
+
+def test_the_plan_records_the_precision_lightning_runs_not_the_one_asked():
+    """``16-mixed`` on CPU runs bf16 autocast: the plan (and so every key) says bf16-mixed."""
+    import lightning as L
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision="16-mixed", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False)
+    assert resolved_precision(trainer) == "bf16-mixed"
+
+
+def test_a_local_path_names_the_data_set_over_a_hub_name(tmp_path):
+    assert dataset_label(str(tmp_path / "local.parquet"), "ILSVRC/imagenet-1k") == "local.parquet"
+    assert dataset_label(None, "ILSVRC/imagenet-1k") == "ILSVRC/imagenet-1k"
+    assert dataset_label(None, None) == "unknown"
+
+
+def test_the_weight_hash_of_the_cache_keys_depends_on_the_weights_themselves():
+    from helpers import tiny_vit
+
+    from sagebench.edge.cache import weights_hash
+
+    assert weights_hash(tiny_vit(seed=0)) == weights_hash(tiny_vit(seed=0)) != weights_hash(tiny_vit(seed=1))
