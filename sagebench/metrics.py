@@ -13,7 +13,8 @@ sentinel values they hold is :mod:`sagebench.sweep.records`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -21,12 +22,27 @@ from sagebench.cells import Cell
 
 
 @dataclass(frozen=True)
+class Sent:
+    """What one (strategy, budget) cell sent for a group of offloaded images: the per-image cell fields
+    are computed from it (:attr:`Field.fill`)."""
+
+    indices: Any  # [n, units] patch indices sent, per image
+    preds: Any  # [n] server predictions (float64; records.NONFINITE for NaN/Inf logits)
+    sizes: Any  # [n] request bytes (raw pixels or the codec's payload)
+    units: int  # patches per request in this group
+    grid: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class Field:
-    """One per-image column: its name, its dtype in ``samples.parquet`` and how it reduces.
+    """One per-image column: its name, its dtype in ``samples.parquet``, how it reduces and, for a cell
+    field, how it is filled.
 
     ``reduce``: ``"id"`` (identifies the image), ``"accuracy"`` (a prediction, compared with the
     label), ``"flag"`` (a boolean), ``"mean_offloaded"`` (mean over the offloaded images, reported
-    as ``summary``).
+    as ``summary``). ``fill``: the value of each image of a :class:`Sent` group (a tensor ``[n]`` or
+    a number for all of them); the module writes every cell field through it, under patch and byte
+    budgets alike, so a new per-image metric is one declaration here.
     """
 
     name: str
@@ -34,6 +50,7 @@ class Field:
     reduce: str
     summary: str | None = None
     doc: str = ""
+    fill: Callable[[Sent], Any] | None = field(default=None, compare=False, repr=False)
 
 
 BASE_FIELDS: tuple[Field, ...] = (
@@ -44,11 +61,13 @@ BASE_FIELDS: tuple[Field, ...] = (
     Field("ceiling_pred", "int64", "accuracy", doc="server prediction from all N patches"),
 )
 CELL_FIELDS: tuple[Field, ...] = (
-    Field("pred", "int64", "accuracy", doc="server prediction from the sent patches"),
+    Field("pred", "int64", "accuracy", doc="server prediction from the sent patches", fill=lambda s: s.preds),
     Field("coverage", "float64", "mean_offloaded", "coverage",
-          doc="fraction of coarse cells (grid pooled 2x2) holding >= 1 sent patch"),
-    Field("units", "int64", "mean_offloaded", "units_sent", doc="patches sent"),
-    Field("bytes", "int64", "mean_offloaded", "bytes_sent", doc="request bytes (raw pixels or codec payload)"),
+          doc="fraction of coarse cells (grid pooled 2x2) holding >= 1 sent patch",
+          fill=lambda s: coverage(s.indices, s.grid)),
+    Field("units", "int64", "mean_offloaded", "units_sent", doc="patches sent", fill=lambda s: float(s.units)),
+    Field("bytes", "int64", "mean_offloaded", "bytes_sent", doc="request bytes (raw pixels or codec payload)",
+          fill=lambda s: s.sizes),
 )
 BASE_COLUMNS = tuple(f.name for f in BASE_FIELDS)
 SWEEP_FIELDS = tuple(f.name for f in CELL_FIELDS)

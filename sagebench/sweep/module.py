@@ -19,7 +19,7 @@ from sagebench.edge.cache import EdgeSource
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.edge.model import EdgeModel
 from sagebench.gates import get_gate
-from sagebench.metrics import SweepLayout, coverage, flat_summary, summarize
+from sagebench.metrics import CELL_FIELDS, Sent, SweepLayout, flat_summary, summarize
 from sagebench.runtime.speed import PhaseTimer
 from sagebench.server.model import ServerModel
 from sagebench.server.passes import ServerPasses
@@ -186,10 +186,7 @@ class SageBenchModule(L.LightningModule):
                 if budget == self.example_budget and not getattr(strategy, "requires", None):
                     self._keep_examples(rows, images, sub, strategy.label, indices)
                 preds, sizes = passes.send(indices, f"server/{name}")
-                rows[:, col("pred", j)] = preds
-                rows[:, col("coverage", j)] = coverage(indices, self.server.grid)
-                rows[:, col("units", j)] = float(passes.units(indices))
-                rows[:, col("bytes", j)] = sizes.to(rows.device, torch.float64)
+                self._fill(rows, sent, j, Sent(indices, preds, sizes, passes.units(indices), self.server.grid))
                 j += 1
         for k in self.server_passes:
             self.server_passes[k] += getattr(passes, k)
@@ -230,17 +227,19 @@ class SageBenchModule(L.LightningModule):
     def _send_byte_budget(self, rows: torch.Tensor, sent: torch.Tensor, sub, passes: ServerPasses,
                           strategy: Strategy, budget: int, j: int, name: str) -> None:
         """One (strategy, byte budget) cell: per image, as many patches as fit (sagebench.transmission.byte_budget)."""
-        col = self.layout.column
         started = self.timer.start()
         groups = fill_byte_budget(strategy, sub, budget, passes.payload)
         self.timer.stop(f"select/{name}", started)
         for units, (members, indices) in groups.items():
             preds, sizes = passes.send(indices, f"server/{name}", rows=members)
-            target = sent[members]
-            rows[target, col("pred", j)] = preds
-            rows[target, col("coverage", j)] = coverage(indices, self.server.grid)
-            rows[target, col("units", j)] = float(units)
-            rows[target, col("bytes", j)] = sizes.to(rows.device, torch.float64)
+            self._fill(rows, sent[members], j, Sent(indices, preds, sizes, units, self.server.grid))
+
+    def _fill(self, rows: torch.Tensor, target: torch.Tensor, j: int, sent: Sent) -> None:
+        """Every cell field (:data:`sagebench.metrics.CELL_FIELDS`) of cell ``j`` for the images ``target``."""
+        for f in CELL_FIELDS:
+            value = f.fill(sent)
+            rows[target, self.layout.column(f.name, j)] = (value.to(rows.device, torch.float64)
+                                                           if isinstance(value, torch.Tensor) else value)
 
     def _rows(self, batch) -> tuple[torch.Tensor, tuple | None]:
         """The batch's complete records and its offloaded work; images skipped as corrupt (negative
