@@ -287,6 +287,22 @@ def test_to_model_mode_makes_transparent_palette_pixels_black():
     assert np.asarray(to_model_mode(img, 3)).tolist() == [[[0, 0, 0], [0, 255, 0]]]
 
 
+def test_a_float_image_is_read_as_0_to_1_intensities_not_as_an_all_black_image():
+    """Mode "F" (a float TIFF) of 0..1 values became all black through Pillow's conversion, and was counted."""
+    img = Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32))
+    assert img.mode == "F"
+    assert np.asarray(to_model_mode(img, 1)).tolist() == [[0, 128, 255]]
+    assert np.asarray(to_model_mode(img, 3))[0, 1].tolist() == [128, 128, 128]
+    wide = Image.fromarray(np.array([[0.0, 77.0, 255.0]], np.float32))  # already on the 8-bit scale
+    assert np.asarray(to_model_mode(wide, 1)).tolist() == [[0, 77, 255]]
+
+
+@pytest.mark.parametrize("values", [[-1.0, 0.5], [0.0, 300.0], [float("nan"), 0.5]])
+def test_a_float_image_without_an_8_bit_reading_is_refused(values):
+    with pytest.raises(DataError, match="mode 'F'"):
+        to_model_mode(Image.fromarray(np.array([values], np.float32)), 3)
+
+
 def test_sixteen_bit_values_are_scaled_not_clipped():
     img = Image.fromarray(np.array([[0, 255, 256 * 128, 65535]], np.uint16))
     assert np.asarray(to_model_mode(img, 1)).tolist() == [[0, 0, 128, 255]]

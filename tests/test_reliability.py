@@ -585,3 +585,27 @@ def test_property_every_builtin_answers_each_row_as_if_it_were_alone(case):
             alone = strategy.select(ev.subset(torch.tensor([i])), budget)
             assert torch.equal(alone[0], full[i]), f"{name}: row {i} depends on the rest of the batch"
 
+
+
+def test_a_full_disk_while_saving_records_is_one_clear_error_and_the_rows_stay_pending(tmp_path, monkeypatch):
+    """Disk full during a run gave two raw OSError tracebacks from PartialResults.flush."""
+    import errno
+
+    import numpy as np
+
+    from sagebench.errors import SageBenchError
+    from sagebench.sweep import partial as partial_lib
+
+    def no_space(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer = partial_lib.PartialResults(tmp_path / "run", {}, resume=False, flush_seconds=0, num_columns=3)
+    writer._pending.append(np.zeros((2, 3)))
+    monkeypatch.setattr(partial_lib, "atomic_write_bytes", no_space)
+    with pytest.raises(SageBenchError, match="No space left on device.*resume=true"):
+        writer.flush()
+    assert len(writer._pending) == 1 and writer.chunks_written == 0  # nothing lost, nothing counted
+    monkeypatch.undo()
+    (tmp_path / "run" / "partial").mkdir(parents=True)
+    writer.flush()
+    assert writer.chunks_written == 1 and not writer._pending

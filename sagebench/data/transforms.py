@@ -77,6 +77,20 @@ def build_transform(data_config: dict[str, Any]) -> Transform:
     return timm.data.create_transform(**kwargs, is_training=False)
 
 
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """A float image's 8-bit pixels: 0..1 scaled by 255, 0..255 as they are, anything else refused."""
+    if values.size == 0 or not np.isfinite(values).all():
+        raise DataError("A 32-bit float image (mode 'F') holds NaN or Inf values: no 8-bit image follows from it. "
+                        "Convert the image to 8 bits (RGB or L) before evaluating it.")
+    low, high = float(values.min()), float(values.max())
+    if low >= 0.0 and high <= 1.0:
+        values = values * 255.0
+    elif low < 0.0 or high > 255.0:
+        raise DataError(f"A 32-bit float image (mode 'F') has values in [{low:g}, {high:g}]: sagebench reads float "
+                        "images as 0..1 (or 0..255). Rescale it, or convert it to 8 bits (RGB or L).")
+    return np.rint(values).astype(np.uint8)
+
+
 def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
     """``img`` as an 8-bit "RGB" (``channels == 3``) or "L" (``channels == 1``) image.
 
@@ -85,12 +99,18 @@ def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
       image outside 0..65535 end up clipped to 0..255.
     * Transparent images (RGBA, LA, P or L with a transparent colour, ...) are first composited
       onto black, so transparent pixels are defined (black) whatever colour they store.
+    * 32-bit float ("F", e.g. a float TIFF) is read as intensities in 0..1 (the float-image convention of
+      scikit-image and matplotlib) and scaled by 255; values in 0..255 are taken as they are; anything else
+      (negative, above 255, NaN) is refused, since no 8-bit image follows from it. Pillow's own conversion
+      truncates 0..1 to 0 (an all-black image, counted as if it were the photo).
     * Everything else (L, 1, P, CMYK, YCbCr, ...) goes through ``Image.convert``.
     """
     if channels not in (1, 3):
         raise DataError(f"Models with {channels} input channels are not supported; only 1 (grayscale) or 3 (RGB).")
     target = "RGB" if channels == 3 else "L"
-    if img.mode in _SIXTEEN_BIT_MODES:
+    if img.mode == "F":
+        img = Image.fromarray(_float_to_uint8(np.asarray(img, dtype=np.float64)))
+    elif img.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(img).astype(np.int64) >> 8
         img = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
     elif img.mode in _ALPHA_MODES or img.has_transparency_data:

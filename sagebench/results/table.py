@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def _half_width(row: dict[str, Any] | None) -> str:
-    """``+-4.6``: the larger side of the row's 95% interval of offloaded accuracy, in points ('' if none)."""
+def _interval(row: dict[str, Any] | None) -> str:
+    """`` [55.1,64.9]``: the row's 95% interval of offloaded accuracy, in points ('' if none).
+
+    Both ends, not a ``+-`` half width: the Wilson interval is asymmetric near 0 and 1, and one number
+    would overstate one side and hide the other.
+    """
     ci = (row or {}).get("offloaded_accuracy_ci")
-    acc = (row or {}).get("offloaded_accuracy")
-    if not ci or acc is None:
+    if not ci or ci[0] is None or ci[1] is None:
         return ""
-    return f"+-{100 * max(acc - ci[0], ci[1] - acc):.1f}"
+    return f" [{100 * ci[0]:.1f},{100 * ci[1]:.1f}]"
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -39,11 +42,11 @@ def format_table(results: dict[str, Any]) -> str:
         f"ceiling (server, all {bench['num_patches']} patches): offloaded {pct(ceiling['offloaded_accuracy']).strip()}%"
         f" / overall {pct(ceiling['overall_accuracy']).strip()}%",
         "",
-        "offloaded accuracy % +- 95% interval (ceiling ratio) per budget "
+        "offloaded accuracy % [95% interval] (ceiling ratio) per budget "
         + ("B = patches sent" if by_patches else "= bytes per request (units sent are in results.json)"),
     ]
     width = max(len("strategy"), *(len(s) for s in strategies))
-    cell_width = 18 if any(r.get("offloaded_accuracy_ci") for r in rows) else 13
+    cell_width = 25 if any(r.get("offloaded_accuracy_ci") for r in rows) else 13
     header = f"{'strategy':<{width}} | " + " | ".join(f"{prefix + str(b):>{cell_width}}" for b in budgets)
     lines += [header, "-" * len(header)]
     for s in strategies:
@@ -51,7 +54,7 @@ def format_table(results: dict[str, Any]) -> str:
         for b in budgets:
             r = by_key.get((s, b))
             ratio = "" if r is None or r["ceiling_ratio"] is None else f"({r['ceiling_ratio']:.2f})"
-            cells.append(f"{pct(r and r['offloaded_accuracy']) + _half_width(r) + ' ' + ratio:>{cell_width}}")
+            cells.append(f"{pct(r and r['offloaded_accuracy']) + _interval(r) + ' ' + ratio:>{cell_width}}")
         lines.append(f"{s:<{width}} | " + " | ".join(cells))
     overall = [f"{s}: " + " ".join(pct(by_key[(s, b)]["overall_accuracy"]).strip() for b in budgets)
                for s in strategies]

@@ -179,8 +179,9 @@ class PartialResults(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         try:  # keep what is finished: a rerun with resume=true starts from there
             self.flush()
-        except Exception as exc:  # never hide the original error
-            warn(f"could not save the last finished images ({exc}).")
+        except Exception as exc:  # never hide the original error (nor repeat it: a full disk is said once)
+            if not isinstance(exception, SageBenchError) or str(exc) != str(exception):
+                warn(f"could not save the last finished images ({exc}).")
 
     @property
     def chunks_written(self) -> int:
@@ -188,7 +189,11 @@ class PartialResults(L.Callback):
         return self._seq
 
     def flush(self) -> None:
-        """Write the pending rows (and the strategy counters they added) as one chunk, atomically."""
+        """Write the pending rows (and the strategy counters they added) as one chunk, atomically.
+
+        A failed write (a full disk) keeps the rows pending and raises a :class:`SageBenchError` that says how
+        to continue; the chunks written before are complete, so ``resume=true`` starts from them.
+        """
         self._last_flush = time.monotonic()
         if not self._pending:
             return
@@ -199,9 +204,15 @@ class PartialResults(L.Callback):
             current = current.detach().cpu().double()
             before = self._stats_flushed.cpu().double() if self._stats_flushed is not None else torch.zeros_like(current)
             stats_delta = (current - before).numpy()
-            self._stats_flushed = current.clone()
         name = f"rank{self._rank}-{self._token}-{self._seq:06d}.npz"
-        atomic_write_bytes(self.partial / name, chunk_bytes(rows, stats_delta))
+        try:
+            atomic_write_bytes(self.partial / name, chunk_bytes(rows, stats_delta))
+        except OSError as exc:  # a full disk, a lost mount
+            raise SageBenchError(
+                f"Cannot save finished records to {self.partial}: {exc.strerror or exc}. Free space there (or fix "
+                "its permissions) and rerun with resume=true: the images saved before are kept.") from None
+        if current is not None:
+            self._stats_flushed = current.clone()
         self._seq += 1
         self._pending = []
 
