@@ -206,6 +206,29 @@ def _read_layers(source: str, path: Path, seen: tuple[Path, ...] = ()) -> list[t
     return out
 
 
+#: Deeper than any sagebench config can be (the deepest key is model.edge.kwargs.<option>.<...>): a deeper
+#: override is a mistake, and parsing it would hit Python's recursion limit.
+MAX_DEPTH = 32
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """A user's text as a message quotes it: at most ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _check_depth(item: str) -> None:
+    """Refuse an override nested deeper than :data:`MAX_DEPTH` (dots in its key, brackets in its value)."""
+    key, _, value = item.partition("=")
+    depth, deepest = 0, 0
+    for ch in value:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        deepest = max(deepest, depth)
+    if key.count(".") + 1 > MAX_DEPTH or deepest > MAX_DEPTH:
+        raise ConfigError(f"Override {_clip(item, 60)!r} is nested {max(key.count('.') + 1, deepest)} levels deep; "
+                          f"sagebench's settings are at most {MAX_DEPTH} deep. Check the override (e.g. budgets=[8,16]).")
+
+
 def load_config(config_file: str | Sequence[str] | None = None, overrides: Sequence[str] = ()) -> DictConfig:
     """Merge defaults, config files (paths or shipped experiment names, applied in order) and overrides.
 
@@ -230,11 +253,12 @@ def load_config(config_file: str | Sequence[str] | None = None, overrides: Seque
             raise _explain(exc, source, None if value is None else str(value)) from exc
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"Override {item!r} is not KEY=VALUE (e.g. budgets=[8,16] or gate.threshold=0.5).")
+            raise ConfigError(f"Override {_clip(item)!r} is not KEY=VALUE (e.g. budgets=[8,16] or gate.threshold=0.5).")
+        _check_depth(item)
         try:
             dot = OmegaConf.from_dotlist([item])
         except Exception as exc:
-            raise ConfigError(f"Could not parse override {item!r}: {exc}") from exc
+            raise ConfigError(f"Could not parse override {_clip(item)!r}: {_clip(str(exc), 300)}") from exc
         try:
             cfg = OmegaConf.merge(cfg, dot)
         except OmegaConfBaseException as exc:

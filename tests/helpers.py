@@ -35,6 +35,12 @@ try:
 
         def on_test_batch_end(self, *args, **kwargs) -> None:
             self.batches += 1
+
+    class NeedsAMissingPackage(_L.Callback):
+        """A callback whose constructor fails, as RichProgressBar does without ``rich``."""
+
+        def __init__(self) -> None:
+            raise ModuleNotFoundError("`rich` is not installed: pip install rich")
 except ImportError:  # pragma: no cover
     pass
 

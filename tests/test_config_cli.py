@@ -136,3 +136,11 @@ def test_sagebench_strategies_lists_every_strategy_without_importing_torch():
     assert done.returncode == 0, done.stderr[-2000:]
     printed = dict(line.split(None, 1) for line in done.stdout.splitlines())
     assert printed == {name: describe(name) for name in list_strategies()}
+
+
+@pytest.mark.parametrize("override", ["a" + ".a" * 3000 + "=1", "budgets=" + "[" * 3000 + "]" * 3000])
+def test_a_very_deep_override_is_a_short_error(override):
+    """A 3,000-deep override gave a 12 KB "maximum recursion depth" message."""
+    with pytest.raises(ConfigError, match="levels deep") as info:
+        load_config(None, [override])
+    assert len(str(info.value)) < 300 and "recursion" not in str(info.value)

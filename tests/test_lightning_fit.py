@@ -43,6 +43,28 @@ def test_a_logger_and_callbacks_from_class_path_entries(random_models_overrides,
     assert _csv_metrics(logs)["edge_acc"] == pytest.approx(res["edge_accuracy"])
 
 
+def test_a_callback_whose_constructor_fails_is_a_config_error_naming_it():
+    """A class_path whose constructor raised (RichProgressBar without rich) gave a raw traceback."""
+    from sagebench.sweep.trainer import instantiate
+
+    with pytest.raises(ConfigError, match=r"helpers.NeedsAMissingPackage\(\*\*init_args\) failed "
+                                          r"\(ModuleNotFoundError: `rich` is not installed"):
+        instantiate("helpers.NeedsAMissingPackage", "trainer.callbacks")
+
+
+@pytest.mark.parametrize("setting, works", [("trainer.inference_mode=false", True),
+                                            ("trainer.use_distributed_sampler=true", False)])
+def test_trainer_settings_sagebench_also_sets_are_merged_or_refused(random_models_overrides, tmp_path, setting,
+                                                                    works):
+    """Both gave ``TypeError: build_trainer() got multiple values for keyword argument``."""
+    cfg = load_config(None, [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}", setting])
+    if works:
+        assert evaluate(cfg)["num_images"] == 30
+    else:
+        with pytest.raises(ConfigError, match="pads each process's share"):
+            evaluate(cfg)
+
+
 @pytest.mark.parametrize("entry, message", [
     ("{class_path: lightning.pytorch.callbacks.NoSuchThing}", "cannot import"),
     ("{class_path: collections.OrderedDict}", "is not a lightning"),

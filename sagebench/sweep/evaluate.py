@@ -190,11 +190,13 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
     """
     trainer_kwargs = dict(trainer_kwargs)
     trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), partial]
-    trainer = build_trainer(
-        **{**dict(logger=False, enable_checkpointing=False, enable_model_summary=False,
-                  enable_progress_bar=bool(sweep.cfg.progress)), **trainer_kwargs},
-        use_distributed_sampler=False, inference_mode=True,
-    )
+    if trainer_kwargs.get("use_distributed_sampler"):
+        raise ConfigError("trainer.use_distributed_sampler=true is not supported: Lightning's distributed sampler "
+                          "pads each process's share with repeated images, which would count some twice. sagebench "
+                          "gives each process its own images exactly once; remove the setting.")
+    trainer = build_trainer(**{**dict(logger=False, enable_checkpointing=False, enable_model_summary=False,
+                                      enable_progress_bar=bool(sweep.cfg.progress), inference_mode=True),
+                               **trainer_kwargs, "use_distributed_sampler": False})
     check_processes(sweep.data.limit, trainer.world_size)  # known before any process is started
     # evaluate() returns the results itself: the module logs its summary only for a logger
     module = build_module(sweep, partial, log_summary=bool(trainer.loggers))

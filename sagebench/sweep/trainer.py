@@ -133,8 +133,10 @@ def instantiate(spec: Any, what: str, base: type | None = None) -> Any:
         raise ConfigError(f"{what}: {path} is not a {base.__module__}.{base.__name__}.")
     try:
         return cls(**dict(args))
-    except TypeError as exc:
-        raise ConfigError(f"{what}: {path}(**init_args) failed: {exc}") from exc
+    except Exception as exc:  # e.g. RichProgressBar without `rich`: the class's own message, no traceback
+        detail = " ".join(str(exc).split())[:500]
+        raise ConfigError(f"{what}: {path}(**init_args) failed ({type(exc).__name__}: {detail}). Fix its init_args "
+                          "or install what it needs, or remove the entry.") from exc
 
 
 def lightning_objects(trainer_kwargs: dict[str, Any], callbacks: Any = None, logger: Any = None) -> dict[str, Any]:
