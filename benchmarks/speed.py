@@ -793,7 +793,7 @@ def bare_selections(args, strategy, server, groups, budgets) -> tuple[float, flo
         for x, evidence in groups:
             flat = flat_patches(x, ph, pw)
             for budget in budgets:
-                bare_selected_tokens(server, flat, strategy.select(evidence, budget), prefix, positions)
+                bare_selected_tokens(server, flat, strategy.choose(evidence, budget).indices, prefix, positions)
         sync(args)
         return time.perf_counter() - t0, cpu_seconds() - c0
 
@@ -839,7 +839,7 @@ def suite_rerun(args, job: dict, tmp: Path) -> dict:
     edge_vit, server, x, _ = load_inputs(PRESETS["cifar10"], demo.CIFAR10_FILE, job["images"],
                                          demo.CIFAR10_EDGE_WEIGHTS, demo.CIFAR10_SERVER_WEIGHTS)
     edge = EdgeModel(edge_vit, attention=job["attention"],
-                     with_rollout=getattr(strategy, "importance", None) == "rollout").to(args.device)
+                     with_rollout="rollout" in strategy.requires).to(args.device)
     server.to(args.device)
     groups = offloaded_groups(args, edge, x, job)
     del x

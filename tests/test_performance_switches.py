@@ -270,7 +270,7 @@ def test_one_shared_gram_per_batch_gives_the_same_sets_as_computing_it_per_budge
             assert torch.equal(get_strategy("sage", prefilter=prefilter).select(shared, budget), direct)
         full = torch.gather(order, 1, farthest_point_order(torch.gather(emb, 1, order.unsqueeze(-1).expand(-1, -1, dim)), budget))
         assert torch.equal(get_strategy("diversity_only").select(shared, budget), full)
-    assert "_ranked_gram" in shared.__dict__  # computed once, kept on the evidence
+    assert ("ranked_gram", "last_layer") in shared.memo  # computed once, kept on the evidence
 
 
 def test_dedupe_never_matches_an_image_that_an_earlier_cell_did_not_send():

@@ -117,7 +117,7 @@ def test_batch_rows_are_independent(name):
 def test_bad_budget_is_a_config_error(name, bad):
     ev = make_evidence(grid=(7, 7), b=2)  # N = 49, so 50 is N + 1
     with pytest.raises(ConfigError, match="budget"):
-        get_strategy(name).select(ev, bad)
+        get_strategy(name).choose(ev, bad)
 
 
 def test_check_budget_accepts_integer_like_values_and_returns_int():

@@ -102,7 +102,7 @@ def test_deterministic_and_batch_rows_independent(name, options):
 @pytest.mark.parametrize("bad", [0, 50, 2.5, None, True])
 def test_bad_budget_is_a_config_error(name, bad):
     with pytest.raises(ConfigError, match="budget"):
-        get_strategy(name).select(make_evidence(grid=(7, 7), b=2), bad)
+        get_strategy(name).choose(make_evidence(grid=(7, 7), b=2), bad)
 
 
 @pytest.mark.parametrize("name,options", [

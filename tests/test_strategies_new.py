@@ -324,7 +324,7 @@ def test_ats_value_norm_score_says_why_it_is_missing():
 @pytest.mark.parametrize("bad", [0, 17, 2.0, True])
 def test_bad_budget_is_a_config_error(name, bad):
     with pytest.raises(ConfigError):
-        get_strategy(name).select(make_ev(grid=(4, 4)), bad)
+        get_strategy(name).choose(make_ev(grid=(4, 4)), bad)
 
 
 # --------------------------------------------------------------------------- device

@@ -167,7 +167,7 @@ def replacement(run_dir: str | Path, limit: int | None = None, *, prefix: str = 
         edge_pred[at] = ev.logits.argmax(-1).cpu().numpy()
         server_pred[at] = batch.server_pred
         for b in budgets:
-            _accumulate(cells[b], at, strategies["prefix"].select(ev, b), strategies["sage"].select(ev, b),
+            _accumulate(cells[b], at, strategies["prefix"].choose(ev, b).indices, strategies["sage"].choose(ev, b).indices,
                         ev.attention, batch.server_attention, tuple(ev.grid))
         start = at.stop
     return _finish(run, models, labels, ids, cells, edge_pred, server_pred, limit, out_dir, command)

@@ -232,13 +232,14 @@ def build_models(run: RunDir, *, with_server: bool, strategies: Sequence[Any] = 
     from sagebench.edge.model import EdgeModel
     from sagebench.models.loading import create_model
     from sagebench.server.model import ServerModel
+    from sagebench.strategies.base import required_evidence
     from sagebench.sweep.build import check_same_view, edge_input_map, model_spec, weights_id
 
     cfg = run.config()
     seed = int(cfg.seed)
     L.seed_everything(seed, workers=True, verbose=False)  # as evaluate: same seed state before building
     bench = run.results.get("benchmark") or {}
-    with_rollout = any(getattr(s, "importance", None) == "rollout" for s in strategies)
+    with_rollout = "rollout" in required_evidence(strategies)
     edge_spec = model_spec(cfg.model.edge)
     edge = EdgeModel(create_model(edge_spec), attention=cfg.model.edge.attention, with_rollout=with_rollout)
     _check_weights(run, "edge", weights_id(edge_spec, edge.vit), (bench.get("edge") or {}).get("weights"))

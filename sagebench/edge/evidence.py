@@ -2,9 +2,60 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, TypeVar
 
 import torch
+
+T = TypeVar("T")
+
+#: The evidence a strategy may declare in ``Strategy.requires``, beyond the logits, attention and
+#: embeddings the edge always provides, and who provides it. One owner: the sweep reads these names
+#: to decide what to compute, and an undeclared name is an error (``sagebench.strategies.base``).
+#:
+#: - ``"rollout"``: attention rollout, computed by the edge in its single forward on request
+#:   (``EdgeModel(..., with_rollout=True)``), e.g. for ``importance: rollout``.
+#: - ``"server_attention"``: the server's CLS attention on the full image, computed in the ceiling
+#:   pass. A deployed edge cannot know it: a strategy requiring it is an oracle.
+EVIDENCE_KINDS: Mapping[str, str] = MappingProxyType({"rollout": "edge", "server_attention": "server"})
+
+
+class Memo:
+    """Values derived from one evidence object, computed once and shared by whoever asks again.
+
+    Why: a sweep asks several strategies at several budgets for the same derived value of the same
+    batch (an importance ranking, a Gram matrix); computing it once per evidence object is much of
+    the sweep's selection time. Each entry is keyed by what it is and its options (e.g.
+    ``("importance_order", "rollout")``) and remembers the tensors it was computed from: when such
+    a tensor on the evidence is replaced, the entry is recomputed. Values are shared: callers treat
+    them as read-only (slice and copy, never write into them).
+
+    Not part of the evidence's identity: never compared, never written to the edge cache, and a
+    fresh (empty) memo for every evidence object, including those made by ``subset`` and ``cat``.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[tuple[object, ...], object]] = {}
+
+    def get_or_compute(self, key: Hashable, inputs: tuple[object, ...], compute: Callable[[], T]) -> T:
+        """The value kept under ``key`` if it was computed from these very ``inputs`` (by identity),
+        else ``compute()``, kept for the next caller."""
+        entry = self._entries.get(key)
+        if entry is None or len(entry[0]) != len(inputs) or any(a is not b for a, b in zip(entry[0], inputs)):
+            entry = (tuple(inputs), compute())
+            self._entries[key] = entry
+        return entry[1]  # type: ignore[return-value]
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Memo({sorted(map(repr, self._entries))})"
 
 
 @dataclass
@@ -24,6 +75,9 @@ class EdgeEvidence:
         rollout: ``[b, N]`` attention rollout over the patches (rows sum to 1), or ``None`` when the
             edge was not asked for it (``EdgeModel(..., with_rollout=True)``); strategies with
             ``importance="rollout"`` rank patches by it.
+        server_attention: see below.
+        memo: derived values shared by the strategies that read this evidence (:class:`Memo`);
+            not a constructor argument, not compared, not cached on disk.
     """
 
     logits: torch.Tensor
@@ -36,6 +90,7 @@ class EdgeEvidence:
     #: ``[b, N]`` the *server's* last-block CLS attention on the full image (rows sum to 1), present only
     #: when a strategy declares ``requires = {"server_attention"}`` (an oracle: the edge cannot know it).
     server_attention: torch.Tensor | None = None
+    memo: Memo = field(default_factory=Memo, init=False, repr=False, compare=False)
 
     @property
     def num_patches(self) -> int:

@@ -65,7 +65,7 @@ def selection_examples(ctx: RunContext, k: int = NUM_OVERLAY_IMAGES) -> list[plo
     if not ids:
         return []
     budget = overlay_budget(ctx.budgets)
-    drawn = [s.label for s in ctx.strategies if not getattr(s, "requires", None)]
+    drawn = [s.label for s in ctx.strategies if not s.oracle]
     kept = ctx.examples or {}
     if all(i in kept and set(kept[i]["selections"]) == set(drawn) for i in ids):  # the sweep's own: nothing again
         return _examples(ctx, ids, budget, torch.stack([kept[i]["image"] for i in ids]),
@@ -79,8 +79,8 @@ def selection_examples(ctx: RunContext, k: int = NUM_OVERLAY_IMAGES) -> list[plo
     with torch.no_grad():
         evidence = ctx.edge(images, sample_ids, ctx.seed)
         # oracles read evidence only the sweep's server pass has: not drawn on the edge's own overlays
-        selections = {s.label: s.select(evidence, budget).cpu().tolist() for s in ctx.strategies
-                      if not getattr(s, "requires", None)}
+        selections = {s.label: s.choose(evidence, budget).indices.cpu().tolist() for s in ctx.strategies
+                      if not s.oracle}
     return _examples(ctx, ids, budget, images, evidence.attention, evidence.logits.argmax(-1).tolist(), labels,
                      selections)
 

@@ -33,11 +33,12 @@ import torch
 
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.strategies.attention_prefix import attention_order
-from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.base import Strategy
 from sagebench.strategies.importance import (
     StrategyOptionError,
     check_importance,
     importance,
+    importance_requires,
 )
 from sagebench.strategies.kdpp import finite_weights
 from sagebench.strategies.registry import register_strategy
@@ -71,10 +72,10 @@ class ATSStrategy(Strategy):
                 "last block's value vectors, which the edge evidence does not carry)")
         self.score = score
         self.importance = check_importance(importance, "ats")
+        self.requires = importance_requires(self.importance)
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         n = evidence.num_patches
-        budget = check_budget(budget, n)
         scores = finite_weights(importance(evidence, self.importance))
         order = attention_order(scores)  # descending, ties: lower patch index
         cum = scores.gather(1, order).cumsum(dim=1)

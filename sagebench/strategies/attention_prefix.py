@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, importance_order
+from sagebench.strategies.base import Strategy
+from sagebench.strategies.importance import check_importance, importance_order, importance_requires
 from sagebench.strategies.registry import register_strategy
 
 
@@ -32,7 +32,7 @@ class AttentionPrefixStrategy(Strategy):
 
     def __init__(self, importance: str = "last_layer") -> None:
         self.importance = check_importance(importance, "attention_prefix")
+        self.requires = importance_requires(self.importance)
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
-        budget = check_budget(budget, evidence.num_patches)
         return importance_order(evidence, self.importance)[:, :budget].clone()

@@ -29,8 +29,8 @@ import torch
 
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.strategies.attention_prefix import attention_order
-from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, check_real, importance
+from sagebench.strategies.base import Strategy
+from sagebench.strategies.importance import check_importance, check_real, importance, importance_requires
 from sagebench.strategies.registry import register_strategy
 
 RULE_STATS = ("cut_by_budget", "padded", "rule_patches")
@@ -48,7 +48,6 @@ class _AttentionRule(Strategy):
         raise NotImplementedError
 
     def select_with_stats(self, evidence: EdgeEvidence, budget: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        budget = check_budget(budget, evidence.num_patches)
         scores = importance(evidence, self.importance)
         picks = attention_order(scores)[:, :budget].contiguous()
         size = self.rule_size(scores)
@@ -77,6 +76,7 @@ class AttentionThresholdStrategy(_AttentionRule):
     def __init__(self, delta: float = 0.01, importance: str = "last_layer") -> None:
         self.delta = check_real(delta, "delta", "attention_threshold", low=0.0, high=1.0)
         self.importance = check_importance(importance, "attention_threshold")
+        self.requires = importance_requires(self.importance)
 
     def rule_size(self, scores: torch.Tensor) -> torch.Tensor:
         return (scores >= self.delta).sum(dim=1)
@@ -96,6 +96,7 @@ class AttentionCumsumStrategy(_AttentionRule):
     def __init__(self, delta: float = 0.97, importance: str = "last_layer") -> None:
         self.delta = check_real(delta, "delta", "attention_cumsum", low=0.0, high=1.0)
         self.importance = check_importance(importance, "attention_cumsum")
+        self.requires = importance_requires(self.importance)
 
     def rule_size(self, scores: torch.Tensor) -> torch.Tensor:
         ordered = torch.gather(scores, 1, attention_order(scores)).double()

@@ -32,12 +32,13 @@ import math
 import torch
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.base import Strategy
 from sagebench.strategies.importance import (
     check_importance,
     check_positive_int,
     check_real,
     importance_order,
+    importance_requires,
 )
 from sagebench.strategies.registry import register_strategy
 
@@ -86,9 +87,9 @@ class BATStrategy(Strategy):
         self.alpha = check_real(alpha, "alpha", "bat", low=0.0, high=1.0)
         self.neighbors = check_positive_int(neighbors, "neighbors", "bat")
         self.importance = check_importance(importance, "bat")
+        self.requires = importance_requires(self.importance)
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
-        budget = check_budget(budget, evidence.num_patches)
         order = importance_order(evidence, self.importance)  # [b, N] (shared, read-only)
         k = num_attentive(self.alpha, budget)
         if k == budget:

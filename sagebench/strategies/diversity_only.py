@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance
+from sagebench.strategies.base import Strategy
+from sagebench.strategies.importance import check_importance, importance_requires
 from sagebench.strategies.registry import register_strategy
 from sagebench.strategies.sage import farthest_point_from_gram, ranked_gram
 
@@ -28,8 +28,8 @@ class DiversityOnlyStrategy(Strategy):
 
     def __init__(self, importance: str = "last_layer") -> None:
         self.importance = check_importance(importance, "diversity_only")
+        self.requires = importance_requires(self.importance)
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
-        budget = check_budget(budget, evidence.num_patches)
         order, gram, finite = ranked_gram(evidence, self.importance)  # shared with sage, read-only
         return torch.gather(order, 1, farthest_point_from_gram(gram, evidence.num_patches, budget, finite))

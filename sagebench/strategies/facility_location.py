@@ -32,11 +32,12 @@ import math
 import torch
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.base import Strategy
 from sagebench.strategies.importance import (
     StrategyOptionError,
     check_importance,
     importance,
+    importance_requires,
 )
 from sagebench.strategies.kdpp import finite_weights, unit_cosine
 from sagebench.strategies.registry import register_strategy
@@ -76,9 +77,9 @@ class FacilityLocationStrategy(Strategy):
                                       f"got {weights!r}")
         self.weights = weights
         self.importance = check_importance(importance, "facility_location")
+        self.requires = importance_requires(self.importance)
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
-        budget = check_budget(budget, evidence.num_patches)
         sim = unit_cosine(evidence.embeddings).add_(1.0).mul_(0.5)
         if self.weights == "uniform":
             w = torch.ones(sim.shape[:2], dtype=sim.dtype, device=sim.device)

@@ -8,9 +8,11 @@ Two importance signals come out of the edge's single forward pass (see :class:`E
   per block the head-mean attention plus the identity, rows renormalised, multiplied from the
   first block on; the CLS row over the patches, renormalised. The edge computes it only when
   asked (``EdgeModel(..., with_rollout=True)``; ``evaluate`` does so whenever a configured
-  strategy has ``importance: rollout``).
+  strategy requires ``"rollout"``).
 
-Every attention-based strategy takes ``importance`` as an option and calls :func:`importance`.
+Every attention-based strategy takes ``importance`` as an option, declares what it needs with
+:func:`importance_requires` (``self.requires = importance_requires(self.importance)``) and calls
+:func:`importance`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def check_importance(kind: object, strategy: str) -> str:
     return kind
 
 
+def importance_requires(kind: str) -> frozenset[str]:
+    """What ranking by ``kind`` requires of the evidence (:attr:`Strategy.requires`): ``{"rollout"}``
+    for rollout, which the edge computes only on request; nothing for the last layer's attention."""
+    return frozenset({"rollout"}) if kind == "rollout" else frozenset()
+
+
 def importance(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.Tensor:
     """``[b, N]`` per-patch importance of the given kind (each row sums to 1)."""
     if kind == "last_layer":
@@ -47,7 +55,7 @@ def importance(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.Tensor
         if rollout is None:
             raise ConfigError("importance='rollout' needs attention rollout in the edge evidence, but it was not "
                               "computed: build the edge with EdgeModel(..., with_rollout=True) (evaluate does this "
-                              "when a configured strategy has importance: rollout).")
+                              "when a configured strategy requires 'rollout', as importance: rollout does).")
         return rollout
     raise ConfigError(f"importance must be one of {', '.join(IMPORTANCE_KINDS)}, got {kind!r}")
 
@@ -56,19 +64,14 @@ def importance_order(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.
     """``[b, N]`` patch indices by decreasing importance (ties: lower index), sorted once per evidence.
 
     Why a memo: a sweep asks several strategies at several budgets for the same ranking of the
-    same images; the sort is computed on the first request and kept on the evidence object (keyed
-    by ``kind`` and the identity of the importance tensor, so replacing the tensor invalidates it).
+    same images; the sort is computed on the first request and kept in ``evidence.memo`` (keyed
+    by ``kind``, computed from the importance tensor, so replacing the tensor invalidates it).
     Callers must treat the result as read-only (slice and copy, never write into it).
     """
     from sagebench.strategies.attention_prefix import attention_order
 
     scores = importance(evidence, kind)
-    memo = evidence.__dict__.setdefault("_importance_order", {})
-    cached = memo.get(kind)
-    if cached is None or cached[0] is not scores:
-        cached = (scores, attention_order(scores))
-        memo[kind] = cached
-    return cached[1]
+    return evidence.memo.get_or_compute(("importance_order", kind), (scores,), lambda: attention_order(scores))
 
 
 def check_real(value: object, option: str, strategy: str, low: float | None = None, high: float | None = None,

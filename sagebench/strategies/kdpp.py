@@ -39,8 +39,8 @@ import math
 import torch
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, check_real, importance
+from sagebench.strategies.base import Strategy
+from sagebench.strategies.importance import check_importance, check_real, importance, importance_requires
 from sagebench.strategies.registry import register_strategy
 
 
@@ -97,9 +97,9 @@ class KDPPStrategy(Strategy):
         self.alpha = check_real(alpha, "alpha", "kdpp", low=0.0)
         self.eps = check_real(eps, "eps", "kdpp", low=0.0, low_open=True)
         self.importance = check_importance(importance, "kdpp")
+        self.requires = importance_requires(self.importance)
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
-        budget = check_budget(budget, evidence.num_patches)
         cos = unit_cosine(evidence.embeddings)
         if self.alpha == 0.0:  # diversity only: do not even read the attention
             q = torch.ones(cos.shape[:2], dtype=cos.dtype, device=cos.device)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.base import Strategy
 from sagebench.strategies.registry import register_strategy
 
 _MASK32 = 0xFFFFFFFF
@@ -65,7 +65,6 @@ class RandomStrategy(Strategy):
     """Uniformly random B patches, reproducible per image from (seed, sample id); the no-evidence baseline."""
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
-        budget = check_budget(budget, evidence.num_patches)
         scores = patch_hash(evidence.seed, evidence.sample_ids.to(evidence.attention.device), evidence.num_patches)
         order = torch.sort(scores, dim=1, stable=True).indices  # ties (rare) -> lower patch index
         return order[:, :budget].contiguous()

@@ -31,8 +31,8 @@ import torch
 
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
-from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, importance_order
+from sagebench.strategies.base import Strategy
+from sagebench.strategies.importance import check_importance, importance_order, importance_requires
 from sagebench.strategies.registry import register_strategy
 
 
@@ -134,18 +134,17 @@ def ranked_gram(evidence: EdgeEvidence, kind: str = "last_layer") -> tuple[torch
     batch instead of one per (strategy, budget). Read-only for callers.
     """
     order = importance_order(evidence, kind)
-    memo = evidence.__dict__.setdefault("_ranked_gram", {})
-    cached = memo.get(kind)
-    if cached is None or cached[0] is not order or cached[1] is not evidence.embeddings:
-        b, n, d = evidence.embeddings.shape
+    embeddings = evidence.embeddings
+
+    def compute() -> tuple[torch.Tensor, bool]:
+        b, n, d = embeddings.shape
         rows = (order + torch.arange(b, device=order.device).unsqueeze(1) * n).reshape(-1)
-        emb = evidence.embeddings.reshape(b * n, d).index_select(0, rows).reshape(b, n, d)  # a gather, faster
+        emb = embeddings.reshape(b * n, d).index_select(0, rows).reshape(b, n, d)  # a gather, faster
         gram, finite = cosine_gram(emb)
-        if finite:
-            gram = similarity_keys(gram)
-        cached = (order, evidence.embeddings, gram, finite)
-        memo[kind] = cached
-    return order, cached[2], cached[3]
+        return (similarity_keys(gram) if finite else gram), finite
+
+    gram, finite = evidence.memo.get_or_compute(("ranked_gram", kind), (order, embeddings), compute)
+    return order, gram, finite
 
 
 @register_strategy("sage")
@@ -163,10 +162,10 @@ class SageStrategy(Strategy):
             raise PrefilterError(f"sage: prefilter must be >= 1 (candidates = ceil(prefilter * budget)), got {prefilter!r}")
         self.prefilter = value
         self.importance = check_importance(importance, "sage")
+        self.requires = importance_requires(self.importance)
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         n = evidence.num_patches
-        budget = check_budget(budget, n)
         k = num_candidates(self.prefilter, budget, n)
         order, gram, finite = ranked_gram(evidence, self.importance)  # shared by every budget of the batch
         picks = farthest_point_from_gram(gram, k, budget, finite)  # candidates = the k most attended

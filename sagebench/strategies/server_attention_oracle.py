@@ -16,7 +16,7 @@ import torch
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
 from sagebench.strategies.attention_prefix import attention_order
-from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.base import Strategy
 from sagebench.strategies.registry import register_strategy
 
 
@@ -27,7 +27,6 @@ class ServerAttentionOracle(Strategy):
     requires = frozenset({"server_attention"})
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
-        budget = check_budget(budget, evidence.num_patches)
         if evidence.server_attention is None:
             raise ConfigError("server_attention_oracle needs the server's attention, which the sweep computes "
                               "only for strategies that declare requires={'server_attention'}; build the "

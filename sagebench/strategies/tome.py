@@ -45,8 +45,8 @@ import torch.nn.functional as F
 
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.strategies.attention_prefix import attention_order
-from sagebench.strategies.base import Strategy, check_budget
-from sagebench.strategies.importance import check_importance, check_real, importance
+from sagebench.strategies.base import Strategy
+from sagebench.strategies.importance import check_importance, check_real, importance, importance_requires
 from sagebench.strategies.registry import register_strategy
 
 
@@ -111,9 +111,9 @@ class ToMeStrategy(Strategy):
     def __init__(self, rate: float = 1.0, importance: str = "last_layer") -> None:
         self.rate = check_real(rate, "rate", "tome", low=0.0, high=1.0, low_open=True)
         self.importance = check_importance(importance, "tome")
+        self.requires = importance_requires(self.importance)
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
-        budget = check_budget(budget, evidence.num_patches)
         scores = importance(evidence, self.importance)
         owner, survivors = bipartite_merge(evidence.embeddings, budget, self.rate)
         return best_member_per_group(scores, owner, survivors)

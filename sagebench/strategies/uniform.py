@@ -20,7 +20,7 @@ from functools import lru_cache
 import torch
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.base import Strategy, check_budget
+from sagebench.strategies.base import Strategy
 from sagebench.strategies.registry import register_strategy
 
 
@@ -49,7 +49,6 @@ class UniformGridStrategy(Strategy):
     """Content-blind spatial coverage: a fixed farthest-point order of grid cells, same for every image."""
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
-        budget = check_budget(budget, evidence.num_patches)
         rows, cols = evidence.grid
         head = grid_order(int(rows), int(cols))[:budget].to(evidence.attention.device)
         return head.unsqueeze(0).repeat(evidence.batch_size, 1)  # a fresh tensor, never a view of the cache

@@ -23,7 +23,7 @@ from sagebench.models.loading import ModelSpec, create_model
 from sagebench.results.files import file_sha256
 from sagebench.server.model import ServerModel
 from sagebench.strategies import Strategy, get_strategy
-from sagebench.strategies.base import check_budget, check_byte_budget
+from sagebench.strategies.base import check_budget, check_byte_budget, required_evidence
 from sagebench.transmission.channels import Channel, load_channel
 from sagebench.transmission.codecs import Codec, codec_from_config
 
@@ -54,7 +54,8 @@ class Sweep:
 
     @property
     def with_rollout(self) -> bool:
-        return any(getattr(s, "importance", None) == "rollout" for s in self.strategies)
+        """Whether a strategy requires attention rollout (the edge computes it in the same forward)."""
+        return "rollout" in required_evidence(self.strategies)
 
     @property
     def num_patches(self) -> int:
@@ -102,9 +103,9 @@ def build_strategies(cfg: DictConfig) -> list[Strategy]:
 
 
 def build_edge(cfg: DictConfig, strategies: list[Strategy]) -> tuple[ModelSpec, EdgeModel]:
-    """The edge: attention rollout is computed (in the same single forward) only if a strategy ranks by it."""
+    """The edge: attention rollout is computed (in the same single forward) only if a strategy requires it."""
     spec = model_spec(cfg.model.edge)
-    with_rollout = any(getattr(s, "importance", None) == "rollout" for s in strategies)
+    with_rollout = "rollout" in required_evidence(strategies)
     return spec, EdgeModel(create_model(spec), attention=cfg.model.edge.attention, with_rollout=with_rollout)
 
 

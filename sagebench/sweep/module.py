@@ -23,7 +23,7 @@ from sagebench.metrics import CELL_FIELDS, Sent, SweepLayout, flat_summary, summ
 from sagebench.runtime.speed import PhaseTimer
 from sagebench.server.model import ServerModel
 from sagebench.server.passes import ServerPasses
-from sagebench.strategies.base import Strategy, check_budget, check_byte_budget
+from sagebench.strategies.base import Strategy, check_budget, check_byte_budget, required_evidence
 from sagebench.sweep.offload_cache import OffloadCache
 from sagebench.sweep.records import (
     SweepRecords,
@@ -96,7 +96,7 @@ class SageBenchModule(L.LightningModule):
         self.server_passes = {"forwards": 0, "images_run": 0, "images_reused": 0}  # this process
         # strategies that declare requires={"server_attention"} (oracles): the ceiling pass runs the server
         # through EdgeModel, which gives the same logits plus its last-block CLS attention
-        needs = set().union(*(getattr(s, "requires", frozenset()) for s in self.strategies))
+        needs = required_evidence(self.strategies)
         self.server_probe = EdgeModel(server.vit, attention="last_layer") if "server_attention" in needs else None
         # how the run is served (sagebench.sweep.serving), read in setup from the data module that decided it: the
         # research-loop cache records every image's gate decision and the offloaded images' pixels and ceiling,
@@ -177,13 +177,11 @@ class SageBenchModule(L.LightningModule):
                     j += 1
                     continue
                 started = self.timer.start()
+                indices, counters = strategy.choose(sub, budget)
                 if strategy.stat_names:
-                    indices, counters = strategy.select_with_stats(sub, budget)
                     self.strategy_stats.update(j, sent.numel(), counters)
-                else:
-                    indices = strategy.select(sub, budget)
                 self.timer.stop(f"select/{name}", started)
-                if budget == self.example_budget and not getattr(strategy, "requires", None):
+                if budget == self.example_budget and not strategy.oracle:  # oracles: not on the edge's overlays
                     self._keep_examples(rows, images, sub, strategy.label, indices)
                 preds, sizes = passes.send(indices, f"server/{name}")
                 self._fill(rows, sent, j, Sent(indices, preds, sizes, passes.units(indices), self.server.grid))

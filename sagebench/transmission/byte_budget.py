@@ -51,7 +51,7 @@ def fill_byte_budget(strategy: Strategy, evidence: EdgeEvidence, budget_bytes: i
         mid = (lo + hi) // 2
         for m in torch.unique(mid[active]).tolist():
             rows = (active & (mid == m)).nonzero().squeeze(1)
-            indices = strategy.select(evidence.subset(rows), int(m))
+            indices = strategy.choose(evidence.subset(rows), int(m)).indices
             fits = payload(rows, indices).to(device) <= budget_bytes
             lo[rows[fits]] = m
             hi[rows[~fits]] = m
