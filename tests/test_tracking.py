@@ -246,7 +246,8 @@ def test_figures_are_drawn_side_by_side_and_a_failing_one_is_only_a_warning(tmp_
     figure that fails (in a child or in the parent) is one warning line, not a failed run."""
     from pathlib import Path
 
-    from sagebench.reporting.report import Guard, draw_all
+    from sagebench.reporting.guard import Guard
+    from sagebench.reporting.report import draw_all
 
     def write(path):
         Path(path).write_text("x")
