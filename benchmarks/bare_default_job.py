@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import _prefix_positions, autocast_ctx, bare_server_tokens, flat_patches  # noqa: E402
 
 from sagebench.demo import CIFAR10_FILE  # noqa: E402
-from sagebench.models.loading import ModelSpec, create_model  # noqa: E402
 from sagebench.runtime.host_memory import keep_freed_memory  # noqa: E402
+from sagebench.vit.loading import ModelSpec, create_model  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 p.add_argument("--images", type=int, default=None, help="the first N images (default: all)")

@@ -189,7 +189,7 @@ class InMemoryImages:
 def load_inputs(preset: dict, data_path: Path, images: int, edge_ckpt: Path, server_ckpt: Path):
     """The exact tensors and models the sweep sees: images by sagebench's own transform, the checkpoints."""
     from sagebench import data as data_lib
-    from sagebench.models.loading import ModelSpec, create_model
+    from sagebench.vit.loading import ModelSpec, create_model
 
     edge = create_model(ModelSpec(preset["edge"], checkpoint=str(edge_ckpt)))
     server = create_model(ModelSpec(preset["server"], checkpoint=str(server_ckpt)))

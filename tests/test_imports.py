@@ -208,6 +208,18 @@ def test_a_config_mistake_is_reported_before_lightning_loads():
     assert "no_such_key" in done.stderr
 
 
+
+def test_the_public_api_resolves_and_removed_paths_stay_removed():
+    """Every name ``sagebench`` exports resolves, ``sagebench.evaluate`` is the function, and the shims are gone."""
+    import inspect
+
+    import sagebench
+
+    assert all(getattr(sagebench, name) is not None for name in sagebench.__all__)
+    assert inspect.isfunction(sagebench.evaluate)
+    # a submodule named evaluate would rebind sagebench.evaluate on import; models/ is now vit/
+    assert not [p for p in ("evaluate.py", "evaluate", "models") if (ROOT / PACKAGE / p).exists()]
+
 if __name__ == "__main__":
     g = build_graph()
     for title, edges in (("module-level", g.eager),

@@ -94,9 +94,9 @@ def test_overlay_examples_are_the_first_offloaded_images_and_each_strategys_choi
     from sagebench import data as data_lib
     from sagebench.data import DataSpec
     from sagebench.edge.model import EdgeModel
-    from sagebench.models.loading import create_model
     from sagebench.strategies import get_strategy
     from sagebench.sweep.build import model_spec
+    from sagebench.vit.loading import create_model
 
     run_dir, results = small_run
     cfg = load_config(None, [*random_models_overrides, "data.limit=60", "budgets=[4,8]"])
