@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import lightning as L
 import numpy as np
+import torch.utils.data
 from omegaconf import DictConfig, OmegaConf
 
 from sagebench import data as data_lib
@@ -59,12 +60,19 @@ from sagebench.transmission.channels import add_latency
 
 
 def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, *,
-             callbacks: list[Any] | None = None, logger: Any = None) -> dict[str, Any] | None:
+             callbacks: list[Any] | None = None, logger: Any = None,
+             dataset: torch.utils.data.Dataset | None = None) -> dict[str, Any] | None:
     """Run the sweep described by ``cfg`` (default: the embedded benchmark) and write its results.
 
     ``callbacks`` and ``logger``: Lightning objects for the Trainer (as ``trainer.callbacks`` /
     ``trainer.logger`` entries with ``class_path``/``init_args`` do from a config); every logger
     receives the exact summary once, from rank 0, and ``Trainer.test`` returns it.
+
+    ``dataset``: the evaluation images already in memory, served instead of loading ``cfg.data``: a
+    map-style data set whose item ``i`` is ``(image, label, sample_id=i)`` as
+    :class:`~sagebench.data.images.EvalImages` yields (model input, label as a model index). Why: a
+    benchmark that decoded the images once (``benchmarks/speed.py``) measures the sweep without the
+    decode. ``cfg.data`` still names them (run key, fingerprint), so they must be the images it describes.
 
     Returns the results dict in the global-zero process (``None`` elsewhere). Writes
     ``<output_dir>/results.json``, ``samples.parquet`` and ``config.yaml``; while it runs,
@@ -85,12 +93,13 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
         return run_key(sweep, layout.names(), trainer_kwargs.get("precision"))
 
     if run_state.finished:  # resume=true on a finished run: nothing to evaluate
-        attach_data(sweep)
+        use_dataset(sweep, dataset)
         return stored_results(run_state, key(), out_dir)
     partial = PartialResults(out_dir, None, resume=bool(cfg.resume), flush_seconds=cfg.flush_seconds,
                              num_columns=layout.num_columns)
     try:  # the output-folder lock is released when evaluate returns or fails
-        attempt = run_sweep(sweep, lightning_objects(trainer_kwargs, callbacks, logger), partial, out_dir, key)
+        attempt = run_sweep(sweep, lightning_objects(trainer_kwargs, callbacks, logger), partial, out_dir, key,
+                            dataset)
         if not attempt.trainer.is_global_zero:
             return None
         records = finalise_records(attempt, partial, sweep.num_images)
@@ -173,8 +182,16 @@ def build_module(sweep: Sweep, trainer: Any, partial: PartialResults) -> SageBen
     return module
 
 
+def use_dataset(sweep: Sweep, dataset: torch.utils.data.Dataset | None, source: Any = None) -> Any:
+    """The evaluation images, into ``sweep``: ``dataset`` when given (in memory), else loaded as ``cfg.data`` says."""
+    if dataset is None:
+        return attach_data(sweep, source)
+    sweep.dataset, sweep.num_images = dataset, len(dataset)  # type: ignore[arg-type]
+    return dataset
+
+
 def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResults, out_dir: Path,
-              key: Callable[[], dict[str, Any]]) -> Attempt:
+              key: Callable[[], dict[str, Any]], dataset: torch.utils.data.Dataset | None = None) -> Attempt:
     """``Trainer.test`` over the data set; an error keeps the finished images and says how to resume.
 
     The data is prepared (downloaded) in the data module's ``prepare_data`` on one process per
@@ -195,14 +212,15 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
     prepared: dict[str, Any] = {}  # what prepare_data loaded, when it ran in this process
 
     def prepare_data() -> None:
-        prepared["source"] = data_lib.prepare_source(sweep.data)
+        if dataset is None:  # in memory: nothing to prepare
+            prepared["source"] = data_lib.prepare_source(sweep.data)
 
     def load_data() -> Any:
-        dataset = attach_data(sweep, prepared.pop("source", None))
+        loaded = use_dataset(sweep, dataset, prepared.pop("source", None))
         check_processes(sweep.num_images, trainer.world_size)
         partial.key = key()
         cached = use_offload_cache(sweep, module, datamodule, partial, trainer.world_size)
-        return dataset if cached is None else cached
+        return loaded if cached is None else cached
 
     datamodule = SweepData(load_data, sweep.cfg.batch_size, speed.num_workers(sweep.cfg.data.num_workers, trainer),
                            done_ids=lambda: partial.done_ids, prepare=prepare_data)
