@@ -15,17 +15,21 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as `sagebench eval` runs (import sagebench)
+for _key, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("WANDB_MODE", "disabled"),
+                     ("TOKENIZERS_PARALLELISM", "false")):  # speed.py's environment (offline)
+    os.environ.setdefault(_key, _value)
 import pyarrow.parquet as pq  # noqa: E402
 import timm.data  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import _prefix_positions, autocast_ctx, bare_server_tokens, flat_patches  # noqa: E402
+from speedbench.bare import bare_server_tokens, flat_patches, prefix_positions  # noqa: E402
+from speedbench.common import autocast_ctx  # noqa: E402
 
 from sagebench.demo import CIFAR10_FILE  # noqa: E402
-from sagebench.models.loading import ModelSpec, create_model  # noqa: E402
 from sagebench.runtime.host_memory import keep_freed_memory  # noqa: E402
+from sagebench.vit.loading import ModelSpec, create_model  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 p.add_argument("--images", type=int, default=None, help="the first N images (default: all)")
@@ -52,7 +56,7 @@ transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model
 table = pq.read_table(CIFAR10_FILE, columns=["image", "label"])
 n = len(table) if args.images is None else min(args.images, len(table))
 images, labels = table.column("image").to_pylist()[:n], torch.tensor(table.column("label").to_pylist()[:n])
-prefix, positions = _prefix_positions(server)
+prefix, positions = prefix_positions(server)
 ph, pw = server.patch_embed.patch_size
 counts = {"edge_correct": 0, "offloaded": 0, "ceiling_correct": 0}
 

@@ -35,11 +35,14 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed  # noqa: E402  (sets the offline environment and OMP_WAIT_POLICY, as the CLI does)
+import speed  # noqa: E402, F401  (sets the offline environment, as the CLI does)
+from speedbench.common import PRESETS, log  # noqa: E402
+from speedbench.inputs import make_checkpoints, make_random_parquet, sweep_overrides  # noqa: E402
+from speedbench.memory import AnonSampler, proc_status_mb  # noqa: E402
 
 
 def _anon_mb() -> float:
-    got = speed._proc_status_mb("RssAnon")
+    got = proc_status_mb("RssAnon")
     if got is None:
         raise SystemExit("memory_trace.py needs Linux (/proc/self/status RssAnon)")
     return got["RssAnon"]
@@ -52,7 +55,7 @@ def child(spec: dict) -> None:
     from sagebench.sweep.evaluate import evaluate
     from sagebench.sweep.partial import PartialResults
 
-    sampler = speed.AnonSampler(interval_s=0.01)
+    sampler = AnonSampler(interval_s=0.01)
     trace: list[dict] = []
     step = module.SageBenchModule.test_step
 
@@ -88,7 +91,7 @@ def summarize(trace: list[dict], warmup: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="embedded", choices=list(speed.PRESETS))
+    p.add_argument("--models", default="embedded", choices=list(PRESETS))
     p.add_argument("--images", type=int, default=50000)
     p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     p.add_argument("--warmup", type=int, default=None,
@@ -100,20 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(json.loads(args.child))
         return 0
-    preset = speed.PRESETS[args.models]
+    preset = PRESETS[args.models]
     batch_size = args.batch_size or preset["batch_size"]
     embedded = preset["data"] == "embedded"
     with tempfile.TemporaryDirectory(prefix="sagebench-memtrace-") as tmp:
         folder = Path(tmp)
-        speed.log(f"making {args.images} random images and random-init checkpoints ...")
-        edge_ckpt, server_ckpt = speed.make_checkpoints(folder, preset["edge"], preset["server"])
-        data = speed.make_random_parquet(folder / "random.parquet", args.images, size=28 if embedded else 224,
-                                         classes=10 if embedded else 1000, mode="L" if embedded else "RGB")
-        sweep_args = argparse.Namespace(current=args.models, device="cpu", precision="32-true", compile=False,
+        log(f"making {args.images} random images and random-init checkpoints ...")
+        edge_ckpt, server_ckpt = make_checkpoints(folder, preset["edge"], preset["server"])
+        data = make_random_parquet(folder / "random.parquet", args.images, size=28 if embedded else 224,
+                                   classes=10 if embedded else 1000, mode="L" if embedded else "RGB")
+        sweep_args = argparse.Namespace(device="cpu", precision="32-true", compile=False,
                                         threads=None, num_workers=None, set=args.set)
-        overrides = speed.sweep_overrides(sweep_args, preset, edge_ckpt, server_ckpt, data, args.images,
-                                          batch_size, folder / "out")
-        speed.log(f"sweep over {args.images} images, batch {batch_size}, in a fresh process ...")
+        overrides = sweep_overrides(sweep_args, args.models, preset, edge_ckpt, server_ckpt, data, args.images,
+                                    batch_size, folder / "out")
+        log(f"sweep over {args.images} images, batch {batch_size}, in a fresh process ...")
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps({"overrides": overrides})],
                               capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     line = next((x for x in proc.stdout.splitlines() if x.startswith("TRACE ")), None)

@@ -51,11 +51,11 @@ def benchmark_block(cfg: Any, num_images: int) -> dict[str, Any]:
     import timm
     import torch
 
-    import sagebench.models.loading  # noqa: F401  (registers the embedded benchmark's models with timm)
+    import sagebench.vit.loading  # noqa: F401  (registers the embedded benchmark's models with timm)
     from sagebench import data as data_lib
-    from sagebench.models.vit import grid_size
     from sagebench.results import fingerprint
     from sagebench.sweep import build
+    from sagebench.vit.internals import grid_size
 
     edge_spec, server_spec = build.model_spec(cfg.model.edge), build.model_spec(cfg.model.server)
     with torch.device("meta"):

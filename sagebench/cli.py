@@ -32,16 +32,15 @@ def _quiet_libraries() -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from sagebench.config import load_config
+    from sagebench.config import load_config, to_yaml
+
+    cfg = load_config(args.config, args.overrides)  # before Lightning loads: a config mistake answers in a second
+    if getattr(args, "print_config", False):  # as Hydra's --cfg job: the resolved config, nothing run
+        print(to_yaml(cfg), end="")
+        return 0
     from sagebench.results import format_table
     from sagebench.sweep.evaluate import evaluate
 
-    cfg = load_config(args.config, args.overrides)
-    if getattr(args, "print_config", False):  # as Hydra's --cfg job: the resolved config, nothing run
-        from sagebench.config import to_yaml
-
-        print(to_yaml(cfg), end="")
-        return 0
     results = evaluate(cfg)
     if results is not None:
         print()

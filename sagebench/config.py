@@ -8,7 +8,6 @@ checked against its signature; ``model.*.kwargs`` go to ``timm.create_model`` un
 from __future__ import annotations
 
 import difflib
-import inspect
 import math
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -20,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sagebench.data.spec import DataSpec, check_name_or_path
 from sagebench.errors import ConfigError
+from sagebench.trainer_options import check_trainer_keys, check_trainer_options
 
 
 def _asset(relative: str) -> str:
@@ -353,16 +353,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.logger not in LOGGERS:
         raise ConfigError(f"logger must be one of {', '.join(LOGGERS)} (wandb logs online with an API key, "
                           f"offline otherwise; none disables it), got {cfg.logger!r}.")
-    import lightning as L
-
-    allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
-    unknown = sorted(set(cfg.trainer) - allowed)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
-        hint = f" Did you mean 'trainer.{close[0]}'?" if close else ""
-        raise ConfigError(f"Unknown trainer option(s) {unknown}: trainer.* keys are passed to lightning.Trainer.{hint}")
-    from sagebench.sweep.trainer import check_trainer_options
-
+    check_trainer_keys(cfg.trainer)  # last: it loads Lightning, so every other mistake is reported without it
     check_trainer_options(OmegaConf.to_container(cfg.trainer, resolve=True))
 
 

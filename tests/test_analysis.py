@@ -64,8 +64,8 @@ def _edge_evidence_of(run_dir, sample_id: int):
     from sagebench.config import load_config
     from sagebench.data import DataSpec
     from sagebench.edge.model import EdgeModel
-    from sagebench.models.loading import create_model
     from sagebench.sweep.build import model_spec
+    from sagebench.vit.loading import create_model
 
     cfg = load_config(str(run_dir / "config.yaml"))
     edge = EdgeModel(create_model(model_spec(cfg.model.edge))).eval()

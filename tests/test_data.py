@@ -243,6 +243,8 @@ def test_check_labels_flags_labels_outside_the_model_classes():
     with pytest.raises(DataError, match="-1"):
         check_labels(torch.tensor([0, -1, 1]), 3)
     check_labels([0, 1, 2], 3)
+    with pytest.raises(TypeError, match="stream"):  # labels of a stream cannot be read up front
+        check_labels(StreamingEvalImages(_stream(), identity_transform), 3)
 
 
 # --- to_model_mode ----------------------------------------------------------------------------------

@@ -452,7 +452,7 @@ def test_a_checkpoint_directory_and_a_wrong_shape_checkpoint_say_what_is_wrong(t
     'is a directory, not a weights file', and the tensor's name with both shapes."""
     from safetensors.torch import load_file, save_file
 
-    from sagebench.models.loading import ModelSpec, create_model, read_state_dict
+    from sagebench.vit.loading import ModelSpec, create_model, read_state_dict
 
     with pytest.raises(ModelLoadError, match="is a directory, not a weights file"):
         read_state_dict(tmp_path)

@@ -58,6 +58,38 @@ def test_results_do_not_depend_on_batch_size(random_models_overrides, tmp_path):
     assert sa.equals(sb)
 
 
+
+def test_an_in_memory_dataset_is_served_instead_of_the_config_data(random_models_overrides, tmp_path):
+    """``evaluate(cfg, dataset=...)`` (the seam benchmarks/speed.py uses): the same images in memory give the
+    same per-sample records, and the sweep reads them from the given data set, every image."""
+    import torch
+
+    from sagebench.sweep.build import build
+
+    overrides = [*random_models_overrides, "data.limit=13", "budgets=[4,8]", "gate.threshold=1.5"]
+    from_file = _run(overrides, tmp_path / "file")
+    cfg = load_config(None, [*overrides, f"output_dir={tmp_path / 'memory'}"])
+    decoded = build(cfg).dataset  # the config's images, decoded once
+    items = [decoded[i] for i in range(13)]
+
+    class InMemory(torch.utils.data.Dataset):
+        def __init__(self) -> None:
+            self.read: list[int] = []
+
+        def __len__(self) -> int:
+            return len(items)
+
+        def __getitem__(self, i: int):
+            self.read.append(int(i))
+            return items[i]
+
+    memory = InMemory()
+    from_memory = evaluate(cfg, dataset=memory)
+    assert sorted(set(memory.read)) == list(range(13))
+    assert _comparable(from_memory) == _comparable(from_file)
+    assert pq.read_table(tmp_path / "memory" / "samples.parquet").equals(pq.read_table(tmp_path / "file" /
+                                                                                       "samples.parquet"))
+
 def test_same_seed_same_result_and_the_seed_moves_random_only(random_models_overrides, tmp_path):
     a = _run(random_models_overrides, tmp_path / "a", ["data.limit=23", "gate.name=all", "seed=3"])
     b = _run(random_models_overrides, tmp_path / "b", ["data.limit=23", "gate.name=all", "seed=3"])

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 
 from sagebench.edge.model import EdgeModel
 from sagebench.errors import ModelLoadError
-from sagebench.models.loading import ModelSpec, create_model, read_state_dict
 from sagebench.server.model import ServerModel
 from sagebench.transmission.patches import patchify, transmit
+from sagebench.vit.loading import ModelSpec, create_model, read_state_dict
 
 VARIANTS = {
     "deit (cls token)": ("vit_tiny_patch16_224", {}),

@@ -251,7 +251,7 @@ def test_one_shared_gram_per_batch_gives_the_same_sets_as_computing_it_per_budge
     budget reuses it); the result must equal FPS on the candidates' own embeddings, budget by budget."""
     from sagebench.edge.evidence import EdgeEvidence
     from sagebench.strategies import get_strategy
-    from sagebench.strategies.attention_prefix import attention_order
+    from sagebench.strategies.importance import attention_order
     from sagebench.strategies.sage import num_candidates
 
     g = torch.Generator().manual_seed(n_side)

@@ -27,9 +27,8 @@ from test_strategies import (
 from sagebench.edge.model import EdgeModel
 from sagebench.errors import ConfigError
 from sagebench.strategies import describe, get_strategy, list_strategies
-from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.bat import dpc_knn_scores, num_attentive
-from sagebench.strategies.importance import importance
+from sagebench.strategies.importance import attention_order, importance
 from sagebench.strategies.sage import farthest_point_order
 from sagebench.sweep.strategy_stats import StrategyStats
 

@@ -20,7 +20,7 @@ from test_strategies import assert_valid, evidence_cases
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
 from sagebench.strategies import describe, get_strategy, list_strategies
-from sagebench.strategies.attention_prefix import attention_order
+from sagebench.strategies.importance import attention_order
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny tensors: one intra-op thread (tests/helpers.py)
 

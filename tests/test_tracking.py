@@ -94,9 +94,9 @@ def test_overlay_examples_are_the_first_offloaded_images_and_each_strategys_choi
     from sagebench import data as data_lib
     from sagebench.data import DataSpec
     from sagebench.edge.model import EdgeModel
-    from sagebench.models.loading import create_model
     from sagebench.strategies import get_strategy
     from sagebench.sweep.build import model_spec
+    from sagebench.vit.loading import create_model
 
     run_dir, results = small_run
     cfg = load_config(None, [*random_models_overrides, "data.limit=60", "budgets=[4,8]"])
@@ -246,7 +246,8 @@ def test_figures_are_drawn_side_by_side_and_a_failing_one_is_only_a_warning(tmp_
     figure that fails (in a child or in the parent) is one warning line, not a failed run."""
     from pathlib import Path
 
-    from sagebench.reporting.report import Guard, draw_all
+    from sagebench.reporting.guard import Guard
+    from sagebench.reporting.report import draw_all
 
     def write(path):
         Path(path).write_text("x")

@@ -14,9 +14,9 @@ import torch
 
 from sagebench.edge.model import EdgeModel
 from sagebench.errors import SageBenchError
-from sagebench.models.loading import ModelSpec, create_model
 from sagebench.server.model import ServerModel
 from sagebench.transmission.patches import patchify, transmit
+from sagebench.vit.loading import ModelSpec, create_model
 
 TINY = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2, num_classes=10)
 # family -> (timm name, kwargs, works?)

@@ -202,7 +202,7 @@ class Models:
     """The run's edge (and, if asked for, server) rebuilt from its config, plus its images."""
 
     cfg: Any
-    edge: Any  # sagebench.models.EdgeModel
+    edge: Any  # sagebench.edge.model.EdgeModel
     server_probe: Any | None  # EdgeModel around the *server* ViT: its last-layer CLS attention on all N patches
     dataset: Any  # sagebench.data.images.EvalImages
     device: torch.device
@@ -230,10 +230,10 @@ def build_models(run: RunDir, *, with_server: bool, strategies: Sequence[Any] = 
 
     from sagebench import data as data_lib
     from sagebench.edge.model import EdgeModel
-    from sagebench.models.loading import create_model
     from sagebench.server.model import ServerModel
     from sagebench.strategies.base import required_evidence
     from sagebench.sweep.build import check_same_view, edge_input_map, model_spec, weights_id
+    from sagebench.vit.loading import create_model
 
     cfg = run.config()
     seed = int(cfg.seed)

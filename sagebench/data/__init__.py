@@ -14,10 +14,10 @@ from typing import Any
 _LAZY = {
     "dataset_fingerprint_fields": "fingerprint",
     "EvalImages": "images", "StreamingEvalImages": "images", "skipped_index": "images", "skipped_item": "images",
-    "skipped_sample_id": "images",
+    "skipped_sample_id": "images", "PaddedView": "images",
     "check_labels": "labels", "class_names": "labels", "LabelMap": "labels", "ModelLabels": "labels",
     "data_label_names": "labels", "model_label_names": "labels", "resolve_label_map": "labels",
-    "PadIndex": "samplers", "PaddedView": "samplers", "RemainingSampler": "samplers", "UnrepeatedSampler": "samplers",
+    "PadIndex": "samplers", "RemainingSampler": "samplers", "UnrepeatedSampler": "samplers",
     "rank_world": "samplers",
     "load_source": "sources", "prepare_source": "sources",
     "ON_ERROR_POLICIES": "spec", "DataSpec": "spec",

@@ -18,7 +18,7 @@ import torch.utils.data
 from PIL import Image
 
 from sagebench.data.labels import LabelMap, _label_column
-from sagebench.data.samplers import rank_world
+from sagebench.data.samplers import PadIndex, rank_world
 from sagebench.data.sources import check_columns
 from sagebench.data.spec import DataSpec, _check_limit, _input_size
 from sagebench.data.transforms import Transform, to_model_mode
@@ -176,6 +176,21 @@ def skipped_item(data: Any, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
         blank = Image.new("RGB" if data.channels == 3 else "L", (32, 32))
         data._blank = torch.zeros_like(data.transform(blank))
     return data._blank, torch.tensor(-1, dtype=torch.int64), torch.tensor(skipped_sample_id(i), dtype=torch.int64)
+
+
+class PaddedView(torch.utils.data.Dataset):
+    """``dataset`` that serves a :class:`PadIndex` as a placeholder (as a skipped image: no model sees it)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        if isinstance(index, PadIndex):
+            return skipped_item(self.dataset, int(index))
+        return self.dataset[index]
 
 
 class StreamingEvalImages(torch.utils.data.IterableDataset):

@@ -47,24 +47,21 @@ def _label_column(dataset: Any, column: str, n: int | None = None) -> np.ndarray
 def check_labels(dataset_or_labels: Any, num_classes: int, *, label_column: str = "label") -> None:
     """Raise :class:`DataError` unless every label is in ``[0, num_classes)``.
 
-    Accepts an :class:`EvalImages` (its evaluated images only), a map-style ``datasets.Dataset``
-    (column ``label_column``, read at once without decoding images), or labels as a sequence,
-    array or tensor (e.g. one batch of a stream).
+    Accepts an evaluation data set that reads its labels as one column (``label_array()``, as
+    :class:`~sagebench.data.images.EvalImages`: its evaluated images only), a map-style
+    ``datasets.Dataset`` (column ``label_column``, read at once without decoding images), or labels
+    as a sequence, array or tensor (e.g. one batch of a stream). Why by ``label_array`` and not by
+    class: the evaluation data sets are built from this module's label readers, so it cannot import them.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive; got {num_classes}")
     import datasets
 
-    from sagebench.data.images import (  # here: images reads labels too
-        EvalImages,
-        StreamingEvalImages,
-    )
-
-    if isinstance(dataset_or_labels, EvalImages):
+    if callable(getattr(dataset_or_labels, "label_array", None)):
         labels = dataset_or_labels.label_array()
     elif isinstance(dataset_or_labels, datasets.Dataset):
         labels = _label_column(dataset_or_labels, label_column)
-    elif isinstance(dataset_or_labels, (datasets.IterableDataset, StreamingEvalImages)):
+    elif isinstance(dataset_or_labels, (datasets.IterableDataset, torch.utils.data.IterableDataset)):
         raise TypeError("a stream's labels cannot be read up front: check the labels of each batch instead")
     else:
         if isinstance(dataset_or_labels, torch.Tensor):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence, Sized
-from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +48,7 @@ class RemainingSampler(torch.utils.data.Sampler[int]):
 
     Lightning refuses a process with nothing to do, so when fewer indices than processes are
     left, a process without one gets ``PadIndex(pad)`` (an index already done): with
-    :class:`PaddedView` it is served as a placeholder that no model sees, and its record is
+    :class:`sagebench.data.images.PaddedView` it is served as a placeholder that no model sees, and its record is
     dropped after the sweep (see :func:`drop_redone`).
     """
 
@@ -71,20 +70,3 @@ class RemainingSampler(torch.utils.data.Sampler[int]):
 
 class PadIndex(int):
     """An index served only so that a process has a batch; never evaluated."""
-
-
-class PaddedView(torch.utils.data.Dataset):
-    """``dataset`` that serves a :class:`PadIndex` as a placeholder (as a skipped image: no model sees it)."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Any:
-        if isinstance(index, PadIndex):
-            from sagebench.data.images import skipped_item
-
-            return skipped_item(self.dataset, int(index))
-        return self.dataset[index]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.models.vit import (
+from sagebench.vit.internals import (
     check_class_token,
     check_vit,
     full_attention,

@@ -21,8 +21,8 @@ import numpy as np
 
 from sagebench.data.labels import class_names
 from sagebench.reporting import plots
+from sagebench.reporting.guard import Guard
 from sagebench.reporting.wandb import log_to_wandb
-from sagebench.runtime.log import warn
 
 NUM_OVERLAY_IMAGES = 4
 
@@ -104,24 +104,6 @@ def _examples(ctx: RunContext, ids: list[int], budget: int, images: Any, attenti
                                  selections={s: [int(x) for x in sel[j]] for s, sel in selections.items()},
                                  class_names=names))
     return out
-
-
-class Guard:
-    """Runs steps that must not fail the run: the first failure of each kind prints one line."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.failures: list[str] = []
-
-    def __call__(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - by design: reporting never loses a run
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            self.failures.append(what)
-            warn(f"{what} failed ({type(exc).__name__}: {first[:200]}); "
-                 f"the results are saved in {self.out_dir}")
-            return None
 
 
 def draw_all(jobs: list[tuple[str, str, Callable[..., Any], tuple]], guard: Guard) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from sagebench.cells import Cell
 from sagebench.metrics import ROW_METRICS
 from sagebench.reporting import plots
+from sagebench.reporting.guard import Guard
 from sagebench.results.model import RunResults
 from sagebench.runtime.log import info
 
@@ -253,7 +254,7 @@ def strategy_summary(results: dict[str, Any], label: str) -> dict[str, Any]:
 
 
 def log_strategy_runs(wandb: Any, mode: str, config: dict[str, Any], results: dict[str, Any], out_dir: Path,
-                      guard: Any) -> list[str]:
+                      guard: Guard) -> list[str]:
     """One W&B run per strategy (job_type ``strategy``, grouped by the benchmark fingerprint).
 
     Why: a shared project's runs table, filtered by ``sagebench/fingerprint`` and sorted by
@@ -288,10 +289,8 @@ def log_strategy_runs(wandb: Any, mode: str, config: dict[str, Any], results: di
 
 def log_to_wandb(config: dict[str, Any], results: dict[str, Any], out_dir: Path,
                  examples: Sequence[plots.Example] = (), files: dict[str, Any] | None = None,
-                 guard: Any = None) -> dict[str, Any]:
+                 guard: Guard | None = None) -> dict[str, Any]:
     """One W&B run: config, summary, results table, curves, overlays and a results artifact."""
-    from sagebench.reporting.report import Guard  # here: report imports this module
-
     guard = guard or Guard(out_dir)
     files = files or {}
     mode, why = wandb_mode()

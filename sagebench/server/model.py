@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sagebench.models.vit import check_vit, grid_size, patch_size, prefix_and_positions
 from sagebench.transmission.patches import Transmission
+from sagebench.vit.internals import check_vit, grid_size, patch_size, prefix_and_positions
 
 
 class ServerModel(nn.Module):

@@ -32,10 +32,10 @@ from __future__ import annotations
 import torch
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.base import Strategy
 from sagebench.strategies.importance import (
     StrategyOptionError,
+    attention_order,
     check_importance,
     importance,
     importance_requires,

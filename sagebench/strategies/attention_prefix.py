@@ -21,11 +21,6 @@ from sagebench.strategies.importance import check_importance, importance_order, 
 from sagebench.strategies.registry import register_strategy
 
 
-def attention_order(attention: torch.Tensor) -> torch.Tensor:
-    """``[b, N]`` patch indices by decreasing attention, ties by increasing patch index."""
-    return torch.sort(attention, dim=1, descending=True, stable=True).indices
-
-
 @register_strategy("attention_prefix")
 class AttentionPrefixStrategy(Strategy):
     """Top-B patches by edge attention, most attended first (ties: lower patch index)."""

@@ -28,9 +28,14 @@ from __future__ import annotations
 import torch
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.base import Strategy
-from sagebench.strategies.importance import check_importance, check_real, importance, importance_requires
+from sagebench.strategies.importance import (
+    attention_order,
+    check_importance,
+    check_real,
+    importance,
+    importance_requires,
+)
 from sagebench.strategies.registry import register_strategy
 
 RULE_STATS = ("cut_by_budget", "padded", "rule_patches")

@@ -60,6 +60,11 @@ def importance(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.Tensor
     raise ConfigError(f"importance must be one of {', '.join(IMPORTANCE_KINDS)}, got {kind!r}")
 
 
+def attention_order(attention: torch.Tensor) -> torch.Tensor:
+    """``[b, N]`` patch indices by decreasing attention (or any score), ties by increasing patch index."""
+    return torch.sort(attention, dim=1, descending=True, stable=True).indices
+
+
 def importance_order(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.Tensor:
     """``[b, N]`` patch indices by decreasing importance (ties: lower index), sorted once per evidence.
 
@@ -68,8 +73,6 @@ def importance_order(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.
     by ``kind``, computed from the importance tensor, so replacing the tensor invalidates it).
     Callers must treat the result as read-only (slice and copy, never write into it).
     """
-    from sagebench.strategies.attention_prefix import attention_order
-
     scores = importance(evidence, kind)
     return evidence.memo.get_or_compute(("importance_order", kind), (scores,), lambda: attention_order(scores))
 

@@ -15,8 +15,8 @@ import torch
 
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
-from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.base import Strategy
+from sagebench.strategies.importance import attention_order
 from sagebench.strategies.registry import register_strategy
 
 

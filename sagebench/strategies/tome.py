@@ -44,9 +44,14 @@ import torch
 import torch.nn.functional as F
 
 from sagebench.edge.evidence import EdgeEvidence
-from sagebench.strategies.attention_prefix import attention_order
 from sagebench.strategies.base import Strategy
-from sagebench.strategies.importance import check_importance, check_real, importance, importance_requires
+from sagebench.strategies.importance import (
+    attention_order,
+    check_importance,
+    check_real,
+    importance,
+    importance_requires,
+)
 from sagebench.strategies.registry import register_strategy
 
 

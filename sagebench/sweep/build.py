@@ -19,13 +19,13 @@ from sagebench import data as data_lib
 from sagebench.config import strategy_entries
 from sagebench.edge.model import EdgeModel
 from sagebench.errors import ConfigError
-from sagebench.models.loading import ModelSpec, create_model
 from sagebench.results.files import file_sha256
 from sagebench.server.model import ServerModel
 from sagebench.strategies import Strategy, get_strategy
 from sagebench.strategies.base import check_budget, check_byte_budget, required_evidence
 from sagebench.transmission.channels import Channel, load_channel
 from sagebench.transmission.codecs import Codec, codec_from_config
+from sagebench.vit.loading import ModelSpec, create_model
 
 #: The preprocessing keys that must agree between edge and server (they see the same pixels).
 PIXEL_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")

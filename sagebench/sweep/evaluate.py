@@ -67,9 +67,11 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     ``trainer.logger`` entries with ``class_path``/``init_args`` do from a config); every logger
     receives the exact summary once, from rank 0, and ``Trainer.test`` returns it.
 
-    ``dataset``: an in-memory evaluation set used instead of loading ``cfg.data`` (items
-    ``(image, label, sample_id)`` as :class:`~sagebench.data.EvalImages` yields them); the data
-    fields of the benchmark identity still come from ``cfg.data``, so name it there.
+    ``dataset``: the evaluation images already in memory, served instead of loading ``cfg.data``: a
+    map-style data set whose item ``i`` is ``(image, label, sample_id=i)`` as
+    :class:`~sagebench.data.images.EvalImages` yields (model input, label as a model index). Why: a
+    benchmark that decoded the images once (``benchmarks/speed.py``) measures the sweep without the
+    decode. ``cfg.data`` still names them (run key, fingerprint), so they must be the images it describes.
 
     Returns the results dict in the global-zero process (``None`` elsewhere). Writes
     ``<output_dir>/results.json``, ``samples.parquet`` and ``config.yaml``; while it runs,

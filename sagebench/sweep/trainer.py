@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from sagebench.errors import ConfigError
+from sagebench.trainer_options import check_trainer_options
 
 
 def cpu_cores() -> int:
@@ -21,61 +22,6 @@ def cpu_cores() -> int:
 def available_devices() -> str:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return f"this machine has {gpus} CUDA GPU(s) and {cpu_cores()} CPU core(s)"
-
-
-#: strategies whose worker processes are started by the parent (spawn / fork): their records stay in the children
-SPAWNING_STRATEGIES = ("ddp_spawn", "ddp_notebook", "ddp_fork")
-#: Trainer options that evaluate a subset of the batches (or a made-up loop): data.limit is the way here
-SUBSET_OPTIONS = {"limit_test_batches": (1.0, None), "limit_val_batches": (1.0, None),
-                  "fast_dev_run": (False, 0, None), "overfit_batches": (0, 0.0, None)}
-
-
-def valid_precisions() -> list[str]:
-    """The values Lightning accepts for ``trainer.precision``, as strings."""
-    import typing
-
-    try:
-        from lightning.fabric.connector import _PRECISION_INPUT
-    except ImportError:  # pragma: no cover
-        return ["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16"]
-
-    def flat(t: Any) -> list[Any]:
-        out: list[Any] = []
-        for a in typing.get_args(t):
-            out += flat(a) if typing.get_args(a) else [a]
-        return out
-
-    seen: list[str] = []
-    for value in flat(_PRECISION_INPUT):
-        if str(value) not in seen:
-            seen.append(str(value))
-    return seen
-
-
-def check_trainer_options(options: Any) -> None:
-    """Refuse, before any model is built, ``trainer.*`` settings a sweep cannot honour.
-
-    Spawned DDP processes (``ddp_spawn``, ``ddp_notebook``, ``ddp_fork``) keep the records they
-    gather: only the launching process's copy of the module would reach the results. Batch limits
-    (``limit_test_batches``, ``fast_dev_run`` ...) would evaluate an arbitrary share of each process's
-    images under a benchmark's name; ``data.limit`` evaluates the first N images instead.
-    """
-    options = dict(options or {})
-    strategy = options.get("strategy")
-    if isinstance(strategy, str) and strategy.startswith(SPAWNING_STRATEGIES):
-        raise ConfigError(f"trainer.strategy={strategy!r} is not supported: its processes are spawned by the parent "
-                          "and do not return their per-image records to it here. Use trainer.strategy=ddp (each "
-                          "process is a copy of the command, e.g. trainer.strategy=ddp trainer.devices=2).")
-    for key, defaults in SUBSET_OPTIONS.items():
-        if key in options and not any(options[key] == d and type(options[key]) is type(d) for d in defaults):
-            raise ConfigError(f"trainer.{key}={options[key]!r} is not supported: it would evaluate an arbitrary "
-                              "share of the images under this benchmark's name. Use data.limit=N to evaluate the "
-                              "first N images (e.g. data.limit=1000).")
-    if "precision" in options and options["precision"] is not None:
-        allowed = valid_precisions()
-        if str(options["precision"]) not in allowed:
-            raise ConfigError(f"trainer.precision={options['precision']!r} is not a precision Lightning knows; "
-                              f"valid precisions: {', '.join(allowed)} (e.g. trainer.precision=32-true).")
 
 
 def build_trainer(**kwargs: Any) -> Any:
