@@ -26,6 +26,7 @@ import numpy as np
 
 from sagebench.cells import Cell
 from sagebench.errors import SageBenchError
+from sagebench.results.check import checked_results
 from sagebench.results.model import RunResults
 from sagebench.stats import ratio_bootstrap_interval, wilson_interval
 
@@ -119,10 +120,7 @@ def table_rows(runs: Sequence[str | os.PathLike], metrics: Sequence[str] = DEFAU
     paths = [_results_path(r) for r in runs]
     out: list[dict[str, Any]] = []
     for path, label in zip(paths, _labels(paths)):
-        try:
-            res = RunResults.from_json(path)
-        except (ValueError, SageBenchError) as exc:
-            raise SageBenchError(f"{path}: not a sagebench results file ({exc})") from exc
+        res = RunResults.from_json(checked_results(path))  # every figure recomputed from the records first
         samples = _samples(path)
         for row in res.results:
             cell = Cell.from_row(row)

@@ -131,7 +131,9 @@ def finished_plan(sweep: Sweep, trainer_kwargs: dict[str, Any], dataset: Any = N
 
 def stored_results(run_state: resume_lib.RunState, plan: RunPlan, out_dir: Path) -> dict[str, Any] | None:
     """``resume=true`` on a finished run: its stored results (checked to be this run's)."""
-    stored = resume_lib.finished_results(run_state, plan.run_key())
+    from sagebench.results.check import checked_results
+
+    stored = resume_lib.finished_results(checked_results(out_dir), run_state, plan.run_key())
     warn(f"{out_dir} already holds the finished results of this run; nothing was evaluated.")
     if run_state.partial.is_dir() and resume_lib.is_launching_process():
         # a crash after results.json was written and before partial/ was removed: the results are complete

@@ -232,13 +232,9 @@ def auto_output_dir(root: Path, benchmark: str, resume: bool) -> Path:
     return root / f"{benchmark}-{run_id}"
 
 
-def finished_results(state: RunState, key: dict[str, Any]) -> dict[str, Any]:
-    """The stored results of a finished run when its key matches ``key`` (``resume: true``)."""
-    path = state.out_dir / RESULTS_FILE
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} cannot be read ({exc}); choose another output_dir or delete it.") from exc
+def finished_results(results: dict[str, Any], state: RunState, key: dict[str, Any]) -> dict[str, Any]:
+    """The stored ``results`` of a finished run (already checked against its records,
+    :func:`sagebench.results.check.checked_results`) when its key matches ``key`` (``resume: true``)."""
     stored = (results.get("resume") or {}).get("key")
     if stored is None:
         raise ConfigError(f"{state.out_dir} already holds results written without a run key (an older "
