@@ -251,3 +251,19 @@ def test_check_budget_stays_importable():
 def test_make_evidence_is_reproducible():
     a, b = make_evidence(gen_seed=3), make_evidence(gen_seed=3)
     assert torch.equal(a.attention, b.attention) and torch.equal(a.embeddings, b.embeddings)
+
+
+def test_a_strategy_names_the_code_it_is():
+    """Reproduction needs to know which code ran: distribution, version and a hash of the defining source."""
+    import hashlib
+    import inspect
+
+    from sagebench.strategies import get_strategy
+
+    sage = get_strategy("sage")
+    identity = sage.code_identity()
+    source = inspect.getsourcefile(type(sage))
+    assert identity["distribution"] == "sagebench" and identity["version"]
+    assert identity["source_sha256"] == hashlib.sha256(open(source, "rb").read()).hexdigest()[:16]
+    assert identity["module"] == "sagebench.strategies.sage" and identity["class"] == type(sage).__qualname__
+    assert get_strategy("random").code_identity()["source_sha256"] != identity["source_sha256"]

@@ -9,6 +9,7 @@ the edge's logits, attention and embeddings it declares in :attr:`Strategy.requi
 
 from __future__ import annotations
 
+import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -120,6 +121,18 @@ class Strategy(ABC):
         return {p: getattr(self, p) for p in self._parameters()}
 
     @classmethod
+    def code_identity(cls) -> dict[str, object]:
+        """Which code this strategy is: the module and class, the distribution that ships it and its version,
+        and a hash of the source file that defines it.
+
+        Why: a board entry is reproduced by rerunning its strategies (``verify --reproduce``); a rerun is
+        only meaningful with the same code, and "package ``y`` is not installed" or "source changed" must be
+        sayable. ``distribution``/``version`` are None for code outside an installed distribution (a
+        notebook, a test file).
+        """
+        return _code_identity(cls)
+
+    @classmethod
     def _parameters(cls) -> dict[str, inspect.Parameter]:
         sig = inspect.signature(cls.__init__)
         return {n: p for n, p in sig.parameters.items()
@@ -132,6 +145,33 @@ class Strategy(ABC):
         if not changed:
             return self.name
         return f"{self.name}[{','.join(f'{k}={v}' for k, v in sorted(changed.items()))}]"
+
+
+@functools.lru_cache(maxsize=None)
+def _distributions() -> dict[str, list[str]]:
+    import importlib.metadata
+
+    return dict(importlib.metadata.packages_distributions())
+
+
+@functools.lru_cache(maxsize=None)
+def _code_identity(cls: type) -> dict[str, object]:
+    import hashlib
+    import importlib.metadata
+
+    try:
+        path = inspect.getsourcefile(cls)
+        source = hashlib.sha256(open(path, "rb").read()).hexdigest()[:16] if path else None
+    except (OSError, TypeError):
+        source = None
+    dists = _distributions().get(cls.__module__.split(".")[0]) or []
+    dist = dists[0] if dists else None
+    try:
+        version = importlib.metadata.version(dist) if dist else None
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"module": cls.__module__, "class": cls.__qualname__, "distribution": dist, "version": version,
+            "source_sha256": source}
 
 
 def check_requires(strategy: Strategy) -> frozenset[str]:

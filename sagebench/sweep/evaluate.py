@@ -282,7 +282,7 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         schema_version=SCHEMA_VERSION,
         benchmark={"name": cfg.benchmark, **bench, "fingerprint": fingerprint(bench)},
         config=OmegaConf.to_container(cfg, resolve=True),
-        strategies=[{"label": s.label, "name": s.name, "options": s.options(),
+        strategies=[{"label": s.label, "name": s.name, "options": s.options(), "code": s.code_identity(),
                      **({"oracle": True, "requires": sorted(s.requires)} if s.oracle else {})}
                     for s in sweep.strategies],
         provenance=provenance(device=str(module.device), world_size=attempt.trainer.world_size,
