@@ -765,13 +765,13 @@ def offloaded_groups(args, edge, x: torch.Tensor, job: dict) -> list[tuple[torch
     from sagebench.edge.evidence import EdgeEvidence
     from sagebench.gates import get_gate
 
-    gate, device, bs = get_gate(job["gate"]), torch.device(args.device), job["batch_size"]
+    gate, device, bs = get_gate(job["gate"], threshold=job["threshold"]), torch.device(args.device), job["batch_size"]
     groups, waiting, queued = [], [], 0
     with torch.inference_mode(), autocast_ctx(args):
         for i in range(0, len(x), bs):
             xb = x[i:i + bs].to(device)
             evidence = edge(xb, torch.arange(i, i + len(xb), device=device), job["seed"])
-            sent = gate(evidence.logits, job["threshold"]).nonzero().squeeze(1)
+            sent = gate.decide(evidence).nonzero().squeeze(1)
             if sent.numel():
                 waiting.append((xb[sent], evidence.subset(sent)))
                 queued += sent.numel()

@@ -186,6 +186,7 @@ def test_benchmark_dataset_names_what_was_read(tmp_path):
     from types import SimpleNamespace
 
     from sagebench.data import DataSpec
+    from sagebench.gates import get_gate
     from sagebench.sweep.build import benchmark_fields
 
     path = tmp_path / "local.parquet"
@@ -194,9 +195,9 @@ def test_benchmark_dataset_names_what_was_read(tmp_path):
     sweep = SimpleNamespace(
         data=DataSpec(name="ILSVRC/imagenet-1k", path=str(path)), num_patches=49, server=SimpleNamespace(grid=(7, 7)),
         edge_spec=SimpleNamespace(name="e"), server_spec=SimpleNamespace(name="s"), edge_weights="w",
-        server_weights="w", cfg=SimpleNamespace(model=SimpleNamespace(edge=SimpleNamespace(attention="last_layer")),
-                                                gate=SimpleNamespace(name="all")),
-        preprocessing={}, threshold=None, codec=SimpleNamespace(is_raw=True), budget_unit="patches", label_map=None)
+        server_weights="w", cfg=SimpleNamespace(model=SimpleNamespace(edge=SimpleNamespace(attention="last_layer"))),
+        preprocessing={}, gate=get_gate("all"), codec=SimpleNamespace(is_raw=True), budget_unit="patches",
+        label_map=None)
     assert benchmark_fields(sweep, 1, 0)["dataset"] == "local.parquet"
 
 

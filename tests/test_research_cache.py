@@ -87,10 +87,11 @@ def test_the_offload_key_changes_with_the_gate_and_the_server():
     from sagebench.edge.cache import key_digest as _digest
     from sagebench.sweep.offload_cache import offload_key
 
-    base = dict(gate="min_entropy", threshold=1.0, server_name="s", server_kwargs={}, server_weights_sha256="a",
-                label_map=None, compiled=False)
+    base = dict(gate={"gate": "min_entropy", "threshold": 1.0}, server_name="s", server_kwargs={},
+                server_weights_sha256="a", label_map=None, compiled=False)
     digests = {_digest(offload_key("e", **base))}
-    for change in ({"threshold": 0.5}, {"gate": "all", "threshold": None}, {"server_weights_sha256": "b"},
+    for change in ({"gate": {"gate": "min_entropy", "threshold": 0.5}}, {"gate": {"gate": "all", "threshold": None}},
+                   {"server_weights_sha256": "b"},
                    {"server_name": "t"}, {"label_map": {"cat": 3}}, {"compiled": True}):
         digests.add(_digest(offload_key("e", **{**base, **change})))
     digests.add(_digest(offload_key("other-edge-cache", **base)))

@@ -415,7 +415,7 @@ def test_unknown_option_is_a_config_error(name, options):
 
 
 def test_third_party_strategy_registered_with_the_decorator_is_usable():
-    from sagebench.strategies import registry
+    from sagebench.plugins import STRATEGIES
 
     @register_strategy("test_last_patches")
     class LastPatches(Strategy):
@@ -438,7 +438,7 @@ def test_third_party_strategy_registered_with_the_decorator_is_usable():
         assert s.select(make_evidence(grid=(2, 3), b=2), 2).tolist() == [[4, 5], [4, 5]]
         assert describe("test_last_patches") == "The B highest patch indices: a toy plug-in."
     finally:
-        registry._REGISTRY.pop("test_last_patches", None)
+        STRATEGIES.unregister("test_last_patches")
 
 
 # --------------------------------------------------------------------------- properties

@@ -1,4 +1,4 @@
-"""From a config to the parts of a sweep: models, strategies, data, budgets, codec, channels.
+"""From a config to the parts of a sweep: models, strategies, data, budgets, codec, channels, gate.
 
 Why public: ``evaluate`` builds with these functions, and so do ``sagebench analyze`` and
 notebooks that want the run's edge, server or images without running a sweep. Each function
@@ -16,9 +16,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sagebench import data as data_lib
-from sagebench.config import strategy_entries
+from sagebench.config import plugin_entry, strategy_entries
 from sagebench.edge.model import EdgeModel
 from sagebench.errors import ConfigError
+from sagebench.gates import Gate, get_gate
 from sagebench.models.loading import ModelSpec, create_model
 from sagebench.results.files import file_sha256
 from sagebench.server.model import ServerModel
@@ -47,6 +48,7 @@ class Sweep:
     budget_unit: str  # "patches" | "bytes"
     codec: Codec
     channels: list[Channel]
+    gate: Gate
     dataset: torch.utils.data.Dataset | None  # None until loaded (attach_data)
     num_images: int | None  # None for a stream (and until loaded)
     edge_weights: str
@@ -63,10 +65,6 @@ class Sweep:
     @property
     def preprocessing(self) -> dict[str, Any]:
         return {k: self.view.get(k) for k in PIXEL_KEYS}
-
-    @property
-    def threshold(self) -> float | None:
-        return None if self.cfg.gate.name == "all" else float(self.cfg.gate.threshold)
 
     @property
     def label_map(self) -> data_lib.LabelMap | None:
@@ -252,9 +250,10 @@ def build(cfg: DictConfig, *, load_data: bool = True) -> Sweep:
     budgets, unit = build_budgets(cfg, server.grid[0] * server.grid[1])
     codec = codec_from_config(cfg.codec, view)
     channels = [load_channel(c) for c in cfg.channels]
+    gate_name, gate_options = plugin_entry(cfg.gate, "gate")
     sweep = Sweep(cfg=cfg, data=spec, strategies=strategies, edge_spec=edge_spec, server_spec=server_spec,
                   edge=edge, server=server, view=view, budgets=budgets, budget_unit=unit, codec=codec,
-                  channels=channels, dataset=None, num_images=None,
+                  channels=channels, gate=get_gate(gate_name, **gate_options), dataset=None, num_images=None,
                   edge_weights=weights_id(edge_spec, edge.vit), server_weights=weights_id(server_spec, server.vit))
     if load_data:
         attach_data(sweep)
@@ -288,7 +287,7 @@ def run_key(sweep: Sweep, columns: list[str], precision: Any) -> dict[str, Any]:
         edge={"name": sweep.edge_spec.name, "weights": sweep.edge_weights, "attention": cfg.model.edge.attention,
               "kwargs": sweep.edge_spec.kwargs},
         server={"name": sweep.server_spec.name, "weights": sweep.server_weights, "kwargs": sweep.server_spec.kwargs},
-        preprocessing=sweep.preprocessing, gate=cfg.gate.name, threshold=sweep.threshold,
+        preprocessing=sweep.preprocessing, gate=sweep.gate.identity(),
         strategies=sweep.strategies, budgets=sweep.budgets, seed=cfg.seed, columns=columns, precision=precision,
         codec=sweep.codec.describe())
 
@@ -307,8 +306,7 @@ def benchmark_fields(sweep: Sweep, num_images: int, num_skipped: int) -> dict[st
                  "attention": sweep.cfg.model.edge.attention},
         "server": {"name": sweep.server_spec.name, "weights": sweep.server_weights},
         "preprocessing": sweep.preprocessing,
-        "gate": sweep.cfg.gate.name,
-        "threshold": sweep.threshold,
+        **sweep.gate.identity(),  # "gate", "threshold" (null for a gate without one), then any other option
     }
     # what the server receives changes with the codec, and a byte budget is not a patch budget: such runs
     # are a benchmark of their own (absent for raw patch budgets, so older fingerprints stay valid)

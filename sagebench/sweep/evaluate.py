@@ -160,8 +160,8 @@ def build_module(sweep: Sweep, trainer: Any, partial: PartialResults) -> SageBen
     source = edge_source(sweep, trainer) if cfg.cache.edge else None
     if cfg.get("compile", False):
         speed.compile_server(sweep.server)
-    module = SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=cfg.gate.name,
-                             threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=sweep.budget_unit,
+    module = SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=sweep.gate,
+                             seed=cfg.seed, budget_unit=sweep.budget_unit,
                              codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
                              timer=speed.PhaseTimer(bool(cfg.get("profile", False))), edge_source=source,
                              prior_rows=lambda: partial.previous_rows,
@@ -236,7 +236,7 @@ def use_offload_cache(sweep: Sweep, module: SageBenchModule, datamodule: SweepDa
     source = module.edge_source
     if source.cache is None or sweep.num_images is None:  # no cache, or a stream (its length is unknown)
         return None
-    key = offload_key(key_digest(source.cache.key), gate=sweep.cfg.gate.name, threshold=sweep.threshold,
+    key = offload_key(key_digest(source.cache.key), gate=sweep.gate.identity(),
                       server_name=sweep.server_spec.name, server_kwargs=dict(sweep.server_spec.kwargs or {}),
                       server_weights_sha256=weights_hash(sweep.server.vit),
                       label_map=None if sweep.label_map is None else sweep.label_map.describe(),

@@ -56,12 +56,14 @@ def to_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
     return u8 if torch.equal(normalise(u8, mean, std), images) else None
 
 
-def offload_key(edge_key_digest: str, *, gate: str, threshold: float | None, server_name: str,
+def offload_key(edge_key_digest: str, *, gate: dict[str, Any], server_name: str,
                 server_kwargs: dict[str, Any], server_weights_sha256: str, label_map: Any, compiled: bool
                 ) -> dict[str, Any]:
-    """What decides the gate's decision, the pixels kept and the ceiling, beyond the edge cache's key."""
-    return {"version": OFFLOAD_CACHE_VERSION, "edge_cache": edge_key_digest, "gate": gate,
-            "threshold": threshold, "server": {"name": server_name, "kwargs": server_kwargs,
+    """What decides the gate's decision, the pixels kept and the ceiling, beyond the edge cache's key.
+
+    ``gate``: :meth:`sagebench.gates.Gate.identity` (``{"gate": name, "threshold": ..., <options>}``).
+    """
+    return {"version": OFFLOAD_CACHE_VERSION, "edge_cache": edge_key_digest, **gate, "server": {"name": server_name, "kwargs": server_kwargs,
                                                "weights_sha256": server_weights_sha256},
             "label_map": label_map, "compile": bool(compiled)}
 

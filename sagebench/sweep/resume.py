@@ -60,17 +60,19 @@ def _normalise(obj: Any) -> Any:
 
 
 def run_key(*, data: dict[str, Any], edge: dict[str, Any], server: dict[str, Any], preprocessing: dict[str, Any],
-            gate: str, threshold: float | None, strategies: Sequence[Any], budgets: Sequence[int], seed: int,
+            gate: dict[str, Any], strategies: Sequence[Any], budgets: Sequence[int], seed: int,
             columns: Sequence[str], precision: Any = None, codec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything that decides the per-sample records of a run, as a JSON-able dict."""
+    """Everything that decides the per-sample records of a run, as a JSON-able dict.
+
+    ``gate``: :meth:`sagebench.gates.Gate.identity` (``{"gate": name, "threshold": ..., <options>}``).
+    """
     return _normalise({
         **({} if codec is None or codec.get("name") == "raw" else {"codec": codec}),
         "data": data,
         "edge": edge,
         "server": server,
         "preprocessing": preprocessing,
-        "gate": gate,
-        "threshold": threshold,
+        **gate,
         "strategies": [{"label": s.label, "options": s.options()} for s in strategies],
         "budgets": [int(b) for b in budgets],
         "seed": int(seed),
