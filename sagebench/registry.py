@@ -290,7 +290,7 @@ class Registry(Generic[T]):
         with self._lock:
             if not self._builtins_found:
                 self._builtins_found = True
-                for lazy in (self._builtins() if self._builtins else ()):
+                for lazy in self.read_builtins():
                     self._entries.setdefault(lazy.name, _Entry(lazy.name, "built-in", lazy.summary, lazy.module,
                                                                lazy.load, lazy.options, builtin=True,
                                                                where=lazy.module))
@@ -299,16 +299,23 @@ class Registry(Generic[T]):
                 for ep in (entry_points(group=self.group) if self.group else ()):
                     self._add_entry_point(ep)
 
+    def read_builtins(self) -> list[Lazy]:
+        """The built-ins as known without importing them (names, summaries, options), read afresh."""
+        return list(self._builtins()) if self._builtins else []
+
     def _add_entry_point(self, ep: Any) -> None:
         dist = getattr(getattr(ep, "dist", None), "name", None) or "an installed package"
-        if ep.name in self._entries:
+        module = ep.value.split(":", 1)[0].strip()
+        taken = self._entries.get(ep.name)
+        if taken is not None and (taken.module or "").split(".")[0] == module.split(".")[0]:
+            return  # its package was imported (and registered it) before the entry points were read
+        if taken is not None:
             _log.warning("%s plug-in %r of %s (%s) is ignored: the name is taken by %s", self.kind, ep.name, dist,
                          ep.value, self._entries[ep.name].where)
             return
         if not self._pattern.fullmatch(ep.name):
             _log.warning("%s plug-in %r of %s is ignored: not a valid name", self.kind, ep.name, dist)
             return
-        module = ep.value.split(":", 1)[0].strip()
         self._entries[ep.name] = _Entry(ep.name, f"plug-in {dist}", f"(plug-in {ep.value} from {dist}; not imported)",
                                         module, ep.load, None, where=f"{ep.value} ({dist})")
 
@@ -336,7 +343,9 @@ class Registry(Generic[T]):
                             f"got {obj!r}")
         module = getattr(obj, "__module__", None) if inspect.isclass(obj) else type(obj).__module__
         with self._lock:
-            self._discover()
+            # built-ins only: registering never scans installed packages; a plug-in found later under a taken
+            # name is ignored (built-ins and plug-ins registered in this process win)
+            self._discover(plugins=False)
             entry = self._entries.get(name)
             if entry is not None:
                 if entry.loaded and entry.obj is obj:
