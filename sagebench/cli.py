@@ -181,7 +181,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     builtins = ANALYSES.catalog(builtin_only=True)  # read from source: no import, no installed-package scan
     p = sub.add_parser("analyze", help="analyses of a finished run (writes RUN_DIR/analysis/<name>.json and .png)")
     p.add_argument("analysis", metavar="ANALYSIS",
-                   help="; ".join(f"{n}: {d}" for n, d in builtins.items()) + " (`sagebench analyses` lists all)")
+                   help="; ".join(f"{n}: {d.rstrip('.')}" for n, d in builtins.items()) + " (`sagebench analyses` lists all)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="output_dir of a finished `sagebench eval` run")
     p.add_argument("--limit", type=int, help="analyse only the first N offloaded images (replacement, entropy-split)")
     p.add_argument("--prefix", default="attention_prefix", help="label of the prefix strategy (replacement)")

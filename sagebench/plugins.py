@@ -7,15 +7,11 @@ without torch. Third-party packages add plug-ins through the groups below, e.g.:
     [project.entry-points."sagebench.gates"]
     top2_margin = "my_pkg.gates:Top2Margin"
 
-=============  =============================================  ======================  ====================
-kind           base class                                     entry-point group       CLI
-=============  =============================================  ======================  ====================
-strategy       ``sagebench.strategies.base.Strategy``         ``sagebench.strategies``  ``sagebench strategies``
-gate           ``sagebench.gates.Gate``                       ``sagebench.gates``     ``sagebench gates``
-codec          ``sagebench.transmission.codecs.Codec``        ``sagebench.codecs``    ``sagebench codecs``
-channel        ``sagebench.transmission.channels.Channel``    ``sagebench.channels``  ``sagebench channels``
-analysis       ``sagebench.analysis.base.Analysis``           ``sagebench.analyses``  ``sagebench analyses``
-=============  =============================================  ======================  ====================
+* strategy: ``strategies.base.Strategy``, group ``sagebench.strategies``, ``sagebench strategies``
+* gate: ``gates.Gate``, group ``sagebench.gates``, ``sagebench gates``
+* codec: ``transmission.codecs.Codec``, group ``sagebench.codecs``, ``sagebench codecs``
+* channel: ``transmission.channels.Channel``, group ``sagebench.channels``, ``sagebench channels``
+* analysis: ``analysis.base.Analysis``, group ``sagebench.analyses``, ``sagebench analyses``
 
 A channel plug-in is a ``Channel`` *object* (the built-ins are the YAML files of ``conf/channel/``);
 the other kinds register classes.
