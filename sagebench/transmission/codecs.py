@@ -27,7 +27,7 @@ import copy
 import io
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -223,10 +223,9 @@ class WebpCodec(_QualityCodec):
         return buf.getvalue()
 
 
-def codec_from_config(node: Any, data_config: dict) -> Codec:
-    """The run's codec from ``codec: {name, <options>}`` and the server's normalisation (``data_config``)."""
-    from sagebench.config import plugin_entry
-
-    name, options = plugin_entry(node, "codec")
+def codec_from_config(node: Mapping[str, Any], data_config: dict) -> Codec:
+    """The run's codec from ``codec: {name, <options>}`` (checked by the config) and the server's normalisation."""
+    options = {str(k): v for k, v in node.items()}
+    name = str(options.pop("name"))
     return get_codec(name, mean=tuple(float(m) for m in (data_config.get("mean") or (0.0,))),
                      std=tuple(float(s) for s in (data_config.get("std") or (1.0,))), **options)
