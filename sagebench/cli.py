@@ -53,13 +53,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_strategies(args: argparse.Namespace) -> int:
-    from sagebench.strategies.catalog import catalog  # torch-free unless a plug-in is installed
+def _cmd_list(args: argparse.Namespace) -> int:
+    """``sagebench strategies|gates|codecs|channels|analyses [PATTERN]``: names, descriptions, options.
 
-    found = catalog(args.pattern)
+    Torch-free and imports no plug-in: built-ins are read from source, plug-ins from their
+    entry-point names (their options show once something has imported them).
+    """
+    from sagebench.plugins import REGISTRIES
+
+    registry = REGISTRIES[args.command]
+    found = registry.catalog(args.pattern)
     width = max((len(n) for n in found), default=0)
     for name, description in found.items():
-        print(f"{name:<{width}}  {description}")
+        print(f"{name:<{width}}  {description}".rstrip())
+        for option in registry.options(name) or ():
+            default = "" if option.required else f" = {option.default!r}"
+            kind = f": {option.type}" if option.type else ""
+            text = f"  {option.help}" if option.help else ""
+            print(f"{'':<{width}}    {option.name}{kind}{default}{text}")
     return 0
 
 
@@ -146,27 +157,30 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from sagebench import analysis
+    from sagebench.plugins import ANALYSES
 
-    options = {"replacement": dict(limit=args.limit, prefix=args.prefix, sage=args.sage, batch_size=args.batch_size,
-                                   device=args.device),
-               "entropy-split": dict(limit=args.limit, batch_size=args.batch_size, device=args.device),
-               "coverage": {}}[args.analysis]
-    defaults = {"prefix": "attention_prefix", "sage": "sage"}
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None and defaults.get(k) != v]
-    command = " ".join(["sagebench", "analyze", args.analysis, str(args.run_dir), *flags]
+    analysis = ANALYSES.create(args.analysis)  # unknown names -> the known ones, with a suggestion
+    flags = {"limit": args.limit, "prefix": args.prefix, "sage": args.sage, "batch_size": args.batch_size,
+             "device": args.device}
+    accepted = analysis.run_options()  # the flags this analysis takes, in the order of its signature
+    options = {k: flags[k] for k in accepted if k in flags}
+    shown = [f"--{k.replace('_', '-')} {v}" for k, v in options.items()
+             if v is not None and v != accepted[k].default]
+    command = " ".join(["sagebench", "analyze", args.analysis, str(args.run_dir), *shown]
                        + ([f"--out {args.out}"] if args.out else []))
-    out = analysis.ANALYSES[args.analysis](args.run_dir, out_dir=args.out, command=command, **options)
-    print(analysis.format_table(out))
+    out = analysis.run(args.run_dir, out_dir=args.out, command=command, **options)
+    print(analysis.format(out))
     print(f"\nwrote {out['files']['json']}  {out['files']['png']}")
     return 0
 
 
 def _analyze_parser(sub: argparse._SubParsersAction) -> None:
+    from sagebench.plugins import ANALYSES
+
+    builtins = ANALYSES.catalog(builtin_only=True)  # read from source: no import, no installed-package scan
     p = sub.add_parser("analyze", help="analyses of a finished run (writes RUN_DIR/analysis/<name>.json and .png)")
-    p.add_argument("analysis", choices=["replacement", "entropy-split", "coverage"],
-                   help="replacement: units sage swaps vs attention_prefix; entropy-split: accuracy on low/high "
-                        "edge attention entropy; coverage: coverage vs accuracy per strategy and budget")
+    p.add_argument("analysis", metavar="ANALYSIS",
+                   help="; ".join(f"{n}: {d.rstrip('.')}" for n, d in builtins.items()) + " (`sagebench analyses` lists all)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="output_dir of a finished `sagebench eval` run")
     p.add_argument("--limit", type=int, help="analyse only the first N offloaded images (replacement, entropy-split)")
     p.add_argument("--prefix", default="attention_prefix", help="label of the prefix strategy (replacement)")
@@ -248,9 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotlist overrides, e.g. budgets=[8,16]")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("strategies", help="list registered composition strategies")
-    p.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'att*'")
-    p.set_defaults(func=_cmd_strategies)
+    from sagebench.plugins import REGISTRIES  # torch-free: declaring a registry imports no plug-in
+
+    for plural in REGISTRIES:  # one listing command per plug-in kind
+        p = sub.add_parser(plural, help=f"list the registered {plural} (built-in and installed), with their options")
+        p.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. 'att*'")
+        p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("train-demo", help="train the embedded benchmark's edge and server ViTs")
     p.add_argument("--out", help="output folder (default: the package's demo folder)")

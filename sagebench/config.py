@@ -8,7 +8,6 @@ checked against its signature; ``model.*.kwargs`` go to ``timm.create_model`` un
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -58,12 +57,6 @@ class ModelsConfig:
 
 
 @dataclass
-class GateConfig:
-    name: str = "min_entropy"
-    threshold: float = 1.0
-
-
-@dataclass
 class WandbConfig:
     project: str = "sagebench"
     entity: Optional[str] = None
@@ -82,12 +75,6 @@ class CacheConfig:
 
 
 @dataclass
-class CodecConfig:
-    name: str = "raw"  # raw (8-bit pixel count, pixels untouched) | png | jpeg | webp (sagebench.transmission.codecs)
-    quality: int = 75  # jpeg / webp quality, 1..100
-
-
-@dataclass
 class SageBenchConfig:
     benchmark: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
@@ -96,10 +83,12 @@ class SageBenchConfig:
     budgets: list[Any] = field(default_factory=lambda: [4, 8, 12, 16, 24])
     # byte budgets per request instead of patch counts: each image sends as many patches as fit
     budget_bytes: Optional[list[Any]] = None
-    codec: CodecConfig = field(default_factory=CodecConfig)
+    # {name: ..., <options>}: a registered codec (`sagebench codecs`) and the options of its class
+    codec: dict[str, Any] = field(default_factory=lambda: {"name": "raw"})
     # uplinks (conf/channel/<name>.yaml) for which each request's transmission latency is reported
     channels: list[str] = field(default_factory=lambda: ["nb_iot", "lte_m", "lte", "nr_5g", "wifi"])
-    gate: GateConfig = field(default_factory=GateConfig)
+    # {name: ..., <options>}: a registered gate (`sagebench gates`) and the options of its class
+    gate: dict[str, Any] = field(default_factory=lambda: {"name": "min_entropy"})
     batch_size: int = 256
     # offloaded images wait until this many can go to the server as one batch (null: batch_size); records
     # do not depend on it, speed does: at the real gate a data batch offloads only a share of its images
@@ -237,8 +226,8 @@ def load_config(config_file: str | Sequence[str] | None = None, overrides: Seque
     """
     cfg = OmegaConf.structured(SageBenchConfig)
     OmegaConf.set_struct(cfg, True)
-    # free-form pass-through sections
-    for node in (cfg.trainer, cfg.model.edge.kwargs, cfg.model.server.kwargs):
+    # free-form sections: passed through, or checked against the options of the plug-in they name
+    for node in (cfg.trainer, cfg.model.edge.kwargs, cfg.model.server.kwargs, cfg.codec, cfg.gate):
         OmegaConf.set_struct(node, False)
     files_in = [config_file] if isinstance(config_file, str) else list(config_file or [])
     layers = _read_layers("conf/config.yaml", _conf_dir() / "config.yaml")
@@ -268,27 +257,59 @@ def load_config(config_file: str | Sequence[str] | None = None, overrides: Seque
     except OmegaConfBaseException as exc:
         raise ConfigError(f"Could not resolve the config: {exc}") from exc
     validate(cfg)
+    fill_plugin_defaults(cfg)
     return cfg
+
+
+def _name_and_options(entry: Any) -> tuple[str, dict[str, Any]] | None:
+    """A name, or ``{name: ..., <options>}``, as (name, options); None when it is neither."""
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, (DictConfig, dict)) and isinstance(entry.get("name"), str):
+        items = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry)
+        return str(entry["name"]), {k: v for k, v in items.items() if k != "name"}
+    return None
 
 
 def strategy_entries(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
     """``strategies`` as (name, options) pairs: each entry is a name or ``{name: ..., <options>}``."""
     out = []
     for entry in cfg.strategies:
-        if isinstance(entry, str):
-            out.append((entry, {}))
-        elif isinstance(entry, (DictConfig, dict)) and "name" in entry:
-            options = {k: v for k, v in OmegaConf.to_container(entry).items() if k != "name"} \
-                if isinstance(entry, DictConfig) else {k: v for k, v in entry.items() if k != "name"}
-            out.append((str(entry["name"]), options))
-        else:
+        pair = _name_and_options(entry)
+        if pair is None:
             raise ConfigError(f"Each strategies entry is a name or {{name: ..., options}}; got {entry!r}.")
+        out.append(pair)
     return out
+
+
+#: The config sections that name one plug-in, ``{name: ..., <options>}``, and the registry each is checked in.
+PLUGIN_SECTIONS = {"gate": "gates", "codec": "codecs"}
+
+
+def plugin_entry(node: Any, section: str) -> tuple[str, dict[str, Any]]:
+    """The ``gate`` or ``codec`` section as (name, options); the options are checked by the registered class."""
+    pair = _name_and_options(node)
+    if pair is None:
+        raise ConfigError(f"{section} must be {{name: ..., <options>}} (e.g. {section}.name=..., see "
+                          f"`sagebench {PLUGIN_SECTIONS.get(section, section)}`), got {node!r}.")
+    return pair
+
+
+def fill_plugin_defaults(cfg: DictConfig) -> None:
+    """Write each ``gate``/``codec`` option left out as its class's default, so that the printed and saved
+    config shows every value the run used (``gate: {name: min_entropy, threshold: 1.0}``)."""
+    from sagebench.plugins import REGISTRIES
+
+    for section, plural in PLUGIN_SECTIONS.items():
+        name, given = plugin_entry(cfg[section], section)
+        for option in REGISTRIES[plural].options(name) or ():
+            if option.name not in given and not option.required and \
+                    (option.default is None or isinstance(option.default, (bool, int, float, str))):
+                cfg[section][option.name] = option.default
 
 
 def validate(cfg: DictConfig) -> None:
     """Checks that do not need the models (budgets against the grid are checked once it is known)."""
-    from sagebench.gates import GATES
     from sagebench.strategies import strategy_class
 
     if not isinstance(cfg.budgets, ListConfig) or len(cfg.budgets) == 0:
@@ -310,10 +331,13 @@ def validate(cfg: DictConfig) -> None:
     max_gb = cfg.cache.get("max_gb")
     if max_gb is not None and (isinstance(max_gb, bool) or not isinstance(max_gb, (int, float)) or max_gb <= 0):
         raise ConfigError(f"cache.max_gb must be a positive number of gigabytes (or null for no bound); got {max_gb!r}.")
+    from sagebench.gates import get_gate
     from sagebench.transmission.channels import load_channel
-    from sagebench.transmission.codecs import Codec
+    from sagebench.transmission.codecs import get_codec
 
-    Codec(name=cfg.codec.name, quality=cfg.codec.quality)  # unknown codec / quality out of range -> ConfigError
+    # unknown names or options -> ConfigError with a suggestion; bad values -> the class's own ConfigError
+    codec, codec_options = plugin_entry(cfg.codec, "codec")
+    get_codec(codec, **codec_options)
     for name in cfg.channels:
         load_channel(name)  # unknown channel -> ConfigError listing the shipped ones
     entries = strategy_entries(cfg)
@@ -321,11 +345,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("strategies is empty: name at least one (see `sagebench strategies`).")
     for name, _ in entries:
         strategy_class(name)  # unknown names -> ConfigError with suggestions
-    if cfg.gate.name not in GATES:
-        raise ConfigError(f"Unknown gate {cfg.gate.name!r}. Known gates: {', '.join(sorted(GATES))}.")
-    if not math.isfinite(float(cfg.gate.threshold)):
-        raise ConfigError(f"gate.threshold must be a finite number (bits of edge entropy, e.g. gate.threshold=1.0), "
-                          f"got {cfg.gate.threshold}.")
+    gate, gate_options = plugin_entry(cfg.gate, "gate")
+    get_gate(gate, **gate_options)
     seed = cfg.seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32 - 1] (what the random number generators accept), "
@@ -389,11 +410,9 @@ KEY_HELP = {
     "strategies": "strategy names or {name: ..., option: value} entries (`sagebench strategies`)",
     "budgets": "patch budgets B (units sent per request)",
     "budget_bytes": "byte budgets per request instead of patch budgets (null: off)",
-    "codec.name": "raw | png | jpeg | webp: what the server decodes",
-    "codec.quality": "jpeg / webp quality",
-    "channels": "uplinks to report latency for (conf/channel/*.yaml)",
-    "gate.name": "min_entropy | all",
-    "gate.threshold": "offload when -log2(max softmax) > threshold",
+    "codec.name": "what crosses the uplink, decoded by the server (`sagebench codecs`)",
+    "channels": "uplinks to report latency for (`sagebench channels`, or paths of YAML files)",
+    "gate.name": "which images the edge offloads (`sagebench gates`)",
     "batch_size": "images per data batch",
     "server_batch_size": "offloaded images per server batch, across data batches (null: batch_size)",
     "seed": "run seed (random strategy, random-init weights)",
@@ -409,14 +428,44 @@ KEY_HELP = {
 }
 
 
+def plugin_option_help(section: str) -> list[tuple[str, Any, str]]:
+    """``(key, default, help)`` of every option of the ``gate``/``codec`` classes known without importing a
+    plug-in, one entry per option shared by several classes (``codec.quality``: jpeg, webp)."""
+    from sagebench.plugins import REGISTRIES
+
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    defaults: dict[tuple[str, str, str], Any] = {}
+    for name, options in REGISTRIES[PLUGIN_SECTIONS[section]].known_options().items():
+        for o in options:
+            key = (o.name, repr(o.default), o.help or o.type)
+            grouped.setdefault(key, []).append(name)
+            defaults[key] = o.default
+    return [(f"{section}.{option}", defaults[(option, d, text)], f"{text} ({', '.join(names)})")
+            for (option, d, text), names in sorted(grouped.items())]
+
+
 def config_reference() -> str:
-    """``  key = default   help`` lines of every documented key, from the shipped defaults (no torch)."""
+    """``  key = default   help`` lines of every documented key, from the shipped defaults (no torch).
+
+    The ``gate``/``codec`` lines come from the registered classes: their names, and each option with
+    its default and help (``Annotated[float, "help"]`` in the class's ``__init__``).
+    """
+    from sagebench.plugins import REGISTRIES
+
     cfg = OmegaConf.structured(SageBenchConfig)
     for _, layer in _read_layers("conf/config.yaml", _conf_dir() / "config.yaml"):
         cfg = OmegaConf.merge(cfg, layer)
-    lines = []
+    rows: list[tuple[str, Any, str]] = []
     for key, text in KEY_HELP.items():
-        value = OmegaConf.select(cfg, key, default=None)
+        section = key.split(".")[0]
+        if key == f"{section}.name" and section in PLUGIN_SECTIONS:
+            names = REGISTRIES[PLUGIN_SECTIONS[section]].names(builtin_only=True)
+            rows.append((key, OmegaConf.select(cfg, key, default=None), f"{' | '.join(names)}: {text}"))
+            rows += plugin_option_help(section)
+        else:
+            rows.append((key, OmegaConf.select(cfg, key, default=None), text))
+    lines = []
+    for key, value, text in rows:
         shown = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
         shown = str(shown).replace(str(_conf_dir().parent), "<sagebench>")
         if len(shown) > 40:

@@ -24,7 +24,7 @@ from sagebench.strategies import get_strategy
 from sagebench.sweep.evaluate import evaluate
 from sagebench.transmission.byte_budget import fill_byte_budget
 from sagebench.transmission.channels import Channel, list_channels, load_channel
-from sagebench.transmission.codecs import Codec, index_map_bytes, mosaic_shape
+from sagebench.transmission.codecs import Codec, get_codec, index_map_bytes, mosaic_shape
 
 MEAN, STD = (0.286,), (0.353,)
 
@@ -55,7 +55,7 @@ def test_the_index_map_is_a_bitmap_or_a_list_whichever_is_smaller():
 
 def test_raw_counts_8_bit_pixels_and_leaves_the_patches_untouched():
     patches = torch.randn(3, 5, 3, 16, 16)
-    out, sizes = Codec("raw").transmit(patches, 196)
+    out, sizes = get_codec("raw").transmit(patches, 196)
     assert out is patches
     assert sizes.tolist() == [5 * 3 * 16 * 16] * 3
 
@@ -63,7 +63,7 @@ def test_raw_counts_8_bit_pixels_and_leaves_the_patches_untouched():
 def test_png_is_lossless_on_8_bit_pixels_and_its_size_is_the_encoded_file_plus_the_index_map():
     pixels = _smooth_pixels(2, 7)
     patches = _pixels_to_patches(pixels)
-    codec = Codec("png", mean=MEAN, std=STD)
+    codec = get_codec("png", mean=MEAN, std=STD)
     decoded, sizes = codec.transmit(patches, 49)
     assert torch.equal(torch.from_numpy(codec.to_uint8(decoded)), torch.from_numpy(pixels))
     # the size is what Pillow writes for the mosaic, computed here independently, plus the index map
@@ -80,7 +80,7 @@ def test_png_is_lossless_on_8_bit_pixels_and_its_size_is_the_encoded_file_plus_t
 def test_jpeg_is_lossy_and_lower_quality_sends_fewer_bytes():
     pixels = _smooth_pixels(4, 16, size=16)
     patches = _pixels_to_patches(pixels)
-    high, low = Codec("jpeg", quality=95, mean=MEAN, std=STD), Codec("jpeg", quality=20, mean=MEAN, std=STD)
+    high, low = get_codec("jpeg", quality=95, mean=MEAN, std=STD), get_codec("jpeg", quality=20, mean=MEAN, std=STD)
     decoded_high, bytes_high = high.transmit(patches, 196)
     decoded_low, bytes_low = low.transmit(patches, 196)
     assert (bytes_low < bytes_high).all()
@@ -96,15 +96,15 @@ def test_webp_round_trips_rgb_patches():
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     patches = (torch.from_numpy(pixels).float() / 255 - torch.tensor(mean).view(1, 1, 3, 1, 1)) \
         / torch.tensor(std).view(1, 1, 3, 1, 1)
-    decoded, sizes = Codec("webp", quality=80, mean=mean, std=std).transmit(patches, 196)
+    decoded, sizes = get_codec("webp", quality=80, mean=mean, std=std).transmit(patches, 196)
     assert decoded.shape == patches.shape and (sizes > index_map_bytes(4, 196)).all()
 
 
 def test_unknown_codec_or_quality_out_of_range_is_refused():
-    with pytest.raises(ConfigError, match="Known codecs: raw, png, jpeg, webp"):
-        Codec("jpeg2000")
+    with pytest.raises(ConfigError, match="Known codecs: jpeg, png, raw, webp"):
+        get_codec("jpeg2000")
     with pytest.raises(ConfigError, match="between 1 and 100"):
-        Codec("jpeg", quality=0)
+        get_codec("jpeg", quality=0)
 
 
 # -- byte budgets ------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def _payload_fn(codec: Codec, patches: torch.Tensor):
 def test_a_byte_budget_sends_the_most_patches_that_fit_and_one_more_would_not(name):
     ev = _evidence()
     patches = _pixels_to_patches(_smooth_pixels(6, 49, size=4, seed=3))
-    codec = Codec("jpeg", quality=60, mean=MEAN, std=STD)
+    codec = get_codec("jpeg", quality=60, mean=MEAN, std=STD)
     payload = _payload_fn(codec, patches)
     strategy = get_strategy(name)
     budget = 420
@@ -150,7 +150,7 @@ def test_a_byte_budget_sends_the_most_patches_that_fit_and_one_more_would_not(na
 def test_with_raw_bytes_a_byte_budget_is_a_fixed_patch_count_and_fills_the_priority_order():
     ev = _evidence()
     patches = torch.randn(6, 49, 1, 4, 4)
-    groups = fill_byte_budget(get_strategy("attention_prefix"), ev, 16 * 10 + 15, _payload_fn(Codec("raw"), patches))
+    groups = fill_byte_budget(get_strategy("attention_prefix"), ev, 16 * 10 + 15, _payload_fn(get_codec("raw"), patches))
     assert list(groups) == [10]
     rows, indices = groups[10]
     assert torch.equal(indices, torch.argsort(ev.attention[rows], dim=1, descending=True, stable=True)[:, :10])
@@ -158,7 +158,7 @@ def test_with_raw_bytes_a_byte_budget_is_a_fixed_patch_count_and_fills_the_prior
 
 def test_an_image_whose_first_patch_does_not_fit_sends_nothing():
     ev = _evidence(n=2)
-    groups = fill_byte_budget(get_strategy("sage"), ev, 15, _payload_fn(Codec("raw"), torch.randn(2, 49, 1, 4, 4)))
+    groups = fill_byte_budget(get_strategy("sage"), ev, 15, _payload_fn(get_codec("raw"), torch.randn(2, 49, 1, 4, 4)))
     assert list(groups) == [0] and groups[0][1].shape == (2, 0)
 
 

@@ -283,7 +283,7 @@ def test_sigint_and_sigterm_map_to_130_and_143(monkeypatch, capsys):
     before = signal.signal(signal.SIGTERM, fallback)
     try:
         for func, status in ((terminated, 143), (interrupted_inside_lightning, 130)):
-            monkeypatch.setattr(cli_module, "_cmd_strategies", func)
+            monkeypatch.setattr(cli_module, "_cmd_list", func)
             assert main(["strategies"]) == status
         assert signal.getsignal(signal.SIGTERM) is fallback  # handlers restored
     finally:

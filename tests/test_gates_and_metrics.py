@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from sagebench.errors import ConfigError
-from sagebench.gates import get_gate, min_entropy, offload_all, offload_min_entropy
+from sagebench.gates import OffloadAll, get_gate, min_entropy, offload_all, offload_min_entropy
 from sagebench.metrics import SweepLayout, coverage, summarize
 from sagebench.sweep.records import NOT_OFFLOADED, SweepRecords
+from sagebench.testing import make_evidence
 
 
 def test_min_entropy_is_minus_log2_of_the_top_probability():
@@ -31,7 +32,8 @@ def test_min_entropy_gate_offloads_strictly_above_the_threshold():
 
 def test_offload_all_offloads_everything_and_unknown_gates_are_refused():
     assert offload_all(torch.zeros(5, 3)).all()
-    assert get_gate("all") is offload_all
+    gate = get_gate("all")
+    assert isinstance(gate, OffloadAll) and gate.decide(make_evidence(b=5)).tolist() == [True] * 5
     with pytest.raises(ConfigError, match="Known gates: all, min_entropy"):
         get_gate("entropy")
 

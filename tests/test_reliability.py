@@ -31,7 +31,7 @@ from sagebench.cli import main
 from sagebench.config import load_config
 from sagebench.data import to_model_mode
 from sagebench.runtime import files as fsutil
-from sagebench.strategies import get_strategy, list_strategies, strategy_class
+from sagebench.strategies import get_strategy
 from sagebench.sweep import resume
 from sagebench.sweep.evaluate import evaluate
 
@@ -556,7 +556,9 @@ def _umask() -> int:
 
 def _builtin_strategies() -> list[str]:
     """Every strategy shipped inside sagebench (not third-party plug-ins)."""
-    return [n for n in list_strategies() if strategy_class(n).__module__.startswith("sagebench.strategies.")]
+    from sagebench.plugins import STRATEGIES
+
+    return STRATEGIES.names(builtin_only=True)
 
 
 from test_strategies import assert_valid, evidence_cases  # noqa: E402  (the shared evidence generator)

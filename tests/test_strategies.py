@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
+from sagebench.plugins import STRATEGIES  # built-ins only: tests must not depend on what else is installed
 from sagebench.strategies import (
     Strategy,
     describe,
@@ -72,7 +73,7 @@ def assert_valid(idx: torch.Tensor, b: int, budget: int, n: int) -> None:
 # --------------------------------------------------------------------------- the common contract
 
 
-@pytest.mark.parametrize("name", list_strategies())
+@pytest.mark.parametrize("name", STRATEGIES.names(builtin_only=True))
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
 def test_every_builtin_returns_distinct_in_range_int64_indices(name, grid):
     n = grid[0] * grid[1]
@@ -82,7 +83,7 @@ def test_every_builtin_returns_distinct_in_range_int64_indices(name, grid):
         assert_valid(strategy.select(ev, budget), 4, budget, n)
 
 
-@pytest.mark.parametrize("name", list_strategies())
+@pytest.mark.parametrize("name", STRATEGIES.names(builtin_only=True))
 def test_budget_equal_to_n_sends_every_patch(name):
     ev = make_evidence(grid=(3, 5), b=2)
     idx = get_strategy(name).select(ev, 15)
@@ -90,7 +91,7 @@ def test_budget_equal_to_n_sends_every_patch(name):
         assert sorted(row) == list(range(15))
 
 
-@pytest.mark.parametrize("name", list_strategies())
+@pytest.mark.parametrize("name", STRATEGIES.names(builtin_only=True))
 def test_deterministic_for_the_same_input(name):
     ev = make_evidence(grid=(14, 14), b=4)
     twin = make_evidence(grid=(14, 14), b=4)  # equal, separately built tensors
@@ -99,7 +100,7 @@ def test_deterministic_for_the_same_input(name):
     assert torch.equal(first, get_strategy(name).select(twin, 20))
 
 
-@pytest.mark.parametrize("name", list_strategies())
+@pytest.mark.parametrize("name", STRATEGIES.names(builtin_only=True))
 def test_batch_rows_are_independent(name):
     ev = make_evidence(grid=(7, 7), b=5)
     strategy = get_strategy(name)
@@ -112,7 +113,7 @@ def test_batch_rows_are_independent(name):
     assert torch.equal(strategy.select(ev.subset(perm), 12), full[perm])
 
 
-@pytest.mark.parametrize("name", list_strategies())
+@pytest.mark.parametrize("name", STRATEGIES.names(builtin_only=True))
 @pytest.mark.parametrize("bad", [0, 50, -1, 2.5, 2.0, "3", None, True])
 def test_bad_budget_is_a_config_error(name, bad):
     ev = make_evidence(grid=(7, 7), b=2)  # N = 49, so 50 is N + 1
@@ -415,7 +416,7 @@ def test_unknown_option_is_a_config_error(name, options):
 
 
 def test_third_party_strategy_registered_with_the_decorator_is_usable():
-    from sagebench.strategies import registry
+    from sagebench.plugins import STRATEGIES
 
     @register_strategy("test_last_patches")
     class LastPatches(Strategy):
@@ -438,7 +439,7 @@ def test_third_party_strategy_registered_with_the_decorator_is_usable():
         assert s.select(make_evidence(grid=(2, 3), b=2), 2).tolist() == [[4, 5], [4, 5]]
         assert describe("test_last_patches") == "The B highest patch indices: a toy plug-in."
     finally:
-        registry._REGISTRY.pop("test_last_patches", None)
+        STRATEGIES.unregister("test_last_patches")
 
 
 # --------------------------------------------------------------------------- properties
@@ -504,7 +505,7 @@ def test_property_every_builtin_returns_exactly_b_distinct_valid_indices(case):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", list_strategies())
+@pytest.mark.parametrize("name", STRATEGIES.names(builtin_only=True))
 def test_gpu_gives_the_same_patches_as_cpu(name):
     cpu = make_evidence(grid=(14, 14), b=8, dim=64)
     gpu = make_evidence(grid=(14, 14), b=8, dim=64, device="cuda")

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from sagebench.errors import ConfigError
-from sagebench.strategies import Strategy, get_strategy, list_strategies, strategy_class
+from sagebench.plugins import STRATEGIES  # built-ins only: tests must not depend on what else is installed
+from sagebench.strategies import Strategy, get_strategy, strategy_class
 from sagebench.strategies.base import StrategyOutputError, check_budget, required_evidence
 from sagebench.testing import (
     CHECK_NAMES,
@@ -27,11 +28,11 @@ from sagebench.testing import (
 
 def _ranking_by_rollout() -> list:
     """Every strategy that takes ``importance``, ranking by rollout: it must declare that it requires it."""
-    return [functools.partial(get_strategy, name, importance="rollout") for name in list_strategies()
+    return [functools.partial(get_strategy, name, importance="rollout") for name in STRATEGIES.names(builtin_only=True)
             if "importance" in inspect.signature(strategy_class(name)).parameters]
 
 
-@parametrize_with_checks(list_strategies())
+@parametrize_with_checks(STRATEGIES.names(builtin_only=True))
 def test_strategy_contract(check):
     check()
 
@@ -222,7 +223,7 @@ def test_choose_returns_select_with_stats():
 # --------------------------------------------------------------------------- requirements are declared
 
 def test_requirements_are_declared_per_instance():
-    for name in list_strategies():
+    for name in STRATEGIES.names(builtin_only=True):
         if "importance" in inspect.signature(strategy_class(name)).parameters:
             assert get_strategy(name).requires == frozenset(), name
             assert get_strategy(name, importance="rollout").requires == {"rollout"}, name

@@ -131,13 +131,14 @@ def offloaded_groups(args: argparse.Namespace, edge: Any, x: torch.Tensor, job: 
     from sagebench.edge.evidence import EdgeEvidence
     from sagebench.gates import get_gate
 
-    gate, device, bs = get_gate(job["gate"]), torch.device(args.device), job["batch_size"]
+    gate_options = {} if job["threshold"] is None else {"threshold": job["threshold"]}
+    gate, device, bs = get_gate(job["gate"], **gate_options), torch.device(args.device), job["batch_size"]
     groups, waiting, queued = [], [], 0
     with torch.inference_mode(), autocast_ctx(args):
         for i in range(0, len(x), bs):
             xb = x[i:i + bs].to(device)
             evidence = edge(xb, torch.arange(i, i + len(xb), device=device), job["seed"])
-            sent = gate(evidence.logits, job["threshold"]).nonzero().squeeze(1)
+            sent = gate.decide(evidence).nonzero().squeeze(1)
             if sent.numel():
                 waiting.append((xb[sent], evidence.subset(sent)))
                 queued += sent.numel()

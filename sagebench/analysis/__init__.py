@@ -10,12 +10,15 @@ Each analysis reads a run's ``results.json`` (and, where it needs per-image fact
     out = analysis.coverage("runs/my-run")                  # coverage vs accuracy table, Pearson r
     print(analysis.format_table(out))
 
-``sagebench analyze {replacement,entropy-split,coverage} RUN_DIR`` is the command-line shell.
+``sagebench analyze {replacement,entropy-split,coverage} RUN_DIR`` is the command-line shell;
+``sagebench analyses`` lists them. Each is an :class:`Analysis` registered by name
+(:data:`sagebench.plugins.ANALYSES`); packages add their own through the entry-point group
+``sagebench.analyses``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from sagebench.analysis._coverage import coverage, format_coverage, pearson
 from sagebench.analysis._entropy import (
@@ -26,27 +29,18 @@ from sagebench.analysis._entropy import (
 )
 from sagebench.analysis._replacement import format_replacement, replacement
 from sagebench.analysis._run import AnalysisError, load_run
-
-ANALYSES: dict[str, Callable[..., dict[str, Any]]] = {
-    "replacement": replacement,
-    "entropy-split": entropy_split,
-    "coverage": coverage,
-}
-
-_FORMATTERS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "replacement": format_replacement,
-    "entropy-split": format_entropy_split,
-    "coverage": format_coverage,
-}
+from sagebench.analysis.base import Analysis, register_analysis
 
 
 def format_table(payload: dict[str, Any]) -> str:
-    """The terminal table of any analysis result (dispatching on its ``analysis`` field)."""
-    return _FORMATTERS[payload["analysis"]](payload)
+    """The terminal table of any analysis result (the analysis registered under its ``analysis`` field)."""
+    from sagebench.plugins import ANALYSES
+
+    return ANALYSES.create(payload["analysis"]).format(payload)
 
 
 __all__ = [
-    "ANALYSES", "AnalysisError", "attention_entropy", "coverage", "entropy_split", "format_coverage",
-    "format_entropy_split", "format_replacement", "format_table", "load_run", "pearson", "replacement",
+    "Analysis", "AnalysisError", "attention_entropy", "coverage", "entropy_split", "format_coverage",
+    "format_entropy_split", "format_replacement", "format_table", "load_run", "pearson", "register_analysis", "replacement",
     "split_by_entropy",
 ]

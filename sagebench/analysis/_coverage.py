@@ -18,6 +18,7 @@ import numpy as np
 
 from sagebench.analysis._figures import figure, save, title_of
 from sagebench.analysis._run import load_run, provenance, write_outputs
+from sagebench.analysis.base import Analysis, register_analysis
 
 NAME = "coverage"
 MIN_POINTS = 3  # a correlation of two points is always +-1: not reported
@@ -122,3 +123,11 @@ def format_coverage(payload: dict[str, Any]) -> str:
     lines.append(f"{'pearson r':<{width}} | " + " | ".join(
         f"{'n/a' if rs.get(b) is None else format(rs[b], '+.3f'):>14}" for b in budgets))
     return "\n".join(lines)
+
+
+@register_analysis(NAME)
+class CoverageAnalysis(Analysis):
+    """Coverage against offloaded accuracy per strategy and budget, with Pearson's r per budget."""
+
+    run = staticmethod(coverage)
+    format = staticmethod(format_coverage)

@@ -29,6 +29,7 @@ from sagebench.analysis._run import (
     provenance,
     write_outputs,
 )
+from sagebench.analysis.base import Analysis, register_analysis
 
 NAME = "entropy-split"
 HALVES = ("low", "high")
@@ -184,3 +185,11 @@ def format_entropy_split(payload: dict[str, Any]) -> str:
         lines += ["", f"warning: {payload['reproduction_mismatches']['edge_pred']} recomputed edge predictions differ "
                       "from the run's records (different device or precision than the run?)"]
     return "\n".join(lines)
+
+
+@register_analysis(NAME)
+class EntropySplitAnalysis(Analysis):
+    """Offloaded accuracy on the low and high halves of the edge's attention entropy."""
+
+    run = staticmethod(entropy_split)
+    format = staticmethod(format_entropy_split)

@@ -34,6 +34,7 @@ from sagebench.analysis._run import (
     require_labels,
     write_outputs,
 )
+from sagebench.analysis.base import Analysis, register_analysis
 from sagebench.cells import Cell
 
 NAME = "replacement"
@@ -282,3 +283,11 @@ def format_replacement(payload: dict[str, Any]) -> str:
                       f"server predictions {m['ceiling_pred']}, selection coverages {sum(m['coverage'].values())}): "
                       "different device or precision than the run?"]
     return "\n".join(lines)
+
+
+@register_analysis(NAME)
+class ReplacementAnalysis(Analysis):
+    """Units sage adds and drops relative to attention_prefix, their attention and the accuracy change."""
+
+    run = staticmethod(replacement)
+    format = staticmethod(format_replacement)

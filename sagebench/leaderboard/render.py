@@ -80,7 +80,7 @@ def _describe(bench: Mapping[str, Any]) -> str:
     return (f"{bench.get('dataset')} {bench.get('split')}, {bench.get('num_images')} images, "
             f"{bench.get('num_patches')} patches; edge {edge.get('name')} ({edge.get('weights')}) -> server "
             f"{server.get('name')} ({server.get('weights')}); gate {gate}"
-            + ("" if gate == "all" else f" > {bench.get('threshold')}"))
+            + ("" if bench.get("threshold") is None else f" > {bench.get('threshold')}"))
 
 
 def _rank_note(ranking: Ranking) -> str:

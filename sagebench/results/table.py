@@ -35,7 +35,7 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [
         f"benchmark {bench.get('name')}  ({bench['dataset']}, {bench['num_images']} images, "
         f"edge {bench['edge']['name']} -> server {bench['server']['name']}, gate {bench['gate']}"
-        f"{'' if bench['gate'] == 'all' else ' > ' + str(bench['threshold'])})",
+        f"{'' if bench.get('threshold') is None else ' > ' + str(bench['threshold'])})",
         f"offloaded {results['num_offloaded']}/{results['num_images']} "
         f"({pct(results['num_offloaded'] / max(1, results['num_images'])).strip()}%)   "
         f"edge accuracy {pct(results['edge_accuracy']).strip()}%   "

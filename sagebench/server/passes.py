@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from sagebench.runtime.speed import PhaseTimer
-from sagebench.transmission.codecs import Codec
+from sagebench.transmission.codecs import Codec, RawCodec
 from sagebench.transmission.patches import transmit
 
 
@@ -26,12 +26,12 @@ class ServerPasses:
 
     def __init__(self, server: torch.nn.Module, patches: torch.Tensor, *, dedupe: bool = True,
                  predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 timer: PhaseTimer | None = None, codec=None) -> None:
+                 timer: PhaseTimer | None = None, codec: Codec | None = None) -> None:
         self._transmit = transmit
         self.server = server
         self.patches = patches  # [n, N, C, ph, pw]
         self.num_patches = int(patches.shape[1])
-        self.codec = codec if codec is not None else Codec("raw")
+        self.codec = codec if codec is not None else RawCodec()
         self.dedupe = bool(dedupe)
         self.predict_fn = predict or (lambda logits: logits.argmax(-1).double())
         self.timer = timer or PhaseTimer(False)

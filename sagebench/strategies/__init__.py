@@ -1,9 +1,9 @@
 """Composition strategies: which B patches of an image to send.
 
 ``register_strategy`` adds one, ``get_strategy`` builds one, ``list_strategies`` lists them.
-The built-ins (one small module each, :data:`BUILTIN_MODULES`) register the first time the
-registry is used; :mod:`sagebench.strategies.catalog` lists them without importing torch (for
-``sagebench strategies`` and config checks, which must answer in well under a second).
+The built-ins (one small module each, :data:`BUILTIN_MODULES`) are read from their source by the
+registry (:data:`sagebench.plugins.STRATEGIES`) and each is imported when first built, so listing
+them (``sagebench strategies``) answers without torch.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-#: The modules of the built-in strategies, imported (and so registered) on first use of the registry.
+#: The modules of the built-in strategies (each registers its classes with ``@register_strategy`` on import).
 BUILTIN_MODULES = (
     "attention_prefix", "random", "sage", "uniform",
     "attention_rules", "bat", "diversity_only", "tome",
@@ -28,7 +28,7 @@ __all__ = ["BUILTIN_MODULES", "ENTRY_POINT_GROUP", "Strategy", *_REGISTRY_NAMES]
 
 
 def load_builtins() -> None:
-    """Import every built-in strategy module (each registers itself with ``@register_strategy``)."""
+    """Import every built-in strategy module (the registry imports each on first use; this imports all now)."""
     for module in BUILTIN_MODULES:
         importlib.import_module(f"{__name__}.{module}")
 
@@ -41,8 +41,7 @@ def __getattr__(name: str) -> Any:
     if name in _REGISTRY_NAMES:
         from sagebench.strategies import registry
 
-        load_builtins()
         return getattr(registry, name)
-    if name in BUILTIN_MODULES or name in ("base", "registry", "importance", "catalog"):
+    if name in BUILTIN_MODULES or name in ("base", "registry", "importance"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""From a config to the parts of a sweep: models, strategies, data, budgets, codec, channels.
+"""From a config to the parts of a sweep: models, strategies, data, budgets, codec, channels, gate.
 
 Why public: ``evaluate`` builds with these functions, and so do ``sagebench analyze`` and
 notebooks that want the run's edge, server or images without running a sweep. Each function
@@ -16,9 +16,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sagebench import data as data_lib
-from sagebench.config import strategy_entries
+from sagebench.config import plugin_entry, strategy_entries
 from sagebench.edge.model import EdgeModel
 from sagebench.errors import ConfigError
+from sagebench.gates import Gate, get_gate
 from sagebench.results.files import file_sha256
 from sagebench.server.model import ServerModel
 from sagebench.strategies import Strategy, get_strategy
@@ -47,6 +48,7 @@ class Sweep:
     budget_unit: str  # "patches" | "bytes"
     codec: Codec
     channels: list[Channel]
+    gate: Gate
     dataset: torch.utils.data.Dataset | None  # None until loaded (attach_data)
     num_images: int | None  # None for a stream (and until loaded)
     edge_weights: str
@@ -64,10 +66,6 @@ class Sweep:
     @property
     def preprocessing(self) -> dict[str, Any]:
         return {k: self.view.get(k) for k in PIXEL_KEYS}
-
-    @property
-    def threshold(self) -> float | None:
-        return None if self.cfg.gate.name == "all" else float(self.cfg.gate.threshold)
 
     @property
     def label_map(self) -> data_lib.LabelMap | None:
@@ -253,9 +251,10 @@ def build(cfg: DictConfig, *, load_data: bool = True) -> Sweep:
     budgets, unit = build_budgets(cfg, server.grid[0] * server.grid[1])
     codec = codec_from_config(cfg.codec, view)
     channels = [load_channel(c) for c in cfg.channels]
+    gate_name, gate_options = plugin_entry(cfg.gate, "gate")
     sweep = Sweep(cfg=cfg, data=spec, strategies=strategies, edge_spec=edge_spec, server_spec=server_spec,
                   edge=edge, server=server, view=view, budgets=budgets, budget_unit=unit, codec=codec,
-                  channels=channels, dataset=None, num_images=None,
+                  channels=channels, gate=get_gate(gate_name, **gate_options), dataset=None, num_images=None,
                   edge_weights=weights_id(edge_spec, edge.vit), server_weights=weights_id(server_spec, server.vit))
     if load_data:
         attach_data(sweep)

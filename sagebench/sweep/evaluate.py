@@ -176,8 +176,8 @@ def build_module(sweep: Sweep, partial: PartialResults, log_summary: bool) -> Sa
         from sagebench.reporting.report import NUM_OVERLAY_IMAGES, overlay_budget
 
         examples = (NUM_OVERLAY_IMAGES, overlay_budget(sweep.budgets))
-    return SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=cfg.gate.name,
-                           threshold=cfg.gate.threshold, seed=cfg.seed, budget_unit=sweep.budget_unit,
+    return SageBenchModule(sweep.edge, sweep.server, sweep.strategies, sweep.budgets, gate=sweep.gate,
+                           seed=cfg.seed, budget_unit=sweep.budget_unit,
                            codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
                            timer=speed.PhaseTimer(bool(cfg.get("profile", False))), earlier=partial,
                            server_batch_size=int(cfg.get("server_batch_size") or cfg.batch_size),

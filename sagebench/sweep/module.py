@@ -18,7 +18,7 @@ from sagebench.cells import Cell
 from sagebench.edge.cache import EdgeSource
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.edge.model import EdgeModel
-from sagebench.gates import get_gate
+from sagebench.gates import Gate, get_gate
 from sagebench.metrics import CELL_FIELDS, Sent, SweepLayout, flat_summary, summarize
 from sagebench.runtime.speed import PhaseTimer
 from sagebench.server.model import ServerModel
@@ -35,7 +35,7 @@ from sagebench.sweep.records import (
 from sagebench.sweep.serving import Serving
 from sagebench.sweep.strategy_stats import StrategyStats
 from sagebench.transmission.byte_budget import fill_byte_budget
-from sagebench.transmission.codecs import Codec
+from sagebench.transmission.codecs import Codec, RawCodec
 from sagebench.transmission.patches import patchify
 
 
@@ -47,7 +47,7 @@ class SageBenchModule(L.LightningModule):
     """
 
     def __init__(self, edge: EdgeModel, server: ServerModel, strategies: Sequence[Strategy],
-                 budgets: Sequence[int], gate: str = "min_entropy", threshold: float = 1.0,
+                 budgets: Sequence[int], gate: Gate | None = None,
                  seed: int = 0, budget_unit: str = "patches", codec: Codec | None = None, *,
                  dedupe: bool = True, timer: PhaseTimer | None = None, edge_source: EdgeSource | None = None,
                  earlier: Any = None, server_batch_size: int = 1, examples: tuple[int, int | None] = (0, None),
@@ -64,9 +64,9 @@ class SageBenchModule(L.LightningModule):
         self.budgets = ([check_budget(b, edge.grid[0] * edge.grid[1]) for b in budgets] if budget_unit == "patches"
                         else [check_byte_budget(b) for b in budgets])
         # how the chosen patches are packed and what they cost (sagebench.transmission.codecs); raw: 8-bit pixel count
-        self.codec = codec if codec is not None else Codec("raw")
-        self.gate_fn = get_gate(gate)
-        self.threshold = threshold
+        self.codec = codec if codec is not None else RawCodec()
+        # which images go to the server, decided from the edge's evidence (sagebench.gates); default min_entropy
+        self.gate = gate if gate is not None else get_gate("min_entropy")
         self.seed = seed
         self.layout = SweepLayout(tuple((s.label, b) for s in self.strategies for b in self.budgets),
                                   budget_unit=budget_unit)
@@ -136,7 +136,7 @@ class SageBenchModule(L.LightningModule):
         evidence, through_edge = self.edge_source(images, sample_ids, self.seed)
         self.timer.stop("edge", started)
         self.edge_images.update(torch.tensor(float(through_edge), device=images.device))
-        offload = self.gate_fn(evidence.logits, self.threshold)
+        offload = self.gate.decide(evidence)
         # records.NONFINITE as the edge prediction for NaN/Inf logits
         rows = edge_rows(self.layout, sample_ids, labels, predictions(evidence.logits), offload)
         col = self.layout.column

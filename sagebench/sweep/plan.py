@@ -247,7 +247,7 @@ def plan_of(sweep: Any, trainer: Any) -> RunPlan:
         server_kwargs=dict(sweep.server_spec.kwargs or {}),
         server_weights=sweep.server_weights,
         server_weights_sha256=weights_hash(sweep.server.vit) if cached else "",
-        gate={"gate": str(cfg.gate.name), "threshold": sweep.threshold},
+        gate=sweep.gate.identity(),
         codec=sweep.codec.describe(),
         budget_unit=sweep.budget_unit,
         budgets=tuple(int(b) for b in sweep.budgets),

@@ -59,26 +59,6 @@ def _normalise(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
-def run_key(*, data: dict[str, Any], edge: dict[str, Any], server: dict[str, Any], preprocessing: dict[str, Any],
-            gate: str, threshold: float | None, strategies: Sequence[Any], budgets: Sequence[int], seed: int,
-            columns: Sequence[str], precision: Any = None, codec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything that decides the per-sample records of a run, as a JSON-able dict."""
-    return _normalise({
-        **({} if codec is None or codec.get("name") == "raw" else {"codec": codec}),
-        "data": data,
-        "edge": edge,
-        "server": server,
-        "preprocessing": preprocessing,
-        "gate": gate,
-        "threshold": threshold,
-        "strategies": [{"label": s.label, "options": s.options()} for s in strategies],
-        "budgets": [int(b) for b in budgets],
-        "seed": int(seed),
-        "precision": None if precision is None else str(precision),
-        "columns": list(columns),
-    })
-
-
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """Leaves of nested dicts as ``a.b.c``; a list of dicts (the strategies) as ``a[0].b`` so that a changed
     option shows as its own short line instead of a whole list cut at 120 characters."""

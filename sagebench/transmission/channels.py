@@ -4,15 +4,14 @@ Why a simple model: a composition strategy changes how many bytes go up, not the
 latency of one request is modelled as ``rtt_ms + 8 * bytes / uplink_kbps`` milliseconds (one
 round trip plus the serialisation time of the payload). Each channel is one YAML file in
 ``conf/channel/`` with its uplink rate, round-trip time and the source of each figure; a user
-adds a channel by adding a file (or passing a path).
+adds a channel by passing the path of such a file, or a package registers a :class:`Channel` object
+in the entry-point group ``sagebench.channels`` (:data:`sagebench.plugins.CHANNELS`).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -47,26 +46,26 @@ def check_channel_numbers(rate: float, rtt: float, where: str) -> None:
                           f"got {rate}, {rtt}.")
 
 
-def _channel_dir() -> Path:
-    return Path(str(files("sagebench.conf"))) / "channel"
-
-
 def list_channels() -> list[str]:
-    """Names of the channels shipped in ``conf/channel/``."""
-    return sorted(p.stem for p in _channel_dir().glob("*.yaml"))
+    """Names of the registered channels: the files of ``conf/channel/`` and plug-ins (none imported)."""
+    from sagebench.plugins import CHANNELS
+
+    return CHANNELS.names()
 
 
 def load_channel(name_or_path: str) -> Channel:
-    """A shipped channel by name, or a channel YAML file by path (same keys as the shipped ones)."""
+    """A registered channel by name (``sagebench channels``), or a channel YAML file by path."""
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        path = _channel_dir() / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = list_channels()
-        close = difflib.get_close_matches(str(name_or_path), known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown channel {name_or_path!r}.{hint} Known channels: {', '.join(known)} "
-                          "(or the path of a YAML file with uplink_kbps, rtt_ms and source).")
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return channel_from_file(path)
+    from sagebench.plugins import CHANNELS
+
+    return CHANNELS.get(str(name_or_path))  # unknown -> ConfigError with a suggestion and the known names
+
+
+def channel_from_file(path: Path) -> Channel:
+    """A channel YAML file (``uplink_kbps``, ``rtt_ms``, ``source``; ``name`` and ``display_name`` default to
+    the file's stem)."""
     node = OmegaConf.load(path)
     try:
         rate, rtt = float(node.uplink_kbps), float(node.rtt_ms)

@@ -12,6 +12,10 @@ grid cells or a list of B positions, whichever is smaller. Because the map says 
 were sent and the mosaic holds them in raster order, the payload depends on the set of patches
 only, not on the order a strategy ranked them in.
 
+One class per codec, registered by name (``sagebench codecs``); its ``__init__`` keyword arguments
+are its options (``codec: {name: jpeg, quality: 75}``) and :meth:`Codec.describe` is what results
+and fingerprints record of it. A new image format is one subclass with :meth:`Codec.encode`.
+
 ``raw`` keeps the historical accounting: ``C * ph * pw`` bytes per patch, no index map, and the
 server receives the model-ready pixels untouched. A lossless codec (PNG) sends 8-bit pixels, so
 the server sees the preprocessed image rounded to 8 bits -- the price of putting pixels on a wire.
@@ -19,17 +23,24 @@ the server sees the preprocessed image rounded to 8 bits -- the price of putting
 
 from __future__ import annotations
 
+import copy
 import io
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from sagebench.errors import ConfigError
+from sagebench.plugins import CODECS
+from sagebench.registry import Configurable
 
-CODECS = ("raw", "png", "jpeg", "webp")
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["Codec", "JpegCodec", "PngCodec", "RawCodec", "WebpCodec", "codec_from_config", "get_codec",
+           "index_map_bytes", "mosaic_shape", "register_codec"]
 
 
 def index_map_bytes(units: int, num_patches: int) -> int:
@@ -46,36 +57,40 @@ def mosaic_shape(units: int) -> tuple[int, int]:
     return math.ceil(units / cols), cols
 
 
-@dataclass(frozen=True)
-class Codec:
+class Codec(Configurable, ABC):
     """Encodes and decodes the patches of one request.
 
-    ``name``: raw | png | jpeg | webp; ``quality``: 1..100 for jpeg and webp (ignored otherwise);
-    ``mean``/``std``: the model's normalisation, undone to get 8-bit pixels back (the images
-    in the pipeline are already normalised).
+    Subclasses implement :meth:`encode` (one mosaic image -> bytes) and, when Pillow cannot open
+    their bytes, :meth:`decode`; their ``__init__`` keyword arguments are their options. ``mean``/
+    ``std`` are the model's normalisation, undone to get 8-bit pixels back (the images in the
+    pipeline are already normalised): the run's, not an option, given by :meth:`with_normalisation`.
     """
 
-    name: str = "raw"
-    quality: int = 75
-    mean: Sequence[float] = (0.0,)
-    std: Sequence[float] = (1.0,)
+    name: str = "codec"
+    #: True: the server receives the model-ready pixels untouched and a patch costs ``C * ph * pw`` bytes
+    is_raw: ClassVar[bool] = False
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
 
-    def __post_init__(self) -> None:
-        if self.name not in CODECS:
-            raise ConfigError(f"Unknown codec {self.name!r}. Known codecs: {', '.join(CODECS)}.")
-        if self.name in ("jpeg", "webp") and not 1 <= int(self.quality) <= 100:
-            raise ConfigError(f"codec.quality must be between 1 and 100 for {self.name}, got {self.quality}.")
-
-    @property
-    def is_raw(self) -> bool:
-        return self.name == "raw"
+    def with_normalisation(self, mean: Sequence[float], std: Sequence[float]) -> Codec:
+        """A copy of this codec for images normalised with ``mean``/``std`` (one value, or one per channel)."""
+        out = copy.copy(self)
+        out.mean, out.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        return out
 
     def describe(self) -> dict:
-        """What identifies the codec in results (quality only where it matters)."""
-        out: dict = {"name": self.name}
-        if self.name in ("jpeg", "webp"):
-            out["quality"] = int(self.quality)
-        return out
+        """What identifies the codec in results: its name and options (``{"name": "jpeg", "quality": 75}``)."""
+        return {"name": self.name, **self.options()}
+
+    @abstractmethod
+    def encode(self, image: Image.Image) -> bytes:
+        """One request's mosaic (8-bit ``L`` or ``RGB``) -> the bytes that cross the uplink."""
+
+    def decode(self, blob: bytes) -> Image.Image:
+        """The bytes of :meth:`encode` -> the image the server sees (default: whatever Pillow opens)."""
+        from PIL import Image
+
+        return Image.open(io.BytesIO(blob))
 
     # -- pixels <-> bytes -------------------------------------------------------------------------
     def _stats(self, channels: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,21 +123,10 @@ class Codec:
             r, q = divmod(k, cols)
             canvas[r * ph:(r + 1) * ph, q * pw:(q + 1) * pw] = pixels[k].transpose(1, 2, 0)
         image = Image.fromarray(canvas[:, :, 0] if c == 1 else canvas, mode="L" if c == 1 else "RGB")
-        buf = io.BytesIO()
-        if self.name == "png":
-            image.save(buf, format="PNG", optimize=False)
-        elif self.name == "jpeg":
-            image.save(buf, format="JPEG", quality=int(self.quality))
-        else:
-            image.save(buf, format="WEBP", quality=int(self.quality), method=4)
-        return buf.getvalue()
+        return self.encode(image)
 
-    @staticmethod
-    def _decode_one(blob: bytes, units: int, channels: int, ph: int, pw: int) -> np.ndarray:
-        from PIL import Image
-
-        image = Image.open(io.BytesIO(blob))
-        canvas = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    def _decode_one(self, blob: bytes, units: int, channels: int, ph: int, pw: int) -> np.ndarray:
+        canvas = np.asarray(self.decode(blob).convert("L" if channels == 1 else "RGB"))
         if channels == 1:
             canvas = canvas[:, :, None]
         _, cols = mosaic_shape(units)
@@ -158,8 +162,70 @@ class Codec:
         return self.from_uint8(decoded, patches), torch.tensor(sizes, dtype=torch.int64)
 
 
-def codec_from_config(node, data_config: dict) -> Codec:
-    """The run's codec from ``codec.{name,quality}`` and the server's normalisation (``data_config``)."""
-    mean = tuple(float(m) for m in (data_config.get("mean") or (0.0,)))
-    std = tuple(float(s) for s in (data_config.get("std") or (1.0,)))
-    return Codec(name=str(node.name), quality=int(node.quality), mean=mean, std=std)
+#: Class decorator: ``@register_codec("name")`` makes a :class:`Codec` subclass available as ``codec.name=name``.
+register_codec = CODECS.register
+
+
+def get_codec(name: str, *, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,), **options: Any) -> Codec:
+    """The codec registered as ``name`` with its options, for images normalised with ``mean``/``std``."""
+    return CODECS.create(name, **options).with_normalisation(mean, std)
+
+
+@register_codec("raw")
+class RawCodec(Codec):
+    """8-bit pixels counted, not encoded: the server receives the model-ready pixels untouched."""
+
+    is_raw = True
+    ignored_options = frozenset({"quality"})  # `codec.name=raw` works whatever quality a config file sets
+
+    def encode(self, image: Image.Image) -> bytes:
+        raise NotImplementedError("raw sends pixels as they are: nothing is encoded")
+
+
+@register_codec("png")
+class PngCodec(Codec):
+    """PNG (lossless): the server sees the preprocessed image rounded to 8 bits."""
+
+    ignored_options = frozenset({"quality"})
+
+    def encode(self, image: Image.Image) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", optimize=False)
+        return buf.getvalue()
+
+
+class _QualityCodec(Codec):
+    """A lossy codec with a quality setting."""
+
+    def __init__(self, quality: Annotated[int, "1..100: higher sends more bytes and fewer artefacts"] = 75) -> None:
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise ConfigError(f"codec.quality must be between 1 and 100 for {self.name}, got {quality}.")
+        self.quality = int(quality)
+
+
+@register_codec("jpeg")
+class JpegCodec(_QualityCodec):
+    """JPEG (lossy) at a quality: the server sees its block artefacts."""
+
+    def encode(self, image: Image.Image) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=self.quality)
+        return buf.getvalue()
+
+
+@register_codec("webp")
+class WebpCodec(_QualityCodec):
+    """WebP (lossy) at a quality, encoder effort 4."""
+
+    def encode(self, image: Image.Image) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, format="WEBP", quality=self.quality, method=4)
+        return buf.getvalue()
+
+
+def codec_from_config(node: Mapping[str, Any], data_config: dict) -> Codec:
+    """The run's codec from ``codec: {name, <options>}`` (checked by the config) and the server's normalisation."""
+    options = {str(k): v for k, v in node.items()}
+    name = str(options.pop("name"))
+    return get_codec(name, mean=tuple(float(m) for m in (data_config.get("mean") or (0.0,))),
+                     std=tuple(float(s) for s in (data_config.get("std") or (1.0,))), **options)
