@@ -332,7 +332,7 @@ def validate(cfg: DictConfig) -> None:
     if max_gb is not None and (isinstance(max_gb, bool) or not isinstance(max_gb, (int, float)) or max_gb <= 0):
         raise ConfigError(f"cache.max_gb must be a positive number of gigabytes (or null for no bound); got {max_gb!r}.")
     from sagebench.gates import get_gate
-    from sagebench.transmission.channels import load_channel
+    from sagebench.plugins import load_channel
     from sagebench.transmission.codecs import get_codec
 
     # unknown names or options -> ConfigError with a suggestion; bad values -> the class's own ConfigError

@@ -82,6 +82,16 @@ def _shipped_channels() -> list[Lazy]:
     return out
 
 
+def load_channel(name_or_path: str) -> Channel:
+    """A registered channel by name (``sagebench channels``), or a channel YAML file by path."""
+    from sagebench.transmission.channels import channel_from_file
+
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return channel_from_file(path)
+    return CHANNELS.get(str(name_or_path))  # unknown -> ConfigError with a suggestion and the known names
+
+
 CHANNELS: Registry[Channel] = Registry(
     "channel", "channels", "sagebench.transmission.channels:Channel", group="sagebench.channels",
     builtins=_shipped_channels, instances=True, summarise=channel_summary,

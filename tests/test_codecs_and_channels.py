@@ -20,10 +20,11 @@ from PIL import Image
 from sagebench.config import load_config
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
+from sagebench.plugins import CHANNELS, load_channel
 from sagebench.strategies import get_strategy
 from sagebench.sweep.evaluate import evaluate
 from sagebench.transmission.byte_budget import fill_byte_budget
-from sagebench.transmission.channels import Channel, list_channels, load_channel
+from sagebench.transmission.channels import Channel
 from sagebench.transmission.codecs import Codec, get_codec, index_map_bytes, mosaic_shape
 
 MEAN, STD = (0.286,), (0.353,)
@@ -165,8 +166,8 @@ def test_an_image_whose_first_patch_does_not_fit_sends_nothing():
 # -- channels --------------------------------------------------------------------------------------
 
 def test_every_shipped_channel_has_a_rate_a_round_trip_and_a_cited_source():
-    assert set(list_channels()) >= {"nb_iot", "lte_m", "lte", "nr_5g", "wifi"}
-    for name in list_channels():
+    assert set(CHANNELS.names()) >= {"nb_iot", "lte_m", "lte", "nr_5g", "wifi"}
+    for name in CHANNELS.names():
         ch = load_channel(name)
         assert ch.uplink_kbps > 0 and ch.rtt_ms >= 0 and len(ch.source) > 40
 

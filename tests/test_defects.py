@@ -214,7 +214,8 @@ def test_a_non_finite_gate_threshold_is_refused(value):
 
 def test_a_channel_with_non_finite_numbers_is_refused(tmp_path):
     """uplink_kbps / rtt_ms of .nan or .inf (in a channel file, or a Channel built directly) is refused."""
-    from sagebench.transmission.channels import Channel, load_channel
+    from sagebench.plugins import load_channel
+    from sagebench.transmission.channels import Channel
 
     for rate, rtt in ((".nan", "20"), (".inf", "20"), ("1000", ".nan"), ("1000", ".inf")):
         path = tmp_path / "odd.yaml"

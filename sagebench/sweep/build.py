@@ -20,11 +20,12 @@ from sagebench.config import plugin_entry, strategy_entries
 from sagebench.edge.model import EdgeModel
 from sagebench.errors import ConfigError
 from sagebench.gates import Gate, get_gate
+from sagebench.plugins import load_channel
 from sagebench.results.files import file_sha256
 from sagebench.server.model import ServerModel
 from sagebench.strategies import Strategy, get_strategy
 from sagebench.strategies.base import check_budget, check_byte_budget, required_evidence
-from sagebench.transmission.channels import Channel, load_channel
+from sagebench.transmission.channels import Channel
 from sagebench.transmission.codecs import Codec, codec_from_config
 from sagebench.vit.loading import ModelSpec, create_model
 

@@ -5,7 +5,7 @@ latency of one request is modelled as ``rtt_ms + 8 * bytes / uplink_kbps`` milli
 round trip plus the serialisation time of the payload). Each channel is one YAML file in
 ``conf/channel/`` with its uplink rate, round-trip time and the source of each figure; a user
 adds a channel by passing the path of such a file, or a package registers a :class:`Channel` object
-in the entry-point group ``sagebench.channels`` (:data:`sagebench.plugins.CHANNELS`).
+in the entry-point group ``sagebench.channels`` (:data:`sagebench.plugins.CHANNELS`, :func:`sagebench.plugins.load_channel`).
 """
 
 from __future__ import annotations
@@ -44,23 +44,6 @@ def check_channel_numbers(rate: float, rtt: float, where: str) -> None:
     if not (math.isfinite(rate) and math.isfinite(rtt)) or rate <= 0 or rtt < 0:
         raise ConfigError(f"{where}: uplink_kbps must be a finite number > 0 and rtt_ms a finite number >= 0, "
                           f"got {rate}, {rtt}.")
-
-
-def list_channels() -> list[str]:
-    """Names of the registered channels: the files of ``conf/channel/`` and plug-ins (none imported)."""
-    from sagebench.plugins import CHANNELS
-
-    return CHANNELS.names()
-
-
-def load_channel(name_or_path: str) -> Channel:
-    """A registered channel by name (``sagebench channels``), or a channel YAML file by path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return channel_from_file(path)
-    from sagebench.plugins import CHANNELS
-
-    return CHANNELS.get(str(name_or_path))  # unknown -> ConfigError with a suggestion and the known names
 
 
 def channel_from_file(path: Path) -> Channel:
