@@ -188,6 +188,7 @@ def _eval(overrides, out, extra):
     return evaluate(load_config(None, [*overrides, f"output_dir={out}", *extra]))
 
 
+@pytest.mark.slow
 def test_png_with_every_patch_reproduces_the_ceiling_on_8_bit_data(random_models_overrides, tmp_path):
     # Fashion-MNIST pixels are 8-bit and not resized: a lossless codec gives the server the same input
     res = _eval(random_models_overrides, tmp_path, ["data.limit=24", "gate.name=all", "budgets=[4,49]",
@@ -199,6 +200,7 @@ def test_png_with_every_patch_reproduces_the_ceiling_on_8_bit_data(random_models
     assert res["benchmark"]["codec"] == {"name": "png"}
 
 
+@pytest.mark.slow
 def test_a_jpeg_byte_budget_sweep_reports_units_bytes_and_latency(random_models_overrides, tmp_path):
     res = _eval(random_models_overrides, tmp_path / "a",
                 ["data.limit=30", "gate.name=all", "codec.name=jpeg", "codec.quality=50",

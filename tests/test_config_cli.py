@@ -91,6 +91,7 @@ def test_cli_lists_strategies_with_descriptions(capsys):
     assert "attention_prefix" in listed and all(n.startswith("att") for n in listed)
 
 
+@pytest.mark.slow
 def test_help_and_config_mistakes_answer_without_importing_torch():
     """`sagebench --help`, `eval --help` and an unknown key never load torch (seconds saved per mistake)."""
     import subprocess
@@ -121,6 +122,7 @@ def test_version_print_config_and_keys_in_help(capsys):
     assert "gate.threshold" in text and "offload when -log2(max softmax) > threshold" in text
 
 
+@pytest.mark.slow
 def test_sagebench_strategies_lists_every_strategy_without_importing_torch():
     """`sagebench strategies` reads the built-ins' source (no torch: well under a second) and prints the same
     names and descriptions as the imported registry."""

@@ -68,6 +68,7 @@ def fmnist_labels():
 # --------------------------------------------------------------------------- 1. labels by name
 
 
+@pytest.mark.slow
 def test_image_folder_subset_is_labelled_with_the_model_indices_of_its_class_names(tmp_path, random_models_overrides,
                                                                                      capsys):
     """A folder holding 3 of Fashion-MNIST's classes (datasets numbers them 0, 1, 2 in sorted order) is evaluated
@@ -538,6 +539,7 @@ def test_a_leftover_results_temp_file_is_removed_when_the_folder_is_used_again(t
     assert not leftover.exists() and other.exists()
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_between_results_and_partial_removal_removes_partial(tmp_path, random_models_overrides,
                                                                                    capsys):
     """A finished run whose partial/ survived (crash after results.json): resume=true returns the stored

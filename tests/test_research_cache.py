@@ -51,6 +51,7 @@ def counters(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_a_new_strategy_reruns_from_the_cache_reading_only_the_offloaded_images(tmp_path, counters):
     cache = f"cache.dir={tmp_path / 'cache'}"
     first, _ = _run(tmp_path, "first", "cache.edge=true", cache, "strategies=[random,uniform]")
@@ -71,6 +72,7 @@ def test_a_new_strategy_reruns_from_the_cache_reading_only_the_offloaded_images(
     assert (tmp_path / "rerun" / "overlays.png").is_file()  # drawn from what the sweep kept, nothing decoded
 
 
+@pytest.mark.slow
 def test_another_gate_is_another_cache_never_a_stale_answer(tmp_path):
     cache = f"cache.dir={tmp_path / 'cache'}"
     _run(tmp_path, "first", "cache.edge=true", cache, "strategies=[random]")
@@ -115,6 +117,7 @@ def test_pixels_are_kept_as_the_exact_8_bit_crop_or_as_floats_when_that_is_not_e
     assert to_uint8((x + 1e-3)[None], mean, std) is None  # not an 8-bit image: stored as floats instead
 
 
+@pytest.mark.slow
 def test_the_cache_size_is_reported_and_bounded_by_cache_max_gb(tmp_path, capsys):
     cache = f"cache.dir={tmp_path / 'cache'}"
     res, rows = _run(tmp_path, "tiny", "cache.edge=true", cache, "cache.max_gb=1e-6", "strategies=[random]")
@@ -129,6 +132,7 @@ def test_the_cache_size_is_reported_and_bounded_by_cache_max_gb(tmp_path, capsys
     json.dumps(report)  # plain JSON in results.json
 
 
+@pytest.mark.slow
 def test_a_cached_rerun_killed_half_way_resumes_to_the_same_records(tmp_path):
     """SIGKILL while a cached rerun is reading the offloaded images, then resume=true: the records equal those
     of a run without the cache (the kept images' records, served from the cache, are neither lost nor doubled)."""
