@@ -182,6 +182,19 @@ def test_an_unknown_channel_is_refused_with_the_known_ones():
         load_channel("lte-m")
 
 
+def test_a_channel_with_non_finite_numbers_is_refused(tmp_path):
+    """uplink_kbps / rtt_ms of .nan or .inf (in a channel file, or a Channel built directly) is refused."""
+    from sagebench.transmission.channels import Channel, load_channel
+
+    for rate, rtt in ((".nan", "20"), (".inf", "20"), ("1000", ".nan"), ("1000", ".inf")):
+        path = tmp_path / "odd.yaml"
+        path.write_text(f"name: odd\nuplink_kbps: {rate}\nrtt_ms: {rtt}\nsource: test\n")
+        with pytest.raises(ConfigError, match="finite"):
+            load_channel(str(path))
+    with pytest.raises(ConfigError, match="finite"):
+        Channel("x", "x", uplink_kbps=float("inf"), rtt_ms=10.0, source="test")
+
+
 # -- end to end on the embedded benchmark ---------------------------------------------------------
 
 def _eval(overrides, out, extra):
