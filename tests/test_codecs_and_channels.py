@@ -202,6 +202,7 @@ def _eval(overrides, out, extra):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_png_with_every_patch_reproduces_the_ceiling_on_8_bit_data(random_models_overrides, tmp_path):
     # Fashion-MNIST pixels are 8-bit and not resized: a lossless codec gives the server the same input
     res = _eval(random_models_overrides, tmp_path, ["data.limit=24", "gate.name=all", "budgets=[4,49]",

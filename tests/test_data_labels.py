@@ -54,6 +54,7 @@ def fmnist_labels():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_image_folder_subset_is_labelled_with_the_model_indices_of_its_class_names(tmp_path, random_models_overrides,
                                                                                      capsys):
     """A folder holding 3 of Fashion-MNIST's classes (datasets numbers them 0, 1, 2 in sorted order) is evaluated

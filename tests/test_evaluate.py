@@ -28,6 +28,7 @@ def _comparable(results):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_sweep_writes_results_with_every_metric_and_per_sample_records(random_models_overrides, tmp_path):
     res = _run(random_models_overrides, tmp_path, ["data.limit=37", "budgets=[4,49]", "gate.name=all"])
     on_disk = json.loads((tmp_path / "results.json").read_text())
@@ -51,6 +52,7 @@ def test_a_sweep_writes_results_with_every_metric_and_per_sample_records(random_
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_results_do_not_depend_on_batch_size(random_models_overrides, tmp_path):
     a = _run(random_models_overrides, tmp_path / "a", ["data.limit=29", "batch_size=29", "gate.threshold=1.5"])
     b = _run(random_models_overrides, tmp_path / "b", ["data.limit=29", "batch_size=4", "gate.threshold=1.5"])
@@ -61,6 +63,7 @@ def test_results_do_not_depend_on_batch_size(random_models_overrides, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_same_seed_same_result_and_the_seed_moves_random_only(random_models_overrides, tmp_path):
     a = _run(random_models_overrides, tmp_path / "a", ["data.limit=23", "gate.name=all", "seed=3"])
     b = _run(random_models_overrides, tmp_path / "b", ["data.limit=23", "gate.name=all", "seed=3"])
@@ -73,6 +76,7 @@ def test_same_seed_same_result_and_the_seed_moves_random_only(random_models_over
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_the_gate_decides_who_goes_to_the_server(random_models_overrides, tmp_path):
     res = _run(random_models_overrides, tmp_path, ["data.limit=31", "gate.threshold=0.0", "budgets=[8]"])
     samples = pq.read_table(tmp_path / "samples.parquet")

@@ -61,6 +61,7 @@ def test_the_state_is_reported_and_applying_twice_is_harmless():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_evaluate_applies_it_and_reports_it(random_models_overrides, tmp_path):
     from sagebench.config import load_config
     from sagebench.sweep.evaluate import evaluate

@@ -22,6 +22,7 @@ def _csv_metrics(folder):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_csv_logger_from_python_receives_the_exact_summary(random_models_overrides, tmp_path):
     logger = CSVLogger(save_dir=str(tmp_path / "logs"), name="sb")
     res = evaluate(load_config(None, [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}"]),
@@ -36,6 +37,7 @@ def test_a_csv_logger_from_python_receives_the_exact_summary(random_models_overr
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_logger_and_callbacks_from_class_path_entries(random_models_overrides, tmp_path):
     logs = tmp_path / "cfglogs"
     overrides = [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}",
@@ -57,6 +59,7 @@ def test_a_bad_class_path_is_a_clear_error(random_models_overrides, tmp_path, en
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_the_data_is_prepared_once_then_loaded_in_the_data_modules_setup(random_models_overrides, tmp_path,
                                                                           monkeypatch):
     """Lightning's hooks own the data: nothing is read before the Trainer runs; ``prepare_data`` (one process

@@ -39,6 +39,7 @@ def test_the_server_probe_gives_the_servers_own_logits():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_sweep_with_the_oracle_marks_it_and_keeps_every_other_record(random_models_overrides, tmp_path):
     base = [*random_models_overrides, "data.limit=24", "budgets=[4,8]", "gate.name=all", "logger=none"]
     plain = evaluate(load_config(None, [*base, "strategies=[attention_prefix]", f"output_dir={tmp_path / 'a'}"]))

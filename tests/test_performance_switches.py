@@ -38,6 +38,7 @@ def _records(out_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_dedupe_reuses_passes_for_identical_sets_and_changes_no_result(random_models_overrides, tmp_path):
     # sage with prefilter=1 chooses the same *set* as attention_prefix (in another order), and at
     # B = N every strategy sends every patch: those cells must reuse one pass
@@ -82,6 +83,7 @@ def test_order_only_differences_share_a_pass_and_give_the_same_prediction():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_the_edge_cache_skips_the_edge_and_changes_no_result(random_models_overrides, tmp_path):
     sweep = ["data.limit=21", "batch_size=8", "budgets=[4,12]", f"cache.dir={tmp_path / 'cache'}"]
     plain = _run(random_models_overrides, tmp_path / "plain", *sweep, "cache.edge=false")
@@ -149,6 +151,7 @@ def test_the_cache_folder_depends_on_the_edge_weights(random_demo_checkpoints, t
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_compile_wraps_the_server_blocks_and_evaluate_wires_it(random_models_overrides, tmp_path, monkeypatch):
     from helpers import tiny_vit
 
@@ -170,6 +173,7 @@ def test_compile_wraps_the_server_blocks_and_evaluate_wires_it(random_models_ove
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_threads_are_applied_and_profile_records_phase_times(random_models_overrides, tmp_path):
     before = torch.get_num_threads()
     try:

@@ -186,6 +186,7 @@ def test_bad_input_is_one_clear_line_exit_2_and_nothing_written(name, overrides,
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_corrupt_image_fails_by_default_naming_it_and_keeps_finished_images_for_resume(
         corrupt_parquet, random_models_overrides, tmp_path, capsys):
     out_dir = tmp_path / "run"
@@ -226,6 +227,7 @@ def test_corrupt_image_in_a_dataloader_worker_shows_the_message_not_the_worker_t
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_gray_rgba_cmyk_16bit_and_palette_images_are_converted_like_their_8bit_gray_version(
         random_models_overrides, tmp_path, capsys):
     rng = np.random.default_rng(1)
@@ -264,6 +266,7 @@ def test_gray_rgba_cmyk_16bit_and_palette_images_are_converted_like_their_8bit_g
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_nan_logits_are_reported_per_model_and_cell_and_counted_as_wrong(random_demo_checkpoints, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
@@ -323,6 +326,7 @@ def test_wandb_unreachable_falls_back_to_offline_and_the_run_finishes(random_mod
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_run_killed_with_sigkill_resumes_to_the_same_results_as_an_uninterrupted_run(
         random_models_overrides, random_demo_checkpoints, tmp_path, capsys):
     out_dir = tmp_path / "killed"
@@ -364,6 +368,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_results_as_an_uninterrupt
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
 def test_a_crash_after_the_sweep_resumes_without_evaluating_again_and_damaged_chunks_are_redone(
         streaming, random_models_overrides, tmp_path, monkeypatch, capsys):
@@ -396,6 +401,7 @@ def test_a_crash_after_the_sweep_resumes_without_evaluating_again_and_damaged_ch
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_everything_done_before_the_crash_resumes_with_an_empty_sweep(random_models_overrides, tmp_path,
                                                                       monkeypatch, capsys):
     import sagebench.sweep.evaluate as ev
@@ -424,6 +430,7 @@ def _drop_last_row_of_a_chunk(out_dir: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_resume_on_two_ddp_processes_splits_the_rest_and_pads_a_process_with_nothing_to_do(
         random_models_overrides, tmp_path, monkeypatch, capsys):
     """Partial results of a 1-process run, resumed by 2 processes with 1 image left: same results."""
@@ -744,7 +751,6 @@ from test_strategies import assert_valid, evidence_cases  # noqa: E402  (the sha
 # with the batch order: every similarity is 1 up to the last bit, and the batched matmul rounds it
 # differently for another batch layout, which decides the tie. Known and open (docs/performance.md,
 # "Why results do not change"); the printed example was rounded and did not reproduce.
-@pytest.mark.slow  # a randomized search; the deterministic batch-independence tests run in the fast lane
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(evidence_cases())
 def test_property_every_builtin_answers_each_row_as_if_it_were_alone(case):
