@@ -281,3 +281,16 @@ def test_a_checkpoint_directory_and_a_wrong_shape_checkpoint_say_what_is_wrong(t
     message = str(info.value)
     assert "does not fit model 'sagebench_fmnist_server'" in message
     assert "head.weight: checkpoint [5, 64] vs model [10, 64]" in message and "head.bias" in message
+
+
+def test_the_edge_package_resolves_its_names_on_first_use():
+    """``sagebench.edge.EdgeModel`` etc. load their module when first read (importing a strategy does not
+    build the model stack); an unknown name is an AttributeError naming it."""
+    import sagebench.edge as edge
+    from sagebench.edge.evidence import EdgeEvidence
+
+    assert edge.EdgeModel is EdgeModel and edge.EdgeEvidence is EdgeEvidence
+    assert set(edge.__all__) == {"ATTENTION_KINDS", "EdgeEvidence", "EdgeModel"}
+    with pytest.raises(AttributeError, match="'sagebench.edge' has no attribute 'EdgeModle'"):
+        edge.EdgeModle
+

@@ -223,6 +223,25 @@ def test_corrupt_image_in_a_dataloader_worker_shows_the_message_not_the_worker_t
     assert "DataLoader worker" not in err
 
 
+def test_a_worker_error_keeps_only_its_own_message():
+    """The fast lane's check of what the test above sees end to end: a DataLoader worker re-raises an error
+    as type(exc)("Caught ... Original Traceback ... <type>: <message>"); the user gets only <message>."""
+    from sagebench.errors import DataError, without_worker_traceback
+
+    cause = OSError("truncated")
+    wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"images.py\", line 9, in decode\n    raise DataError(msg)\n"
+                        "sagebench.errors.DataError: Image 3 (column 'image') cannot be decoded\nsecond line")
+    wrapped.__cause__ = cause
+    clean = without_worker_traceback(wrapped)
+    assert type(clean) is DataError and str(clean) == "Image 3 (column 'image') cannot be decoded\nsecond line"
+    assert clean.__cause__ is cause
+    plain = DataError("no worker involved")
+    assert without_worker_traceback(plain) is plain
+    odd = DataError("Original Traceback but no line naming the type")
+    assert without_worker_traceback(odd) is odd
+
+
 # --------------------------------------------------------------------------- image modes
 
 
