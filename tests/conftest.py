@@ -7,12 +7,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# What `import sagebench` sets for users, needed here because torch is imported below before sagebench
+# (sagebench.runtime.speed): OpenMP threads that sleep when they wait. Spinning ones made tiny sweeps
+# 3-10x slower on a shared 2-core machine (29 images in batches of 4: 17 CPU s, 50 s wall; 1.5 and 4 s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest
 import timm
 import torch
-from helpers import tiny_vit  # noqa: F401
+from helpers import draw_no_figures, tiny_vit  # noqa: F401
 
 import sagebench.demo.models  # noqa: F401
 
@@ -31,6 +35,18 @@ def tiny_parquet(tmp_path):
     path = tmp_path / "tiny.parquet"
     datasets.Dataset.from_dict({"image": images, "label": labels}, features=feats).to_parquet(str(path))
     return path
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """A run draws no figures (curves.png, latency.png, overlays.png; W&B, when on, still logs the rest).
+
+    Why: drawing them is about 80% of a tiny ``evaluate()`` (5 of 6 s for 24 images on a busy
+    2-core machine). For tests that check records and results, never the figures: those are
+    checked on ``small_run`` (tests/test_tracking.py) and by the tests that look at their own run's
+    figures, which do not use this fixture.
+    """
+    draw_no_figures(monkeypatch)
 
 
 @pytest.fixture(scope="session")

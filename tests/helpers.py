@@ -23,6 +23,13 @@ def one_cpu_thread():
     torch.set_num_threads(before)
 
 
+def draw_no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs draw no figures (curves.png, latency.png, overlays.png); see the ``no_figures`` fixture (conftest)."""
+    from sagebench.reporting import report
+
+    monkeypatch.setattr(report, "draw_all", lambda jobs, guard: {})
+
+
 try:
     import lightning as _L
 

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import draw_no_figures
 
 from sagebench import analysis
 from sagebench.analysis import AnalysisError
@@ -33,7 +34,9 @@ def run_dir(tmp_path_factory, random_models_overrides):
     cfg = load_config(None, [*random_models_overrides, f"data.limit={NUM_IMAGES}", "gate.name=all",
                              "strategies=[attention_prefix,sage,random]", f"budgets=[{','.join(map(str, BUDGETS))}]",
                              "batch_size=16", f"output_dir={out}"])
-    evaluate(cfg)
+    with pytest.MonkeyPatch.context() as mp:  # the run's own figures play no part here (conftest.no_figures)
+        draw_no_figures(mp)
+        evaluate(cfg)
     return out
 
 

@@ -183,12 +183,28 @@ def test_an_unknown_channel_is_refused_with_the_known_ones():
         load_channel("lte-m")
 
 
+def test_a_channel_with_non_finite_numbers_is_refused(tmp_path):
+    """uplink_kbps / rtt_ms of .nan or .inf (in a channel file, or a Channel built directly) is refused."""
+    from sagebench.plugins import load_channel
+    from sagebench.transmission.channels import Channel
+
+    for rate, rtt in ((".nan", "20"), (".inf", "20"), ("1000", ".nan"), ("1000", ".inf")):
+        path = tmp_path / "odd.yaml"
+        path.write_text(f"name: odd\nuplink_kbps: {rate}\nrtt_ms: {rtt}\nsource: test\n")
+        with pytest.raises(ConfigError, match="finite"):
+            load_channel(str(path))
+    with pytest.raises(ConfigError, match="finite"):
+        Channel("x", "x", uplink_kbps=float("inf"), rtt_ms=10.0, source="test")
+
+
 # -- end to end on the embedded benchmark ---------------------------------------------------------
 
 def _eval(overrides, out, extra):
     return evaluate(load_config(None, [*overrides, f"output_dir={out}", *extra]))
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_png_with_every_patch_reproduces_the_ceiling_on_8_bit_data(random_models_overrides, tmp_path):
     # Fashion-MNIST pixels are 8-bit and not resized: a lossless codec gives the server the same input
     res = _eval(random_models_overrides, tmp_path, ["data.limit=24", "gate.name=all", "budgets=[4,49]",
@@ -200,6 +216,7 @@ def test_png_with_every_patch_reproduces_the_ceiling_on_8_bit_data(random_models
     assert res["benchmark"]["codec"] == {"name": "png"}
 
 
+@pytest.mark.slow
 def test_a_jpeg_byte_budget_sweep_reports_units_bytes_and_latency(random_models_overrides, tmp_path):
     res = _eval(random_models_overrides, tmp_path / "a",
                 ["data.limit=30", "gate.name=all", "codec.name=jpeg", "codec.quality=50",

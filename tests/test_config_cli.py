@@ -97,6 +97,7 @@ def test_cli_lists_strategies_with_descriptions(capsys):
     assert "attention_prefix" in listed and all(n.startswith("att") for n in listed)
 
 
+@pytest.mark.slow
 def test_help_and_config_mistakes_answer_without_importing_torch():
     """`sagebench --help`, `eval --help` and an unknown key never load torch (seconds saved per mistake)."""
     import subprocess
@@ -127,6 +128,7 @@ def test_version_print_config_and_keys_in_help(capsys):
     assert "gate.threshold" in text and "offload when -log2(max softmax) > threshold" in text
 
 
+@pytest.mark.slow
 def test_sagebench_strategies_lists_every_strategy_without_importing_torch():
     """`sagebench strategies` reads the built-ins' source (no torch: well under a second) and prints the same
     names and descriptions as the imported registry. Compared on the built-ins only: an installed third-party
@@ -153,3 +155,76 @@ def test_a_very_deep_override_is_a_short_error(override):
     with pytest.raises(ConfigError, match="levels deep") as info:
         load_config(None, [override])
     assert len(str(info.value)) < 300 and "recursion" not in str(info.value)
+
+
+
+# -- values a config must not hold (each refused by load_config, before any model) ----------------
+
+
+def test_a_hub_name_with_the_default_local_path_is_refused():
+    """data.name=ILSVRC/imagenet-1k over the default data.path used to evaluate the local file under the
+    hub name; now ConfigError saying to set data.path=null (experiments that set name set path: null)."""
+    from sagebench.config import load_config
+
+    with pytest.raises(ConfigError, match="data.path=null"):
+        load_config(None, ["data.name=ILSVRC/imagenet-1k"])
+    for experiment in ("imagenet_deit", "paper_table3"):
+        cfg = load_config(experiment, [])
+        assert cfg.data.name == "ILSVRC/imagenet-1k" and cfg.data.path is None
+    assert load_config(None, ["data.name=ILSVRC/imagenet-1k", "data.path=null"]).data.path is None
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_gate_threshold_is_refused(value):
+    """gate.threshold=nan/inf was accepted (a NaN threshold offloads nothing); now a ConfigError."""
+    from sagebench.config import load_config
+
+    with pytest.raises(ConfigError, match="gate.threshold must be a finite number"):
+        load_config(None, [f"gate.threshold={value}"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.strategy=ddp_spawn", "trainer.strategy=ddp"),
+    ("trainer.strategy=ddp_notebook", "trainer.strategy=ddp"),
+    ("trainer.strategy=ddp_fork", "trainer.strategy=ddp"),
+    ("trainer.limit_test_batches=0.5", "data.limit"),
+    ("trainer.limit_val_batches=3", "data.limit"),
+    ("trainer.fast_dev_run=true", "data.limit"),
+    ("trainer.overfit_batches=2", "data.limit"),
+])
+def test_trainer_options_a_sweep_cannot_honour_are_refused_up_front(override, message):
+    """Spawned DDP strategies and batch limits are refused by load_config (before any model), pointing to
+    trainer.strategy=ddp / data.limit; their defaults are still accepted."""
+    from sagebench.config import load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+    load_config(None, ["trainer.limit_test_batches=1.0", "trainer.fast_dev_run=false"])
+
+
+@pytest.mark.parametrize("seed", ["-5", str(2**32)])
+def test_a_seed_outside_the_generators_range_is_a_config_error(seed):
+    """seed=-5 or seed>=2**32 raised a ValueError from seed_everything (a traceback); now a ConfigError."""
+    from sagebench.config import load_config
+
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 2\*\*32 - 1\]"):
+        load_config(None, [f"seed={seed}"])
+
+
+def test_a_bogus_precision_lists_the_valid_ones():
+    """trainer.precision=bogus said to fix trainer.accelerator / trainer.devices; now the valid precisions."""
+    from sagebench.config import load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["trainer.precision=bogus"])
+    message = str(info.value)
+    assert "valid precisions" in message and "32-true" in message and "bf16-mixed" in message
+    assert "accelerator" not in message and "devices" not in message
+
+
+def test_a_scalar_budget_says_budgets_must_be_a_list():
+    """budgets=4 gave OmegaConf's 'AnyNode is not a ListConfig'; now 'budgets must be a list, e.g. budgets=[4]'."""
+    from sagebench.config import load_config
+
+    with pytest.raises(ConfigError, match=r"budgets must be a list, e\.g\. budgets=\[4\]"):
+        load_config(None, ["budgets=4"])

@@ -168,6 +168,17 @@ def test_offline_hub_fails_at_once_with_login_and_local_copy_advice(monkeypatch)
     assert (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE) == (False, False)
 
 
+def test_a_zero_row_parquet_is_a_data_error_naming_the_file(tmp_path):
+    """A parquet file with no rows made datasets raise 'Instruction train corresponds to no data' (a traceback)."""
+    from sagebench.data import DataSpec, load_source
+
+    path = tmp_path / "empty.parquet"
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    datasets.Dataset.from_dict({"image": [], "label": []}, features=feats).to_parquet(str(path))
+    with pytest.raises(DataError, match=f"{path}.*no rows"):
+        load_source(DataSpec(path=str(path)))
+
+
 # --- limit ---------------------------------------------------------------------------------------
 
 

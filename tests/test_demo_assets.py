@@ -60,6 +60,7 @@ def _accuracy(logits, name, role) -> float:
     return float((logits[name, role].argmax(-1) == logits[name, "labels"]).float().mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_the_shipped_weights_give_the_accuracies_they_record(logits, name):
     for role in ("edge", "server"):
@@ -67,11 +68,13 @@ def test_the_shipped_weights_give_the_accuracies_they_record(logits, name):
         assert _accuracy(logits, name, role) == pytest.approx(recorded["test_accuracy"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_fmnist_meets_its_targets(logits):
     edge, server = _accuracy(logits, "fmnist", "edge"), _accuracy(logits, "fmnist", "server")
     assert server >= 0.89 and edge >= 0.84 and edge < server
 
 
+@pytest.mark.slow
 def test_cifar10_meets_the_papers_operating_point(logits):
     edge, server = _accuracy(logits, "cifar10", "edge"), _accuracy(logits, "cifar10", "server")
     assert server >= 0.75 and edge <= server - 0.08

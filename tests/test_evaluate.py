@@ -27,6 +27,8 @@ def _comparable(results):
             results["num_images"], results["num_offloaded"], results["edge_accuracy"], results["ceiling"])
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_sweep_writes_results_with_every_metric_and_per_sample_records(random_models_overrides, tmp_path):
     res = _run(random_models_overrides, tmp_path, ["data.limit=37", "budgets=[4,49]", "gate.name=all"])
     on_disk = json.loads((tmp_path / "results.json").read_text())
@@ -49,6 +51,8 @@ def test_a_sweep_writes_results_with_every_metric_and_per_sample_records(random_
     assert res["results"] == on_disk["results"]
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_results_do_not_depend_on_batch_size(random_models_overrides, tmp_path):
     a = _run(random_models_overrides, tmp_path / "a", ["data.limit=29", "batch_size=29", "gate.threshold=1.5"])
     b = _run(random_models_overrides, tmp_path / "b", ["data.limit=29", "batch_size=4", "gate.threshold=1.5"])
@@ -59,6 +63,8 @@ def test_results_do_not_depend_on_batch_size(random_models_overrides, tmp_path):
 
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_an_in_memory_dataset_is_served_instead_of_the_config_data(random_models_overrides, tmp_path):
     """``evaluate(cfg, dataset=...)`` (the seam benchmarks/speed.py uses): the same images in memory give the
     same per-sample records, and the sweep reads them from the given data set, every image."""
@@ -90,6 +96,9 @@ def test_an_in_memory_dataset_is_served_instead_of_the_config_data(random_models
     assert pq.read_table(tmp_path / "memory" / "samples.parquet").equals(pq.read_table(tmp_path / "file" /
                                                                                        "samples.parquet"))
 
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_same_seed_same_result_and_the_seed_moves_random_only(random_models_overrides, tmp_path):
     a = _run(random_models_overrides, tmp_path / "a", ["data.limit=23", "gate.name=all", "seed=3"])
     b = _run(random_models_overrides, tmp_path / "b", ["data.limit=23", "gate.name=all", "seed=3"])
@@ -101,6 +110,8 @@ def test_same_seed_same_result_and_the_seed_moves_random_only(random_models_over
     assert a["benchmark"]["fingerprint"] == c["benchmark"]["fingerprint"]
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_the_gate_decides_who_goes_to_the_server(random_models_overrides, tmp_path):
     res = _run(random_models_overrides, tmp_path, ["data.limit=31", "gate.threshold=0.0", "budgets=[8]"])
     samples = pq.read_table(tmp_path / "samples.parquet")

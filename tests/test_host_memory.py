@@ -41,6 +41,7 @@ print(json.dumps({"default": default, "tuned": tuned, "state": state}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not GLIBC, reason="the tuning applies to glibc's allocator only")
 def test_freed_buffers_are_reused_instead_of_faulted_in_again():
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True)
@@ -59,6 +60,8 @@ def test_the_state_is_reported_and_applying_twice_is_harmless():
         assert first == "applied"
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_evaluate_applies_it_and_reports_it(random_models_overrides, tmp_path):
     from sagebench.config import load_config
     from sagebench.sweep.evaluate import evaluate

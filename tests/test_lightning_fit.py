@@ -21,6 +21,8 @@ def _csv_metrics(folder):
     return {k: float(v) for row in rows for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")}
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_csv_logger_from_python_receives_the_exact_summary(random_models_overrides, tmp_path):
     logger = CSVLogger(save_dir=str(tmp_path / "logs"), name="sb")
     res = evaluate(load_config(None, [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}"]),
@@ -34,6 +36,8 @@ def test_a_csv_logger_from_python_receives_the_exact_summary(random_models_overr
     assert got["num_images"] == res["num_images"] == 30
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_logger_and_callbacks_from_class_path_entries(random_models_overrides, tmp_path):
     logs = tmp_path / "cfglogs"
     overrides = [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}",
@@ -76,6 +80,8 @@ def test_a_bad_class_path_is_a_clear_error(random_models_overrides, tmp_path, en
         evaluate(cfg)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_the_data_is_prepared_once_then_loaded_in_the_data_modules_setup(random_models_overrides, tmp_path,
                                                                           monkeypatch):
     """Lightning's hooks own the data: nothing is read before the Trainer runs; ``prepare_data`` (one process

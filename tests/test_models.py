@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import timm
 import torch
 from helpers import tiny_vit
 from safetensors.torch import save_file
@@ -228,3 +229,68 @@ def test_timm_forms_of_weights_work_offline(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match="does not exist"):
         create_model(ModelSpec("vit_tiny_patch16_224", pretrained=True,
                                kwargs={**arch, "pretrained_cfg_overlay": {"file": str(tmp_path / "none.safetensors")}}))
+
+
+# -- models that cannot serve, and checkpoints that do not fit ------------------------------------
+
+
+def test_an_edge_vit_without_a_class_token_is_refused_naming_it():
+    """A ViT without a class token (num_prefix_tokens 0, global_pool avg) or one pooling instead of reading
+    it: ModelLoadError naming the model and why (the edge attention is the class token's)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from sagebench.edge.model import EdgeModel
+
+    gap = timm.create_model("vit_medium_patch16_gap_256", pretrained=False)
+    with pytest.raises(ModelLoadError, match="'vit_medium_patch16_gap_256' has no class token"):
+        EdgeModel(gap)
+    tiny = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=10,
+                             class_token=False, global_pool="avg")
+    with pytest.raises(ModelLoadError, match="class token"):
+        EdgeModel(tiny)
+    pooled = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=10,
+                               global_pool="avg")
+    with pytest.raises(ModelLoadError, match="global_pool='avg'"):
+        EdgeModel(pooled)
+
+
+def test_a_model_without_a_classifier_head_is_refused():
+    """num_classes=0 (a feature extractor) is refused naming the model (before: argmax over features)."""
+    from sagebench.server.model import ServerModel
+
+    with pytest.raises(ModelLoadError, match="no classifier head"):
+        ServerModel(timm.create_model("sagebench_fmnist_server", pretrained=False, num_classes=0))
+
+
+def test_a_checkpoint_directory_and_a_wrong_shape_checkpoint_say_what_is_wrong(tmp_path, random_demo_checkpoints):
+    """A directory as checkpoint said 'does not exist'; a wrong-shape tensor gave only torch's first line. Now:
+    'is a directory, not a weights file', and the tensor's name with both shapes."""
+    from safetensors.torch import load_file, save_file
+
+    from sagebench.vit.loading import ModelSpec, create_model, read_state_dict
+
+    with pytest.raises(ModelLoadError, match="is a directory, not a weights file"):
+        read_state_dict(tmp_path)
+    state = load_file(random_demo_checkpoints["server"])
+    state["head.weight"] = state["head.weight"][:5].contiguous()
+    state["head.bias"] = state["head.bias"][:5].contiguous()
+    path = tmp_path / "wrong.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(ModelLoadError) as info:
+        create_model(ModelSpec("sagebench_fmnist_server", checkpoint=str(path)))
+    message = str(info.value)
+    assert "does not fit model 'sagebench_fmnist_server'" in message
+    assert "head.weight: checkpoint [5, 64] vs model [10, 64]" in message and "head.bias" in message
+
+
+def test_the_edge_package_resolves_its_names_on_first_use():
+    """``sagebench.edge.EdgeModel`` etc. load their module when first read (importing a strategy does not
+    build the model stack); an unknown name is an AttributeError naming it."""
+    import sagebench.edge as edge
+    from sagebench.edge.evidence import EdgeEvidence
+
+    assert edge.EdgeModel is EdgeModel and edge.EdgeEvidence is EdgeEvidence
+    assert set(edge.__all__) == {"ATTENTION_KINDS", "EdgeEvidence", "EdgeModel"}
+    with pytest.raises(AttributeError, match="'sagebench.edge' has no attribute 'EdgeModle'"):
+        edge.EdgeModle
+

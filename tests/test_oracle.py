@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from helpers import tiny_vit
 
@@ -37,6 +38,8 @@ def test_the_server_probe_gives_the_servers_own_logits():
         assert torch.equal(EdgeModel(vit)(images, torch.arange(5)).logits, vit(images).float())
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_sweep_with_the_oracle_marks_it_and_keeps_every_other_record(random_models_overrides, tmp_path):
     base = [*random_models_overrides, "data.limit=24", "budgets=[4,8]", "gate.name=all", "logger=none"]
     plain = evaluate(load_config(None, [*base, "strategies=[attention_prefix]", f"output_dir={tmp_path / 'a'}"]))
@@ -52,6 +55,7 @@ def test_a_sweep_with_the_oracle_marks_it_and_keeps_every_other_record(random_mo
     json.dumps(both)
 
 
+@pytest.mark.slow
 def test_a_run_with_the_oracle_draws_its_overlays(random_models_overrides, tmp_path, capsys):
     res = evaluate(load_config(None, [*random_models_overrides, "data.limit=12", "budgets=[4]", "gate.name=all",
                                       "strategies=[sage,server_attention_oracle]", f"output_dir={tmp_path / 'r'}"]))

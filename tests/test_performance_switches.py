@@ -37,6 +37,8 @@ def _records(out_dir):
 # one server pass per distinct selection
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_dedupe_reuses_passes_for_identical_sets_and_changes_no_result(random_models_overrides, tmp_path):
     # sage with prefilter=1 chooses the same *set* as attention_prefix (in another order), and at
     # B = N every strategy sends every patch: those cells must reuse one pass
@@ -80,6 +82,8 @@ def test_order_only_differences_share_a_pass_and_give_the_same_prediction():
 # edge evidence cache
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_the_edge_cache_skips_the_edge_and_changes_no_result(random_models_overrides, tmp_path):
     sweep = ["data.limit=21", "batch_size=8", "budgets=[4,12]", f"cache.dir={tmp_path / 'cache'}"]
     plain = _run(random_models_overrides, tmp_path / "plain", *sweep, "cache.edge=false")
@@ -129,6 +133,12 @@ def test_a_full_cache_never_calls_the_edge_and_returns_what_it_stored(tmp_path):
         EdgeCache(tmp_path, {"test": 2})
 
 
+# ---------------------------------------------------------------------------------------------
+# compile, threads
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_compile_wraps_the_server_blocks_and_evaluate_wires_it(random_models_overrides, tmp_path, monkeypatch):
     from helpers import tiny_vit
 
@@ -149,6 +159,8 @@ def test_compile_wraps_the_server_blocks_and_evaluate_wires_it(random_models_ove
     assert load_config(None, []).compile is False  # off by default
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_threads_are_applied_and_profile_records_phase_times(random_models_overrides, tmp_path):
     before = torch.get_num_threads()
     try:

@@ -30,6 +30,7 @@ from sagebench import data as data_lib
 from sagebench.cli import main
 from sagebench.config import load_config
 from sagebench.data import to_model_mode
+from sagebench.errors import ConfigError
 from sagebench.runtime import files as fsutil
 from sagebench.strategies import get_strategy
 from sagebench.sweep import resume
@@ -40,6 +41,7 @@ METRICS = ("offloaded_accuracy", "ceiling_ratio", "overall_accuracy", "coverage"
 from helpers import sigkill_after_chunks, small_world  # noqa: E402,F401  (autouse: one thread, tmp datasets cache)
 
 QUIET = ["logger=none", "progress=false", "data.num_workers=0"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -183,6 +185,8 @@ def test_bad_input_is_one_clear_line_exit_2_and_nothing_written(name, overrides,
 # --------------------------------------------------------------------------- corrupt images
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_corrupt_image_fails_by_default_naming_it_and_keeps_finished_images_for_resume(
         corrupt_parquet, random_models_overrides, tmp_path, capsys):
     out_dir = tmp_path / "run"
@@ -209,6 +213,7 @@ def test_corrupt_image_fails_by_default_naming_it_and_keeps_finished_images_for_
     assert pq.read_table(tmp_path / "fresh" / "samples.parquet").equals(pq.read_table(out_dir / "samples.parquet"))
 
 
+@pytest.mark.slow
 def test_corrupt_image_in_a_dataloader_worker_shows_the_message_not_the_worker_traceback(
         corrupt_parquet, random_models_overrides, tmp_path, capsys):
     out_dir = tmp_path / "run"
@@ -218,9 +223,30 @@ def test_corrupt_image_in_a_dataloader_worker_shows_the_message_not_the_worker_t
     assert "DataLoader worker" not in err
 
 
+def test_a_worker_error_keeps_only_its_own_message():
+    """The fast lane's check of what the test above sees end to end: a DataLoader worker re-raises an error
+    as type(exc)("Caught ... Original Traceback ... <type>: <message>"); the user gets only <message>."""
+    from sagebench.errors import DataError, without_worker_traceback
+
+    cause = OSError("truncated")
+    wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"images.py\", line 9, in decode\n    raise DataError(msg)\n"
+                        "sagebench.errors.DataError: Image 3 (column 'image') cannot be decoded\nsecond line")
+    wrapped.__cause__ = cause
+    clean = without_worker_traceback(wrapped)
+    assert type(clean) is DataError and str(clean) == "Image 3 (column 'image') cannot be decoded\nsecond line"
+    assert clean.__cause__ is cause
+    plain = DataError("no worker involved")
+    assert without_worker_traceback(plain) is plain
+    odd = DataError("Original Traceback but no line naming the type")
+    assert without_worker_traceback(odd) is odd
+
+
 # --------------------------------------------------------------------------- image modes
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_gray_rgba_cmyk_16bit_and_palette_images_are_converted_like_their_8bit_gray_version(
         random_models_overrides, tmp_path, capsys):
     rng = np.random.default_rng(1)
@@ -258,6 +284,8 @@ def test_gray_rgba_cmyk_16bit_and_palette_images_are_converted_like_their_8bit_g
 # --------------------------------------------------------------------------- NaN / Inf logits
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_nan_logits_are_reported_per_model_and_cell_and_counted_as_wrong(random_demo_checkpoints, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
@@ -289,6 +317,7 @@ def test_nan_logits_are_reported_per_model_and_cell_and_counted_as_wrong(random_
 # --------------------------------------------------------------------------- W&B unreachable
 
 
+@pytest.mark.slow
 def test_wandb_unreachable_falls_back_to_offline_and_the_run_finishes(random_models_overrides, tmp_path,
                                                                       monkeypatch, capsys):
     import wandb_offline
@@ -315,6 +344,8 @@ def test_wandb_unreachable_falls_back_to_offline_and_the_run_finishes(random_mod
 
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_run_killed_with_sigkill_resumes_to_the_same_results_as_an_uninterrupted_run(
         random_models_overrides, random_demo_checkpoints, tmp_path, capsys):
     out_dir = tmp_path / "killed"
@@ -355,6 +386,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_results_as_an_uninterrupt
     assert code == 0 and "nothing was evaluated" in err and "offloaded accuracy" in out
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
 def test_a_crash_after_the_sweep_resumes_without_evaluating_again_and_damaged_chunks_are_redone(
         streaming, random_models_overrides, tmp_path, monkeypatch, capsys):
@@ -386,6 +419,8 @@ def test_a_crash_after_the_sweep_resumes_without_evaluating_again_and_damaged_ch
     assert pq.read_table(out_dir / "samples.parquet").equals(pq.read_table(tmp_path / "clean" / "samples.parquet"))
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_everything_done_before_the_crash_resumes_with_an_empty_sweep(random_models_overrides, tmp_path,
                                                                       monkeypatch, capsys):
     import sagebench.sweep.evaluate as ev
@@ -414,6 +449,7 @@ def _drop_last_row_of_a_chunk(out_dir: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_resume_on_two_ddp_processes_splits_the_rest_and_pads_a_process_with_nothing_to_do(
         random_models_overrides, tmp_path, monkeypatch, capsys):
     """Partial results of a 1-process run, resumed by 2 processes with 1 image left: same results."""
@@ -482,6 +518,173 @@ def test_resume_without_output_dir_picks_the_newest_unfinished_run(tmp_path, mon
     assert not fresh.exists() and fresh.name.startswith("b-")
     monkeypatch.setenv("SAGEBENCH_RUN_ID", "20240103-000000")  # finished: a second run in one process moves on
     assert resume.auto_output_dir(root, "b", resume=False).name != "b-20240103-000000"
+
+
+# --------------------------------------------------------------------------- signals, a live folder, leftovers
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_the_finished_images_and_exits_143(tmp_path):
+    """`timeout -s TERM` used to end a run with status 0 and no results; now the finished images are flushed
+    to partial/, the exit status is 143 and the message says to resume with resume=true."""
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("SAGEBENCH_RUN_ID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "sagebench.cli", "eval", "data.limit=3000", "batch_size=100",
+                             "flush_seconds=0", f"output_dir={out}", *QUIET], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((out / "partial").glob("rank*.npz")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no chunk written in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "resume=true" in err, err
+    assert list((out / "partial").glob("rank*.npz"))
+    assert not (out / "results.json").exists()
+
+
+def test_sigint_and_sigterm_map_to_130_and_143(monkeypatch, capsys):
+    """main() exits 143 on SIGTERM and 130 on SIGINT, also when Lightning turns the interrupt into sys.exit(1)
+    (before: a SIGTERM inside Trainer.test ended as status 0, Ctrl-C inside it as status 1)."""
+    import sagebench.cli as cli_module
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return 0
+
+    def interrupted_inside_lightning(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            sys.exit(1)  # what Lightning's _call_and_handle_interrupt does
+        return 0
+
+    class NoHandler(Exception):
+        pass
+
+    def fallback(signum, frame):  # reached only when main() installs no handler of its own
+        raise NoHandler(signum)
+
+    before = signal.signal(signal.SIGTERM, fallback)
+    try:
+        for func, status in ((terminated, 143), (interrupted_inside_lightning, 130)):
+            monkeypatch.setattr(cli_module, "_cmd_list", func)
+            assert main(["strategies"]) == status
+        assert signal.getsignal(signal.SIGTERM) is fallback  # handlers restored
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert "resume=true" not in capsys.readouterr().err  # only eval runs are resumable
+
+
+def test_a_folder_a_live_run_is_writing_is_refused_before_any_model_work(tmp_path):
+    """precheck refuses a folder whose partial/.lock is held by another run, naming its pid (before: found
+    only once the sweep's callback tried the lock, after the models were built)."""
+    from sagebench.runtime.files import FileLock
+    from sagebench.sweep import resume
+
+    out = tmp_path / "run"
+    lock = FileLock(out / "partial" / ".lock", timeout=0).acquire()
+    try:
+        with pytest.raises(ConfigError, match=rf"Another sagebench run \(pid {os.getpid()}\) is writing to"):
+            resume.precheck(out, resume=True)
+    finally:
+        lock.release()
+    resume.precheck(out, resume=True)  # free again
+
+
+def test_results_json_of_another_run_is_never_replaced(tmp_path):
+    """write_run refuses when results.json appeared while this run ran, or its lock is no longer held,
+    and leaves the other run's results.json as it was."""
+    from sagebench.runtime.files import FileLock
+    from sagebench.sweep.evaluate import write_run
+    from sagebench.sweep.partial import PartialResults
+
+    out = tmp_path / "run"
+    partial = PartialResults(out, {}, resume=False, flush_seconds=0, num_columns=3)
+    partial._lock = FileLock(out / "partial" / ".lock", timeout=0).acquire()
+    try:
+        assert partial.holds_lock()
+        (out / "results.json").write_text('{"other": true}')
+        with pytest.raises(ConfigError, match="never replaces another run's results"):
+            write_run(out, None, None, {}, partial)
+        assert json.loads((out / "results.json").read_text()) == {"other": True}
+        (out / "results.json").unlink()
+        (out / "partial" / ".lock").unlink()  # the folder was taken over: the lock file is not ours any more
+        (out / "partial" / ".lock").write_text("")
+        assert not partial.holds_lock()
+        with pytest.raises(ConfigError, match="no longer this run's"):
+            write_run(out, None, None, {}, partial)
+        assert not (out / "results.json").exists()
+    finally:
+        partial.release()
+
+
+def test_a_file_named_partial_in_the_output_folder_is_a_config_error(tmp_path):
+    """A file named partial where the finished images go is refused by precheck, saying what it is."""
+    from sagebench.sweep import resume
+
+    (tmp_path / "partial").write_text("mine")
+    with pytest.raises(ConfigError, match="partial is a file"):
+        resume.precheck(tmp_path, resume=False)
+
+
+def test_a_changed_strategy_option_is_named_in_the_resume_message():
+    """key_differences cut the whole strategies list at 120 characters, hiding the option that changed; now
+    the differing sub-key is its own line."""
+    from sagebench.sweep.resume import key_differences
+
+    def key(prefilter):
+        return {"strategies": [{"label": name, "options": {"importance": "last_layer", "seed_offset": 0}}
+                               for name in ("random", "uniform", "attention_prefix")]
+                + [{"label": "sage", "options": {"prefilter": prefilter, "importance": "last_layer"}}],
+                "budgets": [4, 8]}
+
+    diff = key_differences(key(2.0), key(3.0))
+    assert diff == ["strategies[3].options.prefilter: 2.0 before, 3.0 now"]
+    assert key_differences({"budgets": [4, 12]}, {"budgets": [4, 16]}) == ["budgets: [4, 12] before, [4, 16] now"]
+
+
+def test_a_leftover_results_temp_file_is_removed_when_the_folder_is_used_again(tmp_path):
+    """A crash in the middle of writing results.json leaves .results.json.*.tmp; the next run removes it."""
+    from sagebench.sweep import resume
+
+    leftover = tmp_path / ".results.json.abc123.tmp"
+    leftover.write_text("{half")
+    other = tmp_path / "notes.txt"
+    other.write_text("keep")
+    resume.precheck(tmp_path, resume=False)
+    assert not leftover.exists() and other.exists()
+
+
+@pytest.mark.slow
+def test_resume_after_a_crash_between_results_and_partial_removal_removes_partial(tmp_path, random_models_overrides,
+                                                                                   capsys):
+    """A finished run whose partial/ survived (crash after results.json): resume=true returns the stored
+    results and removes partial/ (before: partial/ stayed for ever)."""
+    out = tmp_path / "run"
+    args = [*random_models_overrides, *QUIET, "data.limit=6", "budgets=[4]", "gate.name=all", f"output_dir={out}"]
+    code, _, err = cli(args, capsys)
+    assert code == 0, err
+    (out / "partial").mkdir()
+    (out / "partial" / "manifest.json").write_text("{}")
+    (out / "partial" / "rank0-x-000000.npz").write_bytes(b"left over")
+    for name in ("curves.png", "latency.png"):  # the crash came before the plots were drawn
+        (out / name).unlink()
+    code, _, err = cli([*args, "resume=true"], capsys)
+    assert code == 0, err
+    assert not (out / "partial").exists()
+    assert (out / "results.json").is_file()
+    assert (out / "curves.png").is_file() and (out / "latency.png").is_file()  # redrawn from results.json
 
 
 # --------------------------------------------------------------------------- atomic files and the lock

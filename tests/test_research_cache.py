@@ -51,6 +51,30 @@ def counters(monkeypatch):
     return seen
 
 
+@pytest.mark.usefixtures("no_figures")
+def test_a_tiny_cached_rerun_reads_only_the_offloaded_images_and_gives_the_same_records(tmp_path, counters):
+    """The fast lane's version of the test below: 24 Fashion-MNIST images (shipped weights, min-entropy gate at
+    0.05: 9 kept, 15 offloaded), the same strategy twice; the rerun is served from the cache."""
+    cache = f"cache.dir={tmp_path / 'cache'}"
+
+    def run(name):
+        res = evaluate(load_config("fmnist", ["logger=none", "progress=false", "data.num_workers=0", "data.limit=24",
+                                           "batch_size=8", "budgets=[4]", "strategies=[sage]", "gate.threshold=0.05",
+                                           "cache.edge=true", cache, f"output_dir={tmp_path / name}"]))
+        return res, pq.read_table(tmp_path / name / "samples.parquet")
+
+    first, first_rows = run("first")
+    assert not first["timing"]["edge_cache"]["offload"]["served_from_cache"]
+    assert 0 < first["num_offloaded"] < first["num_images"]
+    counters.update(decoded=0, full_forwards=0)
+    rerun, rerun_rows = run("rerun")
+    offload = rerun["timing"]["edge_cache"]["offload"]
+    assert offload["served_from_cache"] and offload["offloaded_images_read"] == rerun["num_offloaded"]
+    assert counters == {"decoded": 0, "full_forwards": 0} and rerun["timing"]["edge_forwards_per_image"] == 0
+    assert rerun_rows.equals(first_rows) and rerun["results"] == first["results"]
+
+
+@pytest.mark.slow
 def test_a_new_strategy_reruns_from_the_cache_reading_only_the_offloaded_images(tmp_path, counters):
     cache = f"cache.dir={tmp_path / 'cache'}"
     first, _ = _run(tmp_path, "first", "cache.edge=true", cache, "strategies=[random,uniform]")
@@ -71,6 +95,8 @@ def test_a_new_strategy_reruns_from_the_cache_reading_only_the_offloaded_images(
     assert (tmp_path / "rerun" / "overlays.png").is_file()  # drawn from what the sweep kept, nothing decoded
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_another_gate_is_another_cache_never_a_stale_answer(tmp_path):
     cache = f"cache.dir={tmp_path / 'cache'}"
     _run(tmp_path, "first", "cache.edge=true", cache, "strategies=[random]")
@@ -101,6 +127,8 @@ def test_pixels_are_kept_as_the_exact_8_bit_crop_or_as_floats_when_that_is_not_e
     assert to_uint8((x + 1e-3)[None], mean, std) is None  # not an 8-bit image: stored as floats instead
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_the_cache_size_is_reported_and_bounded_by_cache_max_gb(tmp_path, capsys):
     cache = f"cache.dir={tmp_path / 'cache'}"
     res, rows = _run(tmp_path, "tiny", "cache.edge=true", cache, "cache.max_gb=1e-6", "strategies=[random]")
@@ -115,6 +143,8 @@ def test_the_cache_size_is_reported_and_bounded_by_cache_max_gb(tmp_path, capsys
     json.dumps(report)  # plain JSON in results.json
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_cached_rerun_killed_half_way_resumes_to_the_same_records(tmp_path):
     """SIGKILL while a cached rerun is reading the offloaded images, then resume=true: the records equal those
     of a run without the cache (the kept images' records, served from the cache, are neither lost nor doubled)."""

@@ -1,21 +1,77 @@
-"""The terminal table shows each accuracy's interval as it is, asymmetric ends included."""
+"""The terminal table `sagebench eval` prints (``sagebench.results.format_table``).
+
+One row per strategy and one column per budget: offloaded accuracy in %, both ends of its 95%
+interval, the ceiling ratio; then the system accuracy per budget, and for byte budgets or a
+codec the mean units and bytes sent. Read against the numbers of ``small_run``'s results.
+"""
 
 from __future__ import annotations
 
-from sagebench.results.table import format_table
+import copy
+
+from sagebench.results import format_table
 
 
-def results(acc: float, ci: list[float]) -> dict:
-    row = {"strategy": "sage", "budget": 8, "offloaded_accuracy": acc, "offloaded_accuracy_ci": ci,
-           "ceiling_ratio": 0.9, "overall_accuracy": 0.8, "units_sent": 8, "bytes_sent": 100}
-    return {"benchmark": {"name": "b", "dataset": "d", "num_images": 10, "edge": {"name": "e"},
-                          "server": {"name": "s"}, "gate": "min_entropy", "threshold": 1.0, "num_patches": 64},
-            "ceiling": {"offloaded_accuracy": 1.0, "overall_accuracy": 1.0}, "num_offloaded": 5, "num_images": 10,
-            "edge_accuracy": 0.5, "results": [row]}
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.split("|")]
 
 
-def test_an_asymmetric_interval_is_shown_with_both_ends_not_as_one_half_width():
-    """Before: ``95.0+-25.0``, the longer side (the upper end 100 + 20 would be impossible)."""
-    table = format_table(results(0.95, [0.70, 0.99]))
-    assert "95.0 [70.0,99.0] (0.90)" in table
-    assert "+-" not in table
+def test_one_row_per_strategy_and_one_column_per_budget_with_interval_and_ratio(small_run):
+    _, results = small_run
+    text = format_table(results)
+    lines = text.splitlines()
+    bench = results["benchmark"]
+    assert lines[0].startswith(f"benchmark {bench['name']}  ({bench['dataset']}, {results['num_images']} images")
+    assert f"offloaded {results['num_offloaded']}/{results['num_images']}" in lines[1]
+    header = next(i for i, line in enumerate(lines) if line.startswith("strategy"))
+    assert _cells(lines[header]) == ["strategy", "B=4", "B=8"]
+    rows = {(r["strategy"], r["budget"]): r for r in results["results"]}
+    strategies = list(dict.fromkeys(r["strategy"] for r in results["results"]))
+    body = lines[header + 2:header + 2 + len(strategies)]
+    for strategy, line in zip(strategies, body):
+        cells = _cells(line)
+        assert cells[0] == strategy
+        for budget, cell in zip((4, 8), cells[1:]):
+            r = rows[(strategy, budget)]
+            low, high = r["offloaded_accuracy_ci"]
+            assert cell == (f"{100 * r['offloaded_accuracy']:.1f} [{100 * low:.1f},{100 * high:.1f}] "
+                            f"({r['ceiling_ratio']:.2f})")
+    overall = lines[-1]
+    assert overall.startswith("overall (system) accuracy % per budget: ")
+    for strategy in strategies:
+        figures = " ".join(f"{100 * rows[(strategy, b)]['overall_accuracy']:.1f}" for b in (4, 8))
+        assert f"{strategy}: {figures}" in overall
+    assert "codec" not in text  # raw pixels counted by patches: nothing more to say
+
+
+def test_byte_budgets_a_codec_and_missing_figures(small_run):
+    """Byte budgets name the column by bytes and add the units/bytes line; a cell without an offloaded image
+    reads n/a (no interval, no ratio), and rows without intervals get narrower cells."""
+    _, results = small_run
+    res = copy.deepcopy(results)
+    res["transmission"] = {**res["transmission"], "budget_unit": "bytes", "codec": {"name": "jpeg", "quality": 50}}
+    for r in res["results"]:
+        r.pop("offloaded_accuracy_ci")
+    first = res["results"][0]
+    first.update(offloaded_accuracy=None, ceiling_ratio=None, units_sent=None)
+    text = format_table(res)
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("strategy"))
+    assert header.split(" | ")[1:] == [f"{'bytes=4':>13}", f"{'bytes=8':>13}"]  # 25 wide with intervals
+    assert not [line for line in lines if " | " in line and " [" in line]
+    row = next(line for line in lines if line.startswith(first["strategy"]))
+    assert _cells(row)[1] == "n/a"
+    codec = lines[-1]
+    assert codec.startswith("codec jpeg quality 50: mean units/bytes sent per request: ")
+    second = next(r for r in res["results"] if r["strategy"] == first["strategy"] and r is not first)
+    assert f"{first['strategy']}: n/a {second['units_sent']:.1f}/{second['bytes_sent']:.0f}" in codec
+
+
+def test_an_asymmetric_interval_is_shown_with_both_ends_not_as_one_half_width(small_run):
+    """Before: ``95.0+-25.0``, the longer side (as if the upper end could pass 100)."""
+    _, results = small_run
+    res = copy.deepcopy(results)
+    row = res["results"][0]
+    row.update(offloaded_accuracy=0.95, offloaded_accuracy_ci=[0.70, 0.99], ceiling_ratio=0.9)
+    table = format_table(res)
+    assert "95.0 [70.0,99.0] (0.90)" in table and "+-" not in table

@@ -30,6 +30,8 @@ def _records(tmp_path, name, *extra):
     return res, pq.read_table(tmp_path / name / "samples.parquet")
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_records_do_not_depend_on_the_server_batch_size(tmp_path):
     base, table = _records(tmp_path, "default")  # server_batch_size = batch_size: served across data batches
     assert 0 < base["num_offloaded"] < 400  # the real gate: a share of each data batch is offloaded
@@ -41,6 +43,8 @@ def test_records_do_not_depend_on_the_server_batch_size(tmp_path):
     assert forwards[10_000] < forwards[1]  # full server batches: far fewer forwards
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_the_queue_is_bounded_by_the_server_batch_size(monkeypatch, tmp_path):
     import sagebench.sweep.module as m
 

@@ -222,6 +222,7 @@ def test_each_strategy_is_its_own_w_and_b_run_ranked_by_mean_ceiling_ratio(small
             [r["offloaded_accuracy"] for r in sorted(mine, key=lambda r: r["budget"])])
 
 
+@pytest.mark.slow
 def test_a_users_open_w_and_b_run_is_reused_and_left_open(random_models_overrides, tmp_path, monkeypatch):
     """evaluate() logs into the run the user's script opened and does not finish it."""
     import wandb

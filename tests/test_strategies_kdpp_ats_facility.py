@@ -200,6 +200,7 @@ def test_distinct_int64_deterministic_and_each_row_independent_of_the_batch(name
                 assert torch.equal(strategy.select(ev.subset(torch.tensor([i])), budget)[0], full[i])
 
 
+@pytest.mark.slow  # 18 s; the fast lane checks the same properties of these three (test_reliability.py)
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(evidence_cases())
 def test_property_valid_and_batch_independent_on_the_shared_evidence_generator(case):

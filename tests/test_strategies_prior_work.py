@@ -451,6 +451,8 @@ def test_property_every_new_strategy_returns_exactly_b_distinct_valid_indices(ca
 # --------------------------------------------------------------------------- a real sweep
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
 def test_a_sweep_with_every_new_strategy_and_rollout_importance(random_models_overrides, tmp_path):
     import json
 
