@@ -56,6 +56,7 @@ def test_a_callback_whose_constructor_fails_is_a_config_error_naming_it():
         instantiate("helpers.NeedsAMissingPackage", "trainer.callbacks")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting, works", [("trainer.inference_mode=false", True),
                                             ("trainer.use_distributed_sampler=true", False)])
 def test_trainer_settings_sagebench_also_sets_are_merged_or_refused(random_models_overrides, tmp_path, setting,
