@@ -151,7 +151,7 @@ def test_reported_rows_show_ceiling_ratio_and_are_marked_not_reproduced(tmp_path
     shutil.copytree(BOARDS / BOARD, copy_root / BOARD)
     rendered = lb.render(lb.get_board(BOARD, copy_root)).read_text()
     assert rendered == (BOARDS / BOARD / "README.md").read_text()
-    assert "No measured entries yet." in rendered
+    assert "No ranked entries yet." in rendered
     _, reported_part = rendered.split("## Reported, not reproduced")
     for strategy in {s for s, _ in TABLE3}:
         assert f"| reported | {strategy} |" in reported_part
