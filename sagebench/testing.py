@@ -24,7 +24,7 @@ from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
 from sagebench.strategies.base import Strategy
 
-__all__ = ["check_strategy", "make_evidence"]
+__all__ = ["check_strategy", "fake_server_judge", "make_evidence"]
 
 
 def make_evidence(grid: tuple[int, int] = (7, 7), b: int = 4, dim: int = 16, seed: int = 0,
@@ -40,7 +40,15 @@ def make_evidence(grid: tuple[int, int] = (7, 7), b: int = 4, dim: int = 16, see
         embeddings=torch.randn(b, n, dim, generator=g).to(device), grid=grid,
         sample_ids=(torch.arange(b, dtype=torch.int64) + 1000).to(device), seed=seed,
         rollout=None if rollout is None else rollout.to(device), server_attention=server_attention.to(device),
+        server_judge=fake_server_judge,
     )
+
+
+def fake_server_judge(sample_ids: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """A stand-in for the server's verdict (``EdgeEvidence.server_judge``): a fixed function of the image and
+    the patch set (order-free), right for about a third of the subsets, so oracle strategies can be tested."""
+    key = torch.sort(indices, dim=1).values * torch.arange(1, indices.shape[1] + 1, device=indices.device)
+    return (key.sum(dim=1) + sample_ids.to(indices.device)) % 3 == 0
 
 
 def _check_rows(idx: torch.Tensor, evidence: EdgeEvidence, budget: int, what: str) -> None:

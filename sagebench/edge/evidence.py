@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+
+#: ``(sample_ids [m], indices [m, B]) -> [m] bool``: does the server, sent these patches of these images,
+#: predict their labels? Keyed by sample id, so it answers for any subset or order of the batch.
+ServerJudge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -36,6 +41,9 @@ class EdgeEvidence:
     #: ``[b, N]`` the *server's* last-block CLS attention on the full image (rows sum to 1), present only
     #: when a strategy declares ``requires = {"server_attention"}`` (an oracle: the edge cannot know it).
     server_attention: torch.Tensor | None = None
+    #: the server's verdict on candidate subsets (:data:`ServerJudge`), present only when a strategy declares
+    #: ``requires = {"server_judge"}`` (an oracle: it needs the server's forward and the label).
+    server_judge: ServerJudge | None = None
 
     @property
     def num_patches(self) -> int:
@@ -52,6 +60,7 @@ class EdgeEvidence:
             grid=self.grid, sample_ids=self.sample_ids[rows], seed=self.seed,
             rollout=None if self.rollout is None else self.rollout[rows],
             server_attention=None if self.server_attention is None else self.server_attention[rows],
+            server_judge=self.server_judge,
         )
 
     @classmethod
@@ -65,7 +74,8 @@ class EdgeEvidence:
             values = [getattr(p, name) for p in parts]
             return None if any(v is None for v in values) else torch.cat(values)
 
+        judge = first.server_judge if all(p.server_judge is first.server_judge for p in parts) else None
         return cls(logits=joined("logits"), attention=joined("attention"), embeddings=joined("embeddings"),
                    grid=first.grid, sample_ids=joined("sample_ids"), seed=first.seed, rollout=joined("rollout"),
-                   server_attention=joined("server_attention"))
+                   server_attention=joined("server_attention"), server_judge=judge)
 

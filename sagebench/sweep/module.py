@@ -95,6 +95,8 @@ class SageBenchModule(L.LightningModule):
         # through EdgeModel, which gives the same logits plus its last-block CLS attention
         needs = set().union(*(getattr(s, "requires", frozenset()) for s in self.strategies))
         self.server_probe = EdgeModel(server.vit, attention="last_layer") if "server_attention" in needs else None
+        # strategies that declare requires={"server_judge"} (oracles) may ask the server about candidate subsets
+        self.server_judged = "server_judge" in needs
         # the research-loop cache (sagebench.sweep.offload_cache), set once the data is loaded: it records every
         # image's gate decision and the offloaded images' pixels and ceiling, or, when it already covers the
         # run (offload_cache.serving), gives the ceiling and, through known_rows, the kept images' records
@@ -154,6 +156,8 @@ class SageBenchModule(L.LightningModule):
         patches = patchify(images, self.server.patch_size)
         passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer,
                               codec=self.codec)
+        if self.server_judged:
+            sub.server_judge = self._judge(rows[:, col("label")].clone(), patches, sub.sample_ids)
         j = 0
         for strategy in self.strategies:
             for budget in self.budgets:
@@ -180,6 +184,22 @@ class SageBenchModule(L.LightningModule):
         for k in self.server_passes:
             self.server_passes[k] += getattr(passes, k)
         return rows
+
+    def _judge(self, labels: torch.Tensor, patches: torch.Tensor, sample_ids: torch.Tensor):
+        """The server's verdict on candidate subsets of these images (``EdgeEvidence.server_judge``).
+
+        Its own passes (no dedupe memory, counters or timer shared with the recorded cells), so every
+        recorded cell is computed exactly as in a run without the oracle; its time counts in the oracle's
+        ``select`` phase.
+        """
+        passes = ServerPasses(self.server, patches, dedupe=False, predict=predictions, codec=self.codec)
+        position = {int(s): i for i, s in enumerate(sample_ids.tolist())}
+
+        def judge(ids: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+            at = torch.tensor([position[int(s)] for s in ids.tolist()], dtype=torch.long, device=indices.device)
+            return passes.send(indices, "judge", rows=at)[0] == labels[at].to(indices.device)
+
+        return judge
 
     def _keep_examples(self, rows: torch.Tensor, images: torch.Tensor, sub: EdgeEvidence, label: str,
                        indices: torch.Tensor) -> None:
