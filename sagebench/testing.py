@@ -46,9 +46,9 @@ def make_evidence(grid: tuple[int, int] = (7, 7), b: int = 4, dim: int = 16, see
 
 def fake_server_judge(sample_ids: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """A stand-in for the server's verdict (``EdgeEvidence.server_judge``): a fixed function of the image and
-    the patch set (order-free), right for about a third of the subsets, so oracle strategies can be tested."""
+    the patch set (order-free) with ties, in [-6, 0] like a log-probability, so oracle strategies can be tested."""
     key = torch.sort(indices, dim=1).values * torch.arange(1, indices.shape[1] + 1, device=indices.device)
-    return (key.sum(dim=1) + sample_ids.to(indices.device)) % 3 == 0
+    return -((key.sum(dim=1) + 3 * sample_ids.to(indices.device)) % 7).double()
 
 
 def _check_rows(idx: torch.Tensor, evidence: EdgeEvidence, budget: int, what: str) -> None:

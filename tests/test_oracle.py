@@ -65,22 +65,20 @@ def test_a_run_with_the_oracle_draws_its_overlays(random_models_overrides, tmp_p
 # -- best_of_random_oracle: the server's own verdict on K random subsets ------------------------------
 
 
-def test_best_of_random_sends_the_first_random_subset_the_server_gets_right():
+def test_best_of_random_sends_the_candidate_the_server_scores_highest():
     ev = make_evidence(grid=(4, 4), b=6)
     oracle = get_strategy("best_of_random_oracle", k=5)
     got = oracle.select(ev, 6)
     first = get_strategy("random").select(ev, 6)  # candidate 0 is what `random` sends
-    for i in range(6):
+    for i in range(6):  # slow, obvious reference: the first candidate of the highest score
         ids = ev.sample_ids[i:i + 1]
-        candidates = [oracle._candidate(ev.seed, ids, 16, 6, j) for j in range(5)]
-        assert torch.equal(candidates[0][0], first[i])
-        right = [j for j, c in enumerate(candidates) if bool(fake_server_judge(ids, c)[0])]
-        assert torch.equal(got[i], candidates[right[0] if right else 0][0])
-    # a judge that is never satisfied leaves random's choice; one that always is takes candidate 0
-    never = lambda ids, idx: torch.zeros(len(ids), dtype=torch.bool)  # noqa: E731
-    assert torch.equal(oracle.select(replace(ev, server_judge=never), 6), first)
-    always = lambda ids, idx: torch.ones(len(ids), dtype=torch.bool)  # noqa: E731
-    assert torch.equal(oracle.select(replace(ev, server_judge=always), 6), first)
+        candidates = [oracle.candidate(ev.seed, ids, 16, 6, j)[0] for j in range(5)]
+        assert torch.equal(candidates[0], first[i])
+        scores = [float(fake_server_judge(ids, c[None])[0]) for c in candidates]
+        assert torch.equal(got[i], candidates[scores.index(max(scores))])
+    flat = lambda ids, idx: torch.zeros(len(ids), dtype=torch.float64)  # noqa: E731  (all tied: candidate 0)
+    assert torch.equal(oracle.select(replace(ev, server_judge=flat), 6), first)
+    assert len({tuple(sorted(r)) for r in got.tolist()}) == 6  # per image, not one subset for all
 
 
 def test_best_of_random_declares_what_it_needs():
@@ -106,6 +104,5 @@ def test_a_sweep_with_best_of_random_keeps_every_other_record(random_models_over
     a, b = pq.read_table(tmp_path / "a" / "samples.parquet"), pq.read_table(tmp_path / "b" / "samples.parquet")
     for name in a.column_names:  # every record of the other strategies and the ceiling, bit for bit
         assert a.column(name).equals(b.column(name)), name
-    correct = {(r["strategy"], r["budget"]): r["num_correct"] for r in both["results"]}
-    for budget in (2, 8):  # right wherever random is (candidate 0), and the judge agrees with the recorded pass
-        assert correct[("best_of_random_oracle", budget)] >= correct[("random", budget)]
+    # the oracle's own cells: the server's answers to the subsets it chose
+    assert b.column("pred/best_of_random_oracle/B8").to_pylist() != b.column("pred/random/B8").to_pylist()

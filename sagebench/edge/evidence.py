@@ -7,8 +7,9 @@ from typing import Callable
 
 import torch
 
-#: ``(sample_ids [m], indices [m, B]) -> [m] bool``: does the server, sent these patches of these images,
-#: predict their labels? Keyed by sample id, so it answers for any subset or order of the batch.
+#: ``(sample_ids [m], indices [m, B]) -> [m] float64``: the server's log-probability, sent these patches of
+#: these images, of the class it predicts from the whole image (-inf when that is unknown). Keyed by sample
+#: id, so it answers for any subset or order of the batch.
 ServerJudge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -42,7 +43,7 @@ class EdgeEvidence:
     #: when a strategy declares ``requires = {"server_attention"}`` (an oracle: the edge cannot know it).
     server_attention: torch.Tensor | None = None
     #: the server's verdict on candidate subsets (:data:`ServerJudge`), present only when a strategy declares
-    #: ``requires = {"server_judge"}`` (an oracle: it needs the server's forward and the label).
+    #: ``requires = {"server_judge"}`` (an oracle: it needs the server's forward on the subset and the image).
     server_judge: ServerJudge | None = None
 
     @property

@@ -25,8 +25,8 @@ class Strategy(ABC):
     stat_names: tuple[str, ...] = ()
     #: Evidence beyond the edge's that the strategy needs (read by the sweep before it runs):
     #: ``"server_attention"`` makes the ceiling pass also compute the server's CLS attention on the
-    #: full image; ``"server_judge"`` gives the evidence a callable that says whether the server, sent a
-    #: candidate subset, predicts the image's label (``EdgeEvidence.server_judge``). A strategy that requires anything the edge does not have is an **oracle**:
+    #: full image; ``"server_judge"`` gives the evidence a callable that scores a candidate subset by the
+    #: server's own answer to it (``EdgeEvidence.server_judge``). A strategy that requires anything the edge does not have is an **oracle**:
     #: results and boards show it as a reference, never ranked with deployable strategies.
     requires: frozenset[str] = frozenset()
 

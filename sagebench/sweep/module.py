@@ -157,7 +157,7 @@ class SageBenchModule(L.LightningModule):
         passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer,
                               codec=self.codec)
         if self.server_judged:
-            sub.server_judge = self._judge(rows[:, col("label")].clone(), patches, sub.sample_ids)
+            sub.server_judge = self._judge(rows[:, col("ceiling_pred")].clone(), patches, sub.sample_ids)
         j = 0
         for strategy in self.strategies:
             for budget in self.budgets:
@@ -185,19 +185,24 @@ class SageBenchModule(L.LightningModule):
             self.server_passes[k] += getattr(passes, k)
         return rows
 
-    def _judge(self, labels: torch.Tensor, patches: torch.Tensor, sample_ids: torch.Tensor):
-        """The server's verdict on candidate subsets of these images (``EdgeEvidence.server_judge``).
+    def _judge(self, full_class: torch.Tensor, patches: torch.Tensor, sample_ids: torch.Tensor):
+        """The server's verdict on candidate subsets of these images (``EdgeEvidence.server_judge``): its
+        log-probability, given the subset, of the class it predicts from the full image (``full_class``).
 
         Its own passes (no dedupe memory, counters or timer shared with the recorded cells), so every
         recorded cell is computed exactly as in a run without the oracle; its time counts in the oracle's
         ``select`` phase.
         """
-        passes = ServerPasses(self.server, patches, dedupe=False, predict=predictions, codec=self.codec)
+        passes = ServerPasses(self.server, patches, dedupe=False, codec=self.codec)
         position = {int(s): i for i, s in enumerate(sample_ids.tolist())}
 
         def judge(ids: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
             at = torch.tensor([position[int(s)] for s in ids.tolist()], dtype=torch.long, device=indices.device)
-            return passes.send(indices, "judge", rows=at)[0] == labels[at].to(indices.device)
+            logp = torch.log_softmax(passes.forward(indices, at).double(), dim=-1).nan_to_num(nan=-torch.inf)
+            target = full_class[at].to(indices.device).long()
+            known = (target >= 0) & (target < logp.shape[1])  # a non-finite full-image answer: no target
+            picked = logp.gather(1, target.clamp(0, logp.shape[1] - 1)[:, None])[:, 0]
+            return torch.where(known, picked, torch.full_like(picked, -torch.inf))
 
         return judge
 
