@@ -330,7 +330,7 @@ def rank(entries: Sequence[Entry], budgets: Sequence[int] | None = None, confide
     oracles = [r for r in verified + unverified if r.oracle]
     unverified = [r for r in unverified if not r.oracle]
     has_all = [r for r in verified if not r.oracle and all(b in r.correct for b in rank_budgets)]
-    incomplete = [r for r in verified if not r.oracle and r not in has_all]
+    incomplete = [r for r in verified if not r.oracle and all(r is not h for h in has_all)]
     for r in has_all + [o for o in oracles if o.verified]:
         _on_paired_images(r, rank_budgets)
     sets: dict[int | str, RankSets] = {}
