@@ -39,7 +39,7 @@ import torch
 from sagebench.edge.evidence import EVIDENCE_KINDS, EdgeEvidence
 from sagebench.strategies.base import Strategy, StrategyOutputError, check_requires
 
-__all__ = ["CHECK_NAMES", "check_strategy", "make_evidence", "parametrize_with_checks", "strategy_checks",
+__all__ = ["CHECK_NAMES", "check_strategy", "fake_server_judge", "make_evidence", "parametrize_with_checks", "strategy_checks",
            "strategy_factory"]
 
 #: What the checks accept: an instance, a zero-argument factory (to also check that two instances
@@ -62,7 +62,15 @@ def make_evidence(grid: tuple[int, int] = (7, 7), b: int = 4, dim: int = 16, see
         embeddings=torch.randn(b, n, dim, generator=g).to(device), grid=grid,
         sample_ids=(torch.arange(b, dtype=torch.int64) + 1000).to(device), seed=seed,
         rollout=None if rollout is None else rollout.to(device), server_attention=server_attention.to(device),
+        server_judge=fake_server_judge,
     )
+
+
+def fake_server_judge(sample_ids: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """A stand-in for the server's verdict (``EdgeEvidence.server_judge``): a fixed function of the image and
+    the patch set (order-free) with ties, in [-6, 0] like a log-probability, so oracle strategies can be tested."""
+    key = torch.sort(indices, dim=1).values * torch.arange(1, indices.shape[1] + 1, device=indices.device)
+    return -((key.sum(dim=1) + 3 * sample_ids.to(indices.device)) % 7).double()
 
 
 def strategy_factory(strategy: StrategyLike) -> Callable[[], Strategy]:

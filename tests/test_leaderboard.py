@@ -15,6 +15,7 @@ import pytest
 import wandb_offline
 
 from sagebench import leaderboard as lb
+from sagebench import stats
 from sagebench.cli import main
 from sagebench.reporting import wandb as tracking
 from sagebench.results import fingerprint
@@ -72,18 +73,19 @@ def test_submit_show_render_end_to_end(small_run, root, capsys):
 
     assert main(["leaderboard", "--root", str(root), "show"]) == 0
     out = capsys.readouterr().out
-    assert "ranked by mean ceiling ratio" in out and "B=4" in out and "B=8" in out
-    ranking = lb.rank(lb.get_board("fmnist-embedded", root).entries())
+    assert "score: mean ceiling ratio" in out and "B=4" in out and "B=8" in out
+    assert meta["budgets"] == [4, 8]  # declared by the board's first entry
+    ranking = lb.rank_board(lb.get_board("fmnist-embedded", root))
     scores = [r.score for r in ranking.ranked]
     assert scores == sorted(scores, reverse=True) and ranking.ranked[0].rank == 1
     assert {r.strategy for r in ranking.ranked} == {"random", "uniform", "attention_prefix", "sage"}
 
     assert main(["leaderboard", "--root", str(root), "render"]) == 0
     readme = (board / "README.md").read_text()
-    assert "| rank | strategy | B=4 | B=8 | mean CR | win rate | ceiling | edge | server | sagebench | date |" in readme
+    assert "| rank | strategy | B=4 | B=8 | score [95% CI] | ceiling | edge | server | sagebench | date |" in readme
     assert (board / "curves.png").stat().st_size > 1000
     best = ranking.ranked[0]
-    assert best.rank_label in ("1", f"1-{ranking.tie_size}")
+    assert best.rank_low == 1 and best.rank_label == ("1" if best.rank_high == 1 else f"1-{best.rank_high}")
     assert f"| {best.rank_label} | {best.strategy} |" in readme
 
 
@@ -217,11 +219,13 @@ def test_compare_two_entries_on_the_same_images(small_run, root, capsys):
         assert row["diff"] == pytest.approx(a_ok.mean() - b_ok.mean())
         assert (row["only_a"], row["only_b"]) == ((a_ok & ~b_ok).sum(), (~a_ok & b_ok).sum())
         assert row["ci_low"] <= row["diff"] <= row["ci_high"]
-        assert row["p_mcnemar"] == lb.mcnemar_exact(row["only_a"], row["only_b"])
+        assert row["p_mcnemar"] == stats.mcnemar_score(row["only_a"], row["only_b"])  # the test the CI inverts
+        assert row["p_exact"] == lb.mcnemar_exact(row["only_a"], row["only_b"])
+        assert (row["ci_low"] <= 0 <= row["ci_high"]) == (row["p_mcnemar"] >= 0.05)
     assert main(["leaderboard", "--root", str(root), "compare", saved.name, str(small_run[0]),
                  "-s", "sage", "-s", "uniform"]) == 0
     out = capsys.readouterr().out
-    assert "95% exact-conditional interval" in out and "McNemar" in out
+    assert "95% Tango score interval" in out and "McNemar" in out
     assert main(["leaderboard", "--root", str(root), "compare", saved.name, saved.name]) == 2
     assert "choose with --strategy" in capsys.readouterr().err
 

@@ -1,5 +1,5 @@
-"""Leaderboard statistics and trust: exact compare intervals, matrix mode, tie groups and tied ranks,
-verified entries (records reproduce every figure), verify, links and bounds, `sagebench report`.
+"""Leaderboard statistics and trust: compare intervals, matrix mode, one row per method and simultaneous
+rank intervals on constructed boards whose answer is known, declared budgets, verified entries (records reproduce every figure), verify, links and bounds, `sagebench report`.
 
 Every run here is built from constructed per-image records (no model, no data set): the records
 go through ``metrics.summarize`` and ``results.files.write_samples`` like a real sweep's.
@@ -23,6 +23,7 @@ from sagebench import stats
 from sagebench.cells import Cell
 from sagebench.cli import main
 from sagebench.leaderboard.compare import INTERVAL_METHOD
+from sagebench.leaderboard.rank import display_names
 from sagebench.metrics import SweepLayout, summarize
 from sagebench.reporting import paper_table
 from sagebench.results.files import fingerprint, write_samples
@@ -98,8 +99,9 @@ def test_compare_interval_includes_zero_at_b4_c0(tmp_path):
     cmp = lb.compare(str(run), None, ["a", "b"])
     (row,) = cmp["rows"]
     assert (row["only_a"], row["only_b"], row["n"]) == (4, 0, 14)
-    assert row["p_mcnemar"] == pytest.approx(0.125)
-    assert row["ci_low"] < 0 < row["ci_high"], "p = 0.125: the interval must include 0"
+    assert row["p_exact"] == pytest.approx(0.125)
+    assert row["p_mcnemar"] == pytest.approx(stats.mcnemar_score(4, 0)) and row["p_mcnemar"] > 0.05
+    assert row["ci_low"] < 0 < row["ci_high"], "p > 0.05: the interval must include 0"
     assert row["diff"] == pytest.approx(4 / 14) and row["ci_low"] <= row["diff"] <= row["ci_high"]
     assert (row["ci_low"], row["ci_high"]) == stats.paired_difference_interval(a, b)
     assert cmp["interval"] == INTERVAL_METHOD
@@ -118,7 +120,7 @@ def test_compare_plain_form_and_deprecated_resamples(tmp_path, capsys):
     run = _measure(tmp_path / "run", {("sage", 4): _vec(30, 10), ("attention_prefix", 4): _vec(20, 20)})
     assert main(["leaderboard", "compare", str(run), "-s", "sage", "-s", "attention_prefix"]) == 0
     out = capsys.readouterr().out
-    assert "A = sage" in out and "B = attention_prefix" in out and "exact-conditional" in out
+    assert "A = sage" in out and "B = attention_prefix" in out and "Tango score interval" in out
     assert main(["leaderboard", "compare", str(run), "-s", "sage", "-s", "attention_prefix",
                  "--resamples", "0", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
@@ -150,14 +152,22 @@ def test_compare_matrix_of_a_run_and_of_a_board(tmp_path, capsys):
     assert main(["leaderboard", "--root", str(root), "compare", "toy-bench", "x", "--matrix"]) == 2
 
 
-# -- tie groups and tied ranks ------------------------------------------------------------------------
+# -- ranks: one row per method, simultaneous rank intervals, declared budgets ------------------------
 
 
-def _tie_board(tmp_path):
+def _entry(run: Path, name: str = "e") -> lb.Entry:
+    return lb.Entry(name, json.loads((run / "results.json").read_text()), run / "results.json", run / "samples.parquet")
+
+
+def _ranks(ranking) -> list[tuple[str, str]]:
+    return [(r.strategy, r.rank_label) for r in ranking.ranked]
+
+
+def _small_board(tmp_path):
     root = tmp_path / "boards"
     strong = _vec(50, 10)
     close = strong.copy()
-    close[0] = False  # one discordant image: McNemar p = 1
+    close[0] = False  # one discordant image
     weak = _vec(15, 45)
     run = _measure(tmp_path / "run", {(s, b): v for b in (4, 8, 12) for s, v in
                                       (("strong", strong), ("close", close), ("weak", weak))})
@@ -165,8 +175,9 @@ def _tie_board(tmp_path):
     return root, run
 
 
-def test_tie_groups_rank_indistinguishable_rows_together(tmp_path, capsys):
-    root, run = _tie_board(tmp_path)
+def test_rank_intervals_on_a_board_and_the_rows_listed_apart(tmp_path, capsys):
+    root, run = _small_board(tmp_path)
+    assert json.loads((root / "toy-bench" / "board.json").read_text())["budgets"] == [4, 8, 12]  # declared
     # a measured entry without records (as a W&B pull without its artifact): listed, never ranked
     unverified = json.loads((run / "results.json").read_text())
     unverified["strategies"] = [{"label": "nosamples", "name": "nosamples", "options": {}}]
@@ -177,38 +188,128 @@ def test_tie_groups_rank_indistinguishable_rows_together(tmp_path, capsys):
                 "benchmark": unverified["benchmark"], "num_images": 60, "ceiling": {"offloaded_accuracy": 1.0},
                 "results": [{"strategy": "paper", "budget": 4, "offloaded_accuracy": 0.99}]}
     lb.submit(reported, root=root)
-    ranking = lb.rank(lb.get_board("toy-bench", root).entries())
-    assert [(r.strategy, r.rank_label) for r in ranking.ranked] == [("strong", "1-2"), ("close", "1-2"),
-                                                                     ("weak", "3")]
-    assert ranking.tie_size == 2 and ranking.num_paired == 60
-    assert all(ranking.ranked[0].in_group[b] and ranking.ranked[1].in_group[b] for b in (4, 8, 12))
-    assert not any(ranking.ranked[2].in_group.values())
-    assert [r.win_rate for r in ranking.ranked] == [1.0, 0.5, 0.0]
+    ranking = lb.rank_board(lb.get_board("toy-bench", root))
+    assert _ranks(ranking) == [("strong", "1-2"), ("close", "1-2"), ("weak", "3")]
+    assert ranking.num_paired == 60 and ranking.declared and ranking.rank_budgets == [4, 8, 12]
+    strong = ranking.ranked[0]
+    assert strong.score == pytest.approx(50 / 60) and strong.score_ci[0] < 50 / 60 < strong.score_ci[1]
+    assert strong.budget_ranks == {4: (1, 2), 8: (1, 2), 12: (1, 2)}
+    assert ranking.sets[4].better[0, 2] and not ranking.sets[4].better[0, 1]
     assert [r.strategy for r in ranking.unverified] == ["nosamples"] and ranking.unverified[0].rank is None
     assert [r.strategy for r in ranking.reported] == ["paper"]
-    best = ranking.groups[4]
-    assert best["best"] == "strong (measured)" and set(best["members"]) == {"strong (measured)", "close (measured)"}
-    assert best["p_adjusted"]["weak (measured)"] < 0.05
     assert main(["leaderboard", "--root", str(root), "show"]) == 0
     out = capsys.readouterr().out
-    assert "1-2  | strong" in out and "3    | weak" in out and "win rate" in out
+    assert "1-2  | strong" in out and "3    | weak" in out and "simultaneous rank interval" in out
     assert "measured, without a per-sample file (not verified, never ranked)" in out
     readme = lb.render(lb.get_board("toy-bench", root)).read_text()
-    assert "| 1-2 | strong |" in readme and "| 3 | weak |" in readme and "## Measured, not verified" in readme
-    assert "\\*" in readme  # tie-group marks, escaped for Markdown
+    assert "| 1-2 | strong | 83.3 (0.833) #1-2 |" in readme and "| 3 | weak |" in readme
+    assert "| rank | strategy | B=4 | B=8 | B=12 | score [95% CI] | ceiling |" in readme
+    assert "## Measured, not verified" in readme and "win rate" not in readme
+    again = lb.rank_board(lb.get_board("toy-bench", root))  # seeded: the same intervals every time
+    assert [r.score_ci for r in again.ranked] == [r.score_ci for r in ranking.ranked]
 
 
-def test_tied_rank_needs_a_majority_of_budgets(tmp_path):
-    strong = _vec(50, 10)
-    # "mixed" is strong's twin at B=4 only and far below it at B=8 and B=12
-    run = _measure(tmp_path / "run", {("strong", 4): strong, ("strong", 8): strong, ("strong", 12): strong,
-                                      ("mixed", 4): strong, ("mixed", 8): _vec(40, 20) & ~_vec(10, 50),
-                                      ("mixed", 12): _vec(45, 15) & ~_vec(20, 40)})
-    ranking = lb.rank([lb.Entry("e", json.loads((run / "results.json").read_text()), run / "results.json",
-                                run / "samples.parquet")])
-    assert [(r.strategy, r.rank_label) for r in ranking.ranked] == [("strong", "1"), ("mixed", "2")]
-    mixed = ranking.ranked[1]
-    assert mixed.in_group == {4: True, 8: False, 12: False}
+def test_non_transitive_case_on_a_board(tmp_path):
+    # A ~ B and B ~ C (neither pair separable), A > C: 400 offloaded images in blocks of (A, B, C) right
+    blocks = [((1, 0, 0), 8), ((0, 1, 0), 12), ((1, 1, 0), 8), ((1, 0, 1), 12), ((1, 1, 1), 172), ((0, 0, 0), 188)]
+    vec = {s: np.concatenate([np.full(count, bool(p[i])) for p, count in blocks]) for i, s in enumerate("abc")}
+    run = _measure(tmp_path / "run", {(s, b): vec[s] for b in (4, 8) for s in "abc"})
+    ranking = lb.rank([_entry(run)])
+    assert _ranks(ranking) == [("a", "1-2"), ("b", "1-3"), ("c", "2-3")]
+    assert all(r.budget_ranks[4] == r.budget_ranks[8] for r in ranking.ranked)
+
+
+def test_a_leader_beaten_at_most_budgets_is_ranked_there_below(tmp_path):
+    """The score's leader is far ahead at one budget and significantly behind at three: the per-budget
+    rank intervals say so, the score's order follows the declared score."""
+    n = 300
+    base = np.arange(n) < 150
+    more = np.arange(n) < 180  # 30 images more, never fewer: a clear, one-sided difference
+    run = _measure(tmp_path / "run", {**{("leader", b): base for b in (4, 8, 12)}, ("leader", 16): np.arange(n) < 270,
+                                      **{("steady", b): more for b in (4, 8, 12)}, ("steady", 16): base})
+    ranking = lb.rank([_entry(run)])
+    leader, steady = ranking.ranked
+    assert (leader.strategy, steady.strategy) == ("leader", "steady")  # mean over the budgets: 0.600 vs 0.575
+    assert {b: leader.budget_ranks[b] for b in (4, 8, 12, 16)} == {4: (2, 2), 8: (2, 2), 12: (2, 2), 16: (1, 1)}
+    assert {b: steady.budget_ranks[b] for b in (4, 8, 12, 16)} == {4: (1, 1), 8: (1, 1), 12: (1, 1), 16: (2, 2)}
+
+
+def test_identical_rows_are_one_row_and_count_once(tmp_path):
+    x, y = _vec(40, 20), _vec(30, 30)
+    y[45] = True  # y differs from x on 11 images
+    plain = _measure(tmp_path / "plain", {(s, b): v for b in (4, 8) for s, v in (("x", x), ("y", y))})
+    # the same x under three names, and a renamed copy of the whole entry
+    copies = _measure(tmp_path / "copies", {(s, b): v for b in (4, 8) for s, v in
+                                            (("x", x), ("x_alias", x), ("x_again", x), ("y", y))}, day=2)
+    base = lb.rank([_entry(plain, "plain")])
+    merged = lb.rank([_entry(plain, "plain"), _entry(copies, "copies")])
+    assert [r.aliases for r in merged.ranked] == [[("plain", "x"), ("copies", "x"), ("copies", "x_again"),
+                                                   ("copies", "x_alias")], [("plain", "y"), ("copies", "y")]]
+    assert [(r.rank_label, r.score_ci) for r in merged.ranked] == [(r.rank_label, r.score_ci) for r in base.ranked]
+    assert merged.sets["score"].estimate.size == 2
+    # a label on several entries is named with its entry; a unique label alone
+    assert display_names(merged.ranked) == ["x (plain) = x (copies) = x_again = x_alias", "y (plain) = y (copies)"]
+
+
+def test_a_later_entry_with_an_existing_label_is_shown_with_its_entry(tmp_path):
+    root = tmp_path / "boards"
+    lb.submit(_measure(tmp_path / "first", {("sage", 4): _vec(40, 20)}), root=root, name="first")
+    later = _vec(41, 19)  # another method under the same label
+    lb.submit(_measure(tmp_path / "second", {("sage", 4): later}, day=2), root=root, name="second")
+    board = lb.get_board("toy-bench", root)
+    ranking = lb.rank_board(board)
+    assert sorted(r.label for r in ranking.ranked) == ["sage (first)", "sage (second)"]
+    readme = lb.render(board).read_text()
+    assert "| sage (first) |" in readme and "| sage (second) |" in readme
+
+
+def test_an_entry_lacking_a_declared_budget_is_listed_and_changes_nothing(tmp_path):
+    root = tmp_path / "boards"
+    lb.submit(_measure(tmp_path / "run", {(s, b): v for b in (4, 8, 12) for s, v in
+                                          (("a", _vec(45, 15)), ("b", _vec(30, 30)))}), root=root, name="full")
+    board = lb.get_board("toy-bench", root)
+    before = lb.rank_board(board)
+    lb.submit(_measure(tmp_path / "one", {("solo", 4): _vec(60, 0)}, day=2), root=root, name="one-budget")
+    after = lb.rank_board(board)
+    assert after.rank_budgets == [4, 8, 12]
+    assert [(r.strategy, r.rank_label, r.score) for r in after.ranked] == \
+        [(r.strategy, r.rank_label, r.score) for r in before.ranked]
+    assert [(r.strategy, r.rank, r.score) for r in after.incomplete] == [("solo", None, None)]
+    assert "## Verified, lacking a declared budget" in lb.render(board).read_text()
+    # a board.json without budgets: the first entry's
+    meta = json.loads((board.path / "board.json").read_text())
+    del meta["budgets"]
+    (board.path / "board.json").write_text(json.dumps(meta))
+    undeclared = lb.rank_board(board)
+    assert undeclared.rank_budgets == [4, 8, 12] and not undeclared.declared
+    meta["budgets"] = [4, 4]
+    (board.path / "board.json").write_text(json.dumps(meta))
+    with pytest.raises(lb.LeaderboardError, match="distinct positive integers"):
+        lb.rank_board(board)
+    (report,) = lb.verify(root, "toy-bench")
+    assert any("budgets must be" in p for p in report.problems)
+
+
+def test_an_entry_offloading_other_images_is_ranked_on_the_shared_ones(tmp_path):
+    root = tmp_path / "boards"
+    n = 100
+    own = np.arange(n) < 80  # images 0..79
+    other = (np.arange(n) < 60) | (np.arange(n) >= 80)  # images 0..59 and 80..99
+    shared_good = np.arange(80) < 55  # right on 55 of the 60 shared images
+    lb.submit(_measure(tmp_path / "p", {("p", 4): shared_good}, n=n, offloaded=own), root=root, name="p")
+    # x: right on its 20 images of its own and on only 20 of the 60 shared ones (all of them also right for p)
+    x_ok = np.concatenate([np.arange(60) < 20, np.ones(20, bool)])
+    lb.submit(_measure(tmp_path / "x", {("x", 4): x_ok}, n=n, offloaded=other, day=2), root=root, name="x")
+    board = lb.get_board("toy-bench", root)
+    entries = board.entries()
+    assert entries[1].data["results"][0]["offloaded_accuracy"] == pytest.approx(40 / 80)  # its own figure
+    ranking = lb.rank_board(board)
+    assert ranking.num_paired == 60
+    assert _ranks(ranking) == [("p", "1"), ("x", "2")]
+    p_row, x_row = ranking.ranked
+    assert x_row.other_images and x_row.cells[4][0] == pytest.approx(20 / 60)  # shown on the paired images
+    assert p_row.cells[4][0] == pytest.approx(55 / 60)
+    assert "its entry offloaded other images too" in lb.format_board(board)
 
 
 # -- verified entries: submit recomputes, verify re-checks ------------------------------------------
@@ -440,5 +541,7 @@ def test_oracle_rows_are_a_reference_never_ranked(tmp_path):
     ranking = lb.rank(board.entries())
     assert [r.strategy for r in ranking.ranked] == ["sage"] and ranking.ranked[0].rank_label == "1"
     assert [r.strategy for r in ranking.oracles] == ["oracle"] and ranking.oracles[0].rank is None
+    oracle = ranking.oracles[0]  # on the paired images, with its interval from the same replicates
+    assert oracle.score == pytest.approx(39 / 40) and oracle.score_ci[0] < 39 / 40 <= oracle.score_ci[1]
     assert "oracle | oracle" in lb.format_board(board)
     assert "## Oracles (reference, not ranked)" in lb.render(board).read_text()

@@ -28,6 +28,7 @@ from sagebench.strategies.base import check_budget
 from sagebench.strategies.random import _fmix32, _mul32, patch_hash
 from sagebench.strategies.sage import SageStrategy, num_candidates
 from sagebench.strategies.uniform import grid_order
+from sagebench.testing import fake_server_judge
 
 BUILTINS = ["attention_prefix", "random", "sage", "uniform"]  # the core four the README promises
 
@@ -54,7 +55,7 @@ def make_evidence(grid=(7, 7), b=3, dim=16, seed=0, sample_ids=None, attention=N
     return EdgeEvidence(
         logits=torch.zeros(b, 10, device=device), attention=attention.to(device),
         embeddings=embeddings.to(device), grid=grid, sample_ids=sample_ids.to(device), seed=seed,
-        server_attention=server_attention.to(device),
+        server_attention=server_attention.to(device), server_judge=fake_server_judge,
     )
 
 

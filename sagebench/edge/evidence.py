@@ -11,6 +11,11 @@ import torch
 
 T = TypeVar("T")
 
+#: ``(sample_ids [m], indices [m, B]) -> [m] float64``: the server's log-probability, sent these patches of
+#: these images, of the class it predicts from the whole image (-inf when that is unknown). Keyed by sample
+#: id, so it answers for any subset or order of the batch.
+ServerJudge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 #: The evidence a strategy may declare in ``Strategy.requires``, beyond the logits, attention and
 #: embeddings the edge always provides, and who provides it. One owner: the sweep reads these names
 #: to decide what to compute, and an undeclared name is an error (``sagebench.strategies.base``).
@@ -19,7 +24,10 @@ T = TypeVar("T")
 #:   (``EdgeModel(..., with_rollout=True)``), e.g. for ``importance: rollout``.
 #: - ``"server_attention"``: the server's CLS attention on the full image, computed in the ceiling
 #:   pass. A deployed edge cannot know it: a strategy requiring it is an oracle.
-EVIDENCE_KINDS: Mapping[str, str] = MappingProxyType({"rollout": "edge", "server_attention": "server"})
+#: - ``"server_judge"``: a callable scoring a candidate subset by the server's own answer to it
+#:   (:data:`ServerJudge`), for reference strategies that search subsets. An oracle too.
+EVIDENCE_KINDS: Mapping[str, str] = MappingProxyType({"rollout": "edge", "server_attention": "server",
+                                                      "server_judge": "server"})
 
 
 class Memo:
@@ -90,6 +98,9 @@ class EdgeEvidence:
     #: ``[b, N]`` the *server's* last-block CLS attention on the full image (rows sum to 1), present only
     #: when a strategy declares ``requires = {"server_attention"}`` (an oracle: the edge cannot know it).
     server_attention: torch.Tensor | None = None
+    #: the server's verdict on candidate subsets (:data:`ServerJudge`), present only when a strategy declares
+    #: ``requires = {"server_judge"}`` (an oracle: it needs the server's forward on the subset and the image).
+    server_judge: ServerJudge | None = None
     memo: Memo = field(default_factory=Memo, init=False, repr=False, compare=False)
 
     @property
@@ -107,6 +118,7 @@ class EdgeEvidence:
             grid=self.grid, sample_ids=self.sample_ids[rows], seed=self.seed,
             rollout=None if self.rollout is None else self.rollout[rows],
             server_attention=None if self.server_attention is None else self.server_attention[rows],
+            server_judge=self.server_judge,
         )
 
     @classmethod
@@ -120,7 +132,8 @@ class EdgeEvidence:
             values = [getattr(p, name) for p in parts]
             return None if any(v is None for v in values) else torch.cat(values)
 
+        judge = first.server_judge if all(p.server_judge is first.server_judge for p in parts) else None
         return cls(logits=joined("logits"), attention=joined("attention"), embeddings=joined("embeddings"),
                    grid=first.grid, sample_ids=joined("sample_ids"), seed=first.seed, rollout=joined("rollout"),
-                   server_attention=joined("server_attention"))
+                   server_attention=joined("server_attention"), server_judge=judge)
 

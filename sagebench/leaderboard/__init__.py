@@ -1,7 +1,8 @@
 """Stage 10: the shared leaderboard, one module per job.
 
 ``store`` (boards on disk, ``submit``), ``validate`` (what an entry must be, records that
-reproduce it), ``rank`` (the order, tie groups), ``render`` (README.md, curves, ``show``),
+reproduce it), ``rank`` (one row per method, scores, simultaneous rank intervals), ``render``
+(columns, README.md, curves, ``show``),
 ``compare`` (paired tests, every pair), ``verify`` (re-check boards on disk), ``wandb_pull``
 (entries from W&B runs).
 """
@@ -17,7 +18,7 @@ from sagebench.leaderboard.compare import (
                                          resolve_ref,
 )
 from sagebench.leaderboard.rank import Ranking, Row, rank
-from sagebench.leaderboard.render import format_board, render
+from sagebench.leaderboard.render import Column, format_board, rank_board, render
 from sagebench.leaderboard.store import (
                                          BOARD_FILE,
                                          ENTRIES_DIR,
@@ -50,10 +51,11 @@ from sagebench.leaderboard.wandb_pull import (
 )
 
 __all__ = [
-    "BOARD_FILE", "ENTRIES_DIR", "SAMPLES_SUFFIX", "Board", "BoardReport", "Entry", "LeaderboardError", "PullOutcome",
+    "BOARD_FILE", "ENTRIES_DIR", "SAMPLES_SUFFIX", "Board", "BoardReport", "Column", "Entry", "LeaderboardError",
+    "PullOutcome",
     "Ranking", "Row", "benchmark_fields", "check_records", "compare", "compare_matrix", "default_root",
     "entries_from_runs", "entry_from_wandb", "format_board", "format_comparison", "format_matrix", "get_board",
     "list_boards", "load_json", "load_run", "load_samples", "mcnemar_exact", "paired_bootstrap_ci", "pull_wandb",
-    "rank", "read_samples", "render", "resolve_ref", "results_schema", "safe_name", "submit", "validate_entry",
+    "rank", "rank_board", "read_samples", "render", "resolve_ref", "results_schema", "safe_name", "submit", "validate_entry",
     "validate_samples", "verify", "verify_board",
 ]

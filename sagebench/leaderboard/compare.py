@@ -1,14 +1,17 @@
 """Paired comparisons on the images both evaluated: two strategies, or every pair (``--matrix``).
 
-Intervals: :func:`sagebench.stats.paired_difference_interval`, the exact-conditional interval
-that inverts the exact McNemar test, so an interval contains 0 exactly when the McNemar p-value
-is >= 0.05; a comparison never shows a "significant" interval beside a non-significant p. The
+Intervals: :func:`sagebench.stats.paired_difference_interval`, Tango's score interval with half
+a count of continuity correction, which inverts the McNemar score test with the same correction
+(:func:`sagebench.stats.mcnemar_score`): an interval contains 0 exactly when the p-value is
+>= 0.05, so a comparison never shows a "significant" interval beside a non-significant p. The
 matrix mode adds Holm-adjusted p-values over all the pairs of a budget
-(:func:`sagebench.stats.pairwise_matrix`).
+(:func:`sagebench.stats.pairwise_matrix`) and, for a board, the simultaneous intervals behind
+its rank intervals (max-|t| over every pair of ranked rows, :func:`sagebench.stats.rank_sets`).
 """
 
 from __future__ import annotations
 
+from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,8 +39,8 @@ from sagebench.leaderboard.validate import (
 CONFIDENCE = 0.95
 
 
-INTERVAL_METHOD = ("exact-conditional interval (Clopper-Pearson on the discordant images, mapped to the "
-                   "difference; it contains 0 exactly when the exact McNemar p >= 0.05)")
+INTERVAL_METHOD = ("Tango score interval with a continuity correction of 1/2 (it contains 0 exactly when the "
+                   "McNemar score test's p >= 0.05, the test with the same correction)")
 
 
 mcnemar_exact = stats.mcnemar_exact
@@ -110,7 +113,7 @@ def _checked(entry: dict[str, Any], samples: Path | None, where: str) -> dict[st
 def _deprecated_resamples(resamples: int | None) -> str | None:
     if resamples is None:
         return None
-    return (f"--resamples {resamples} is ignored: compare's interval is exact now (no bootstrap); "
+    return (f"--resamples {resamples} is ignored: compare's interval is Tango's score interval (no bootstrap); "
             "the option will be removed.")
 
 
@@ -121,7 +124,8 @@ def _row(budget: int, a_ok: np.ndarray, b_ok: np.ndarray) -> dict[str, Any]:
     return {"budget": budget, "n": n, "acc_a": float(a_ok.mean()) if n else None,
             "acc_b": float(b_ok.mean()) if n else None,
             "diff": (only_a - only_b) / n if n else None, "ci_low": lo, "ci_high": hi,
-            "only_a": only_a, "only_b": only_b, "p_mcnemar": stats.mcnemar_exact(only_a, only_b)}
+            "only_a": only_a, "only_b": only_b, "p_mcnemar": stats.mcnemar_score(only_a, only_b),
+            "p_exact": stats.mcnemar_exact(only_a, only_b)}
 
 
 def compare(ref_a: str, ref_b: str | None = None, strategies: Sequence[str] = (), root: Path | None = None,
@@ -129,8 +133,9 @@ def compare(ref_a: str, ref_b: str | None = None, strategies: Sequence[str] = ()
     """Paired comparison of two entries, or of two strategies of one entry, on the same images.
 
     For every budget both have: offloaded accuracy of A and B over the images both offloaded,
-    the difference A - B with its 95% exact-conditional interval (:data:`INTERVAL_METHOD`), the
-    discordant counts and the exact McNemar p-value. ``ref_b`` None: the two strategies are of
+    the difference A - B with its 95% interval (:data:`INTERVAL_METHOD`), the discordant counts,
+    the McNemar score test's p-value (``p_mcnemar``, the test the interval inverts) and the exact
+    McNemar p (``p_exact``, for reference). ``ref_b`` None: the two strategies are of
     ``ref_a`` (``strategies`` must name two). ``strategies``: none (each entry has one strategy),
     one (the same label in both), or two (A's, B's). Refused when the benchmarks or the images
     differ or a per-sample file is missing or does not reproduce its entry. ``resamples`` and
@@ -200,7 +205,7 @@ def format_comparison(cmp: dict[str, Any]) -> str:
              f"(benchmark {cmp['fingerprint']})"
              + (f"; {cmp['offloaded_differ']} images offloaded by only one were left out" if cmp["offloaded_differ"] else ""),
              f"diff = offloaded accuracy A - B (percentage points); {100 * cmp['confidence']:g}% {cmp['interval']}; "
-             "exact McNemar test on the discordant images",
+             "McNemar p: the score test on the discordant images",
              *(f"note: {n}" for n in cmp.get("notes", [])), ""]
     header = ["budget", "acc A %", "acc B %", "diff pp", "95% CI pp", "A only", "B only", "McNemar p"]
     body = [[str(r["budget"]), _pct(r["acc_a"]), _pct(r["acc_b"]), _pp(r["diff"]), _ci(r["ci_low"], r["ci_high"]),
@@ -211,27 +216,39 @@ def format_comparison(cmp: dict[str, Any]) -> str:
 # -- every pair ----------------------------------------------------------------------------------
 
 
-def _matrix_from_rows(rows: Sequence[Any], budgets: Sequence[int]) -> list[dict[str, Any]]:
+def _matrix_from_rows(rows: Sequence[Any], labels: Sequence[str], budgets: Sequence[int],
+                      sets: dict | None = None) -> list[dict[str, Any]]:
+    """Per budget, every pair of the rows present (:func:`sagebench.stats.pairwise_matrix`); with a
+    board's rank sets (``sets``: budget -> :class:`~sagebench.stats.RankSets` over ``rows``), each
+    pair also gets its simultaneous interval (``simultaneous_low``/``_high``)."""
     out = []
     for b in budgets:
-        present = [r for r in rows if b in r.correct]
+        present = [i for i, r in enumerate(rows) if b in r.correct]
         if len(present) < 2:
             continue
-        pairs = stats.pairwise_matrix({r.label: r.correct[b] for r in present}, CONFIDENCE)
-        out.append({"budget": b, "n": int(present[0].correct[b].size), "pairs": pairs})
+        pairs = stats.pairwise_matrix({labels[i]: rows[i].correct[b] for i in present}, CONFIDENCE)
+        joint = (sets or {}).get(b)
+        if joint is not None and len(present) == len(rows):
+            for pair, (i, j) in zip(pairs, combinations(present, 2)):
+                pair["simultaneous_low"] = float(joint.diff_low[i, j])
+                pair["simultaneous_high"] = float(joint.diff_high[i, j])
+        out.append({"budget": b, "n": int(rows[present[0]].correct[b].size), "pairs": pairs})
     return out
 
 
 def compare_matrix(ref: str, root: Path | None = None, board: str | None = None,
                    resamples: int | None = None) -> dict[str, Any]:
-    """Every pair of strategies of one run/entry, or of the ranked (entry, strategy) rows of a board.
+    """Every pair of strategies of one run/entry, or of the ranked rows of a board.
 
     ``ref``: a path (run folder, results JSON, entry file), a board name, or an entry name. Per
-    budget, every unordered pair: accuracies, difference with its exact-conditional interval, the
-    discordant counts, the exact McNemar p and the Holm-adjusted p over all pairs of that budget.
-    A board uses its verified rows on the images every one of them offloaded (as its tie groups).
+    budget, every unordered pair: accuracies, difference with its interval (:data:`INTERVAL_METHOD`),
+    the discordant counts, the McNemar score p and the Holm-adjusted p over all pairs of that
+    budget. A board uses its ranked rows (one per distinct method) on the images every one of them
+    offloaded, and adds each pair's simultaneous 95% interval at the declared budgets: the
+    intervals behind the board's rank intervals, which hold for every pair at once.
     """
-    from sagebench.leaderboard.rank import _rows, attach_correctness, rank
+    from sagebench.leaderboard.rank import _rows, attach_correctness, display_names
+    from sagebench.leaderboard.render import rank_board
 
     root_path = Path(root or default_root())
     board_name = None
@@ -242,15 +259,15 @@ def compare_matrix(ref: str, root: Path | None = None, board: str | None = None,
             name = None
         if name in list_boards(root_path) and (board is None or safe_name(board, "board name") == name):
             board_name = name
+    sets = None
     if board_name is not None:
         b = Board(root_path, board_name)
-        ranking = rank(b.entries(strict=False, records=True))
-        rows, budgets, kind = ranking.ranked, ranking.budgets, "board"
+        ranking = rank_board(b)
+        rows, budgets, kind, sets = ranking.ranked, ranking.budgets, "board", ranking.sets
         fp, num_paired = b.meta().get("fingerprint"), ranking.num_paired
         if len(rows) < 2:
-            raise LeaderboardError(f"board {b.name!r} has {len(rows)} verified row(s): nothing to pair.")
-        unique = len({r.strategy for r in rows}) == len(rows)
-        labels = [r.strategy if unique else r.label for r in rows]  # "strategy (entry)" where needed
+            raise LeaderboardError(f"board {b.name!r} has {len(rows)} ranked row(s): nothing to pair.")
+        labels = display_names(rows)
     else:
         data, samples, where = resolve_ref(ref, root, board)
         columns = _checked(data, samples, where)
@@ -260,23 +277,14 @@ def compare_matrix(ref: str, root: Path | None = None, board: str | None = None,
             raise LeaderboardError(f"{where} has {len(rows)} strategy: nothing to pair.")
         budgets, kind, fp = sorted({bb for r in rows for bb in r.cells}), "run", data["benchmark"]["fingerprint"]
         labels = [r.strategy for r in rows]
-    per_budget = _matrix_from_rows(_Labelled.wrap(rows, labels), budgets)
+    per_budget = _matrix_from_rows(rows, labels, budgets, sets)
     note = _deprecated_resamples(resamples)
     return {"ref": ref, "kind": kind, "fingerprint": fp, "num_offloaded_paired": num_paired, "rows": labels,
             "confidence": CONFIDENCE, "interval": INTERVAL_METHOD,
-            "adjustment": "Holm over all pairs of a budget", "budgets": per_budget,
-            **({"notes": [note]} if note else {})}
-
-
-class _Labelled:
-    """A row seen under a display label (a run's rows: the strategy; a board's: strategy (entry))."""
-
-    def __init__(self, row: Any, label: str) -> None:
-        self.label, self.correct = label, row.correct
-
-    @classmethod
-    def wrap(cls, rows: Sequence[Any], labels: Sequence[str]) -> list["_Labelled"]:
-        return [cls(r, label) for r, label in zip(rows, labels)]
+            "adjustment": "Holm over all pairs of a budget"
+                          + ("; simultaneous: max-|t| paired bootstrap over all pairs of ranked rows (the rank "
+                             "intervals')" if sets else ""),
+            "budgets": per_budget, **({"notes": [note]} if note else {})}
 
 
 def format_matrix(mat: dict[str, Any]) -> str:
@@ -284,15 +292,21 @@ def format_matrix(mat: dict[str, Any]) -> str:
              f"{mat['ref']} (benchmark {mat['fingerprint']}), paired on the {mat['num_offloaded_paired']} images "
              "offloaded by all",
              f"diff = offloaded accuracy A - B (percentage points); {100 * mat['confidence']:g}% {mat['interval']}; "
-             f"exact McNemar p, and p Holm-adjusted over the pairs of each budget",
+             "McNemar score p, and p Holm-adjusted over the pairs of each budget"
+             + ("; simult. CI: the 95% interval that holds for every pair of ranked rows at once (the board's "
+                "rank intervals come from these)" if mat["kind"] == "board" else ""),
              *(f"note: {n}" for n in mat.get("notes", []))]
     header = ["A", "B", "acc A %", "acc B %", "diff pp", "95% CI pp", "A only", "B only", "p", "p Holm"]
     for block in mat["budgets"]:
         lines += ["", f"budget {block['budget']} ({block['n']} images):"]
+        joint = any("simultaneous_low" in p for p in block["pairs"])
         body = [[p["a"], p["b"], _pct(p["accuracy_a"]), _pct(p["accuracy_b"]), _pp(p["difference"]),
                  _ci(p["ci_low"], p["ci_high"]), str(p["a_only"]), str(p["b_only"]), f"{p['p_value']:.3g}",
                  f"{p['p_adjusted']:.3g}" + (" *" if p["p_adjusted"] < 1 - mat["confidence"] else "")]
+                + ([_ci(p["simultaneous_low"], p["simultaneous_high"])
+                    + (" *" if p["simultaneous_low"] > 0 or p["simultaneous_high"] < 0 else "")] if joint else [])
                 for p in block["pairs"]]
-        lines += _table(header, body)
-    lines += ["", f"*: Holm-adjusted p < {1 - mat['confidence']:.2g}"]
+        lines += _table(header + (["simult. CI pp"] if joint else []), body)
+    lines += ["", f"*: Holm-adjusted p < {1 - mat['confidence']:.2g}"
+              + ("; after a simultaneous interval: it excludes 0" if mat["kind"] == "board" else "")]
     return "\n".join(lines)

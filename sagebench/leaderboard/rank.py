@@ -1,49 +1,56 @@
-"""The order of a board: rows (entry, strategy), measured ones ranked with tie groups, the rest apart.
+"""The order of a board: one row per distinct method, ranked by score with simultaneous rank intervals.
 
-The published rule (docs/comparing.md, "Ranks and ties"):
+The published rule (docs/comparing.md, "Ranks"):
 
-1. **Which rows are ranked.** A row is one strategy of one entry. Rows of *verified* entries
-   (measured, with a per-sample file whose records reproduce every figure) are ranked. Measured
-   rows without a per-sample file are listed apart, never grouped or ranked; reported rows
-   (numbers copied from a paper) are listed apart, never ranked; so are oracle rows (strategies
-   marked ``oracle: true``, which use evidence the edge does not have): a reference, not a rival.
-   Identical rows (a baseline resubmitted with a new method) are listed once, under their first
-   verified entry.
-2. **Score.** The mean ceiling ratio over the budgets every ranked row has (the common budgets).
-   Beside it, the HELM mean win rate over those budgets (:func:`sagebench.stats.win_rate`: per
-   budget, the share of the other ranked rows with a lower ceiling ratio, ties counting 1/2).
-3. **Tie groups per budget.** On the images every ranked entry offloaded, the row with the
-   highest offloaded accuracy at budget B is that budget's best; every other row is compared
-   with it by the exact McNemar test, the p-values Holm-adjusted as one family per budget, and
-   the rows with adjusted p >= alpha (0.05) share the best's group (:func:`sagebench.stats.tie_group`).
-4. **Tied ranks.** A row is *indistinguishable from the leader* when it is in the best's group at
-   a strict majority of the common budgets. Going down the rows in score order, the leader and
-   every following row that is indistinguishable from the leader (or has exactly the score of
-   the row above) form the top tie class, printed ``1-k`` (k rows); the walk stops at the first
-   row that is not, and the rows from there on get their position (equal scores share a rank).
+1. **Rows.** A row is one distinct method: the (entry, strategy) pairs whose predictions are
+   identical on every image at every budget are one row naming all of them (a baseline
+   resubmitted with a new method, or strategies that coincide on this benchmark), so they count
+   once. Nothing is dropped: a later entry's strategy with a label already on the board is its
+   own row, shown with its entry's name. Rows of *verified* entries (measured, with a per-sample
+   file whose records reproduce every figure) on every budget the board declares are ranked;
+   the others are listed apart and never ranked: verified rows lacking a declared budget,
+   measured rows without a per-sample file, oracle rows (strategies marked ``oracle: true``,
+   which use evidence the edge does not have: a reference, not a rival) and reported rows
+   (numbers copied from a paper).
+2. **Paired images.** Ranked rows are compared on the images every ranked entry offloaded (the
+   entries of a board normally offload the same ones; the count is printed). A row whose entry
+   offloaded other images too shows its figures on these paired images, marked.
+3. **Score.** The mean ceiling ratio over the budgets the board declares (``budgets`` in
+   ``board.json``; a board without them uses its first entry's), with a paired 95% bootstrap
+   interval. Rows are ordered by the score.
+4. **Rank intervals.** For the score and for each declared budget's offloaded accuracy, every row
+   gets a rank interval ``[lo, hi]`` that holds for all rows at once with 95% confidence
+   (:func:`sagebench.stats.rank_sets`: paired bootstrap over the images, max-|t| over every pair
+   of rows): ``lo`` = 1 + the number of rows significantly better, ``hi`` = k - the number
+   significantly worse. Rows whose intervals overlap are not separated by the data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from sagebench.cells import Cell
+from sagebench.errors import LeaderboardError, SageBenchError
 from sagebench.leaderboard.store import Entry
 from sagebench.leaderboard.validate import load_samples
 from sagebench.results.model import RunResults
 from sagebench.runtime.log import warn
+from sagebench.stats import RankSets, paired_bootstrap, rank_sets
 
-ALPHA = 0.05
+CONFIDENCE = 0.95
+RESAMPLES = 2000  # bootstrap replicates: the critical value's Monte Carlo error is small against its size
+SEED = 0  # fixed: a board renders the same intervals every time
+SCORE = "score"  # the key of the score's rank sets in Ranking.sets (budgets are ints)
 
 
 @dataclass
 class Row:
-    """One (entry, strategy) line of a board."""
+    """One distinct method of a board: one (entry, strategy) pair, or several with identical predictions."""
 
     entry: str
     strategy: str
@@ -55,26 +62,74 @@ class Row:
     date: str
     reported: bool = False
     source: str | None = None
-    rank: int | None = None
     score: float | None = None
+    score_ci: tuple[float, float] | None = None  # paired 95% bootstrap interval of the score
+    rank_low: int | None = None  # simultaneous 95% rank interval of the score
+    rank_high: int | None = None
+    budget_ranks: dict[int, tuple[int, int]] = field(default_factory=dict)  # budget -> rank interval
     key: tuple = field(default=(), repr=False)
     verified: bool = False  # a measured row whose per-sample file was read and checked
     oracle: bool = False  # the strategy uses evidence the edge does not have (a reference line)
-    rank_label: str = "-"  # "1", "1-3" (tied with the leader), "4"
-    tied: bool = False  # in the top tie class with more than one row
-    win_rate: float | None = None
-    in_group: dict[int, bool] = field(default_factory=dict)  # budget -> in the best row's tie group
+    other_images: bool = False  # its entry offloaded images beyond the paired ones (cells are on the paired)
+    aliases: list[tuple[str, str]] = field(default_factory=list)  # every (entry, strategy) it stands for
     correct: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    ceiling_ok: np.ndarray | None = field(default=None, repr=False, compare=False)
+    digest: str | None = field(default=None, repr=False)  # of its predictions: equal digests = one method
+
+    def __post_init__(self) -> None:
+        if not self.aliases:
+            self.aliases = [(self.entry, self.strategy)]
 
     @property
     def label(self) -> str:
         return f"{self.strategy} ({self.entry})"
+
+    @property
+    def rank(self) -> int | None:
+        """The best rank the row may have (the interval's low end); None when not ranked."""
+        return self.rank_low
+
+    @property
+    def rank_label(self) -> str:
+        return interval_label(self.rank_low, self.rank_high)
+
+    @property
+    def strategies(self) -> list[str]:
+        return list(dict.fromkeys(s for _, s in self.aliases))
+
+    @property
+    def entries(self) -> list[str]:
+        return list(dict.fromkeys(e for e, _ in self.aliases))
 
     def mean_ratio(self, budgets: Sequence[int]) -> float | None:
         values = [self.cells[b][1] for b in budgets if b in self.cells]
         if len(values) != len(budgets) or not values or any(v is None for v in values):
             return None
         return sum(values) / len(values)
+
+
+def interval_label(low: int | None, high: int | None) -> str:
+    """``"3"`` or ``"1-4"``; ``"-"`` when unranked."""
+    if low is None or high is None:
+        return "-"
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def display_names(rows: Sequence[Row]) -> list[str]:
+    """Each row's name: its strategies joined by `` = ``, each with ``(entry)`` where a label is on several rows."""
+    count: dict[str, int] = {}
+    for r in rows:
+        for s in r.strategies:
+            count[s] = count.get(s, 0) + 1
+    names = []
+    for r in rows:
+        parts = []
+        for e, s in r.aliases:
+            part = f"{s} ({e})" if count[s] > 1 or len({ee for ee, ss in r.aliases if ss == s}) > 1 else s
+            if part not in parts:
+                parts.append(part)
+        names.append(" = ".join(parts))
+    return names
 
 
 def _version(prov: Mapping[str, Any]) -> str:
@@ -84,6 +139,11 @@ def _version(prov: Mapping[str, Any]) -> str:
     if sha:
         version += "@" + sha[:7] + ("+dirty" if sha.endswith("-dirty") else "")
     return version
+
+
+def _submitted(entry: Entry) -> str:
+    data = entry.data
+    return str((data.get("submission") or {}).get("utc_time") or (data.get("provenance") or {}).get("utc_time") or "")
 
 
 def _rows(entries: Iterable[Entry]) -> list[Row]:
@@ -116,15 +176,19 @@ def _rows(entries: Iterable[Entry]) -> list[Row]:
 @dataclass
 class Ranking:
     budgets: list[int]  # every budget on the board (columns)
-    rank_budgets: list[int]  # budgets the mean ceiling ratio is taken over (common to every ranked row)
-    ranked: list[Row]  # verified measured rows, in rank order
+    rank_budgets: list[int]  # the declared budgets: the score's, and those with per-budget rank intervals
+    ranked: list[Row]  # verified measured rows on every declared budget, in score order
     reported: list[Row]  # copied from a source: never ranked
     unverified: list[Row] = field(default_factory=list)  # measured, no (usable) per-sample file: never ranked
     oracles: list[Row] = field(default_factory=list)  # oracle strategies: reference lines, never ranked
-    groups: dict[int, dict[str, Any]] = field(default_factory=dict)  # budget -> best, members, p-values
-    num_paired: int = 0  # images every ranked entry offloaded: the tie-group tests' sample
-    alpha: float = ALPHA
-    tie_size: int = 1  # rows in the top tie class
+    incomplete: list[Row] = field(default_factory=list)  # verified, lacking a declared budget: never ranked
+    # SCORE -> rank sets of the score; budget -> of the offloaded accuracy at that budget (rows in ranked order)
+    sets: dict[int | str, RankSets] = field(default_factory=dict)
+    num_paired: int = 0  # images every ranked entry offloaded: the rank intervals' sample
+    declared: bool = True  # the budgets come from board.json (else from the board's first entry)
+    confidence: float = CONFIDENCE
+    resamples: int = RESAMPLES
+    seed: int = SEED
 
 
 def _records(entry: Entry) -> dict[str, np.ndarray] | None:
@@ -141,20 +205,24 @@ def _records(entry: Entry) -> dict[str, np.ndarray] | None:
     return entry.columns
 
 
-def attach_correctness(rows: Sequence[Row], entries: Sequence[Entry]) -> tuple[list[Row], list[Row], int]:
-    """Give every row of a verified entry its per-budget correctness on the images all of them offloaded.
+def attach_correctness(rows: Sequence[Row], entries: Sequence[Entry],
+                       ranked: Iterable[str] | None = None) -> tuple[list[Row], list[Row], int]:
+    """Give every row of a verified entry its per-budget correctness on the paired images.
 
-    Returns ``(verified rows, rows that could not be verified, number of paired images)``. Entries
-    whose records name other images than the first verified entry's cannot be paired: their rows
-    come back unverified (with a warning).
+    The paired images are those every entry named in ``ranked`` (default: every verified entry of
+    ``rows``) offloaded. Each row also gets the server's ceiling correctness on them
+    (``ceiling_ok``), the digest of its predictions over every image and budget (equal digests:
+    one method), and ``other_images`` when its entry offloaded images outside the paired ones.
+    Returns ``(verified rows, rows that could not be verified, number of paired images)``.
+    Entries whose records name other images than the first verified entry's cannot be paired:
+    their rows come back unverified (with a warning).
     """
     by_name = {e.name: e for e in entries}
     aligned: dict[str, dict[str, np.ndarray]] = {}
     ref_ids: np.ndarray | None = None
     ref_label: np.ndarray | None = None
     for name in dict.fromkeys(r.entry for r in rows):
-        entry = by_name[name]
-        cols = _records(entry)
+        cols = _records(by_name[name])
         if cols is None:
             continue
         order = np.argsort(cols["sample_id"], kind="stable")
@@ -168,7 +236,9 @@ def attach_correctness(rows: Sequence[Row], entries: Sequence[Entry]) -> tuple[l
         aligned[name] = {"order": order, **cols}
     if not aligned:
         return [], list(rows), 0
-    common_off = np.logical_and.reduce([cols["offloaded"][cols["order"]].astype(bool) for cols in aligned.values()])
+    wanted = [n for n in (aligned if ranked is None else ranked) if n in aligned] or list(aligned)
+    offloaded = {n: cols["offloaded"][cols["order"]].astype(bool) for n, cols in aligned.items()}
+    common = np.logical_and.reduce([offloaded[n] for n in wanted])
     verified, unverified = [], []
     for row in rows:
         cols = aligned.get(row.entry)
@@ -177,88 +247,141 @@ def attach_correctness(rows: Sequence[Row], entries: Sequence[Entry]) -> tuple[l
             continue
         unit = by_name[row.entry].data["results"][0].get("budget_unit", "patches")
         label = cols["label"][cols["order"]]
-        row.correct = {b: (cols[Cell(row.strategy, b, unit).key("pred")][cols["order"]] == label)[common_off]
-                       for b in row.cells}
+        preds = {b: cols[Cell(row.strategy, b, unit).key("pred")][cols["order"]] for b in sorted(row.cells)}
+        row.correct = {b: (p == label)[common] for b, p in preds.items()}
+        row.ceiling_ok = (cols["ceiling_pred"][cols["order"]] == label)[common]
+        row.other_images = bool((offloaded[row.entry] & ~common).any())
+        digest = hashlib.sha256(repr(sorted(preds)).encode())
+        for b in sorted(preds):
+            digest.update(np.ascontiguousarray(preds[b], dtype=np.float64).tobytes())
+        row.digest = digest.hexdigest()
         row.verified = True
         verified.append(row)
-    return verified, unverified, int(common_off.sum())
+    return verified, unverified, int(common.sum())
 
 
-def _tie_groups(rows: Sequence[Row], budgets: Sequence[int], alpha: float) -> dict[int, dict[str, Any]]:
-    from sagebench.stats import tie_group
+def _merge(rows: Sequence[Row], same: Any) -> list[Row]:
+    """One row per value of ``same(row)`` (None: always its own row), naming every (entry, strategy) it stands for."""
+    out: list[Row] = []
+    first: dict[Any, Row] = {}
+    for row in rows:
+        key = same(row)
+        if key is not None and key in first:
+            first[key].aliases += [a for a in row.aliases if a not in first[key].aliases]
+            continue
+        if key is not None:
+            first[key] = row
+        out.append(row)
+    for row in out:  # entries in submission order (the first is the row's own), names sorted within an entry
+        entry_order = {e: i for i, e in enumerate(dict.fromkeys(e for e, _ in row.aliases))}
+        row.aliases.sort(key=lambda a: (entry_order[a[0]], a[1]))
+        row.entry, row.strategy = row.aliases[0]
+    return out
 
-    groups: dict[int, dict[str, Any]] = {}
+
+def _budgets(declared: Sequence[int] | None, entries: Sequence[Entry]) -> tuple[list[int], bool]:
+    """The budgets the score is taken over: those declared in board.json, else the first entry's."""
+    if declared is not None:
+        if (not isinstance(declared, (list, tuple)) or not declared
+                or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in declared)
+                or len(set(declared)) != len(declared)):
+            raise LeaderboardError(f"board.json: budgets must be a non-empty list of distinct positive integers, "
+                                   f"got {declared!r}.")
+        return sorted(int(b) for b in declared), True
+    if not entries:
+        return [], False
+    first = min(entries, key=lambda e: (_submitted(e), e.name))
+    return sorted({int(r["budget"]) for r in first.data["results"]}), False
+
+
+def _on_paired_images(row: Row, budgets: Sequence[int]) -> None:
+    """Cells recomputed on the paired images (only where the entry's own figures are over other images)."""
+    if not row.other_images or row.ceiling_ok is None:
+        return
+    ceiling = int(row.ceiling_ok.sum())
+    n = row.ceiling_ok.size
     for b in budgets:
-        present = [(str(i), r) for i, r in enumerate(rows) if b in r.correct and r.correct[b].size]
-        if not present:
-            continue
-        # the best: highest offloaded accuracy on the paired images; the first in score order wins ties
-        best_id, best = max(present, key=lambda kv: (float(kv[1].correct[b].mean()), -int(kv[0])))
-        out = tie_group(best_id, {i: r.correct[b] for i, r in present}, alpha=alpha)
-        members = set(out["members"])
-        for i, r in present:
-            r.in_group[b] = i in members
-        groups[b] = {"best": best.label, "members": [r.label for i, r in present if i in members],
-                     "p_adjusted": {r.label: out["p_adjusted"][i] for i, r in present if i != best_id}}
-    return groups
+        if b in row.correct:
+            hits = int(row.correct[b].sum())
+            row.cells[b] = (hits / n if n else None, hits / ceiling if ceiling else None)
+    row.ceiling = ceiling / n if n else None
 
 
-def rank(entries: Sequence[Entry], alpha: float = ALPHA) -> Ranking:
-    """Rows ranked by the rule of this module's docstring; reported and unverified rows apart."""
-    from sagebench.stats import win_rate
-
-    seen: set[tuple] = set()
-    rows = []
-    has_records = {e.name: e.samples_path is not None for e in entries}
-    # duplicates are listed once: under a verified entry if one holds them, else under the first
-    for row in sorted(_rows(entries), key=lambda r: (not has_records[r.entry], r.date, r.entry)):
-        if row.key in seen:
-            continue
-        seen.add(row.key)
-        rows.append(row)
-    reported = [r for r in rows if r.reported]
-    oracles = [r for r in rows if r.oracle and not r.reported]
-    measured, unverified, num_paired = attach_correctness([r for r in rows if not r.reported and not r.oracle],
-                                                          entries)
-    budgets = sorted({b for r in rows for b in r.cells})
-    common = sorted(set.intersection(*(set(r.cells) for r in measured))) if measured else []
-    for r in measured + unverified + reported + oracles:
-        r.score = r.mean_ratio(common) if common else None
-    measured.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.strategy, r.entry))
-    rates = win_rate({str(i): [r.cells[b][1] for b in common] for i, r in enumerate(measured)}) if common else {}
-    for i, r in enumerate(measured):
-        rate = rates.get(str(i), math.nan)
-        r.win_rate = None if math.isnan(rate) else rate
-    groups = _tie_groups(measured, common, alpha) if common else {}
-    tie_size = _assign_ranks(measured, common)
-    unverified.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.strategy, r.entry))
-    oracles.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.strategy, r.entry))
-    reported.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.strategy))
-    return Ranking(budgets, common, measured, reported, unverified, oracles, groups, num_paired, alpha, tie_size)
+def _score_order(rows: list[Row]) -> None:
+    rows.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.strategy, r.entry))
 
 
-def _same_score(a: Row, b: Row) -> bool:
-    return a.score is not None and b.score is not None and math.isclose(a.score, b.score, rel_tol=0, abs_tol=1e-12)
+def rank(entries: Sequence[Entry], budgets: Sequence[int] | None = None, confidence: float = CONFIDENCE,
+         resamples: int = RESAMPLES, seed: int = SEED) -> Ranking:
+    """Rows ranked by the rule of this module's docstring; the others listed apart.
 
-
-def _assign_ranks(rows: Sequence[Row], budgets: Sequence[int]) -> int:
-    """Ranks and labels (rule 4 of the module docstring); returns the size of the top tie class."""
-    scored = [r for r in rows if r.score is not None]
-    k = 0
-    for i, r in enumerate(scored):
-        with_leader = sum(r.in_group.get(b, False) for b in budgets) * 2 > len(budgets)
-        if i == 0 or with_leader or _same_score(r, scored[i - 1]):
-            k += 1
-        else:
-            break
-    for i, r in enumerate(scored):
-        if i < k:
-            r.rank, r.tied = 1, k > 1
-            r.rank_label = f"1-{k}" if k > 1 else "1"
-        else:  # competition ranking below the tie class: equal scores share a rank (4, 4, 6)
-            r.rank = scored[i - 1].rank if i > k and _same_score(r, scored[i - 1]) else i + 1
-            r.rank_label = str(r.rank)
-    for r in rows:
+    ``budgets``: the board's declared budgets (``board.json``'s ``budgets``); None: the budgets of
+    the board's first entry (what ``submit`` declares when it creates a board).
+    """
+    rank_budgets, declared = _budgets(budgets, entries)
+    rows = sorted(_rows(entries), key=lambda r: (r.date, r.entry))
+    reported = _merge([r for r in rows if r.reported], lambda r: r.key)
+    measured = [r for r in rows if not r.reported]
+    complete = {r.entry for r in measured if not r.oracle and all(r.cells.get(b, (None, None))[1] is not None
+                                                                   for b in rank_budgets)}
+    verified, unverified, num_paired = attach_correctness(measured, entries, ranked=complete)
+    unverified = _merge(unverified, lambda r: r.key)
+    verified = _merge(verified, lambda r: (r.oracle, r.digest))
+    oracles = [r for r in verified + unverified if r.oracle]
+    unverified = [r for r in unverified if not r.oracle]
+    has_all = [r for r in verified if not r.oracle and all(b in r.correct for b in rank_budgets)]
+    incomplete = [r for r in verified if not r.oracle and all(r is not h for h in has_all)]
+    for r in has_all + [o for o in oracles if o.verified]:
+        _on_paired_images(r, rank_budgets)
+    sets: dict[int | str, RankSets] = {}
+    if rank_budgets and num_paired:
+        references = [o for o in oracles if o.verified and all(b in o.correct for b in rank_budgets)]
+        try:
+            sets = _rank(has_all, references, rank_budgets, confidence, resamples, seed)
+        except SageBenchError as exc:  # e.g. the server right on none of the paired images: no ratio
+            warn(f"the board is listed but not ranked: {exc}")
+    for r in unverified + reported + incomplete + oracles:
         if r.score is None:
-            r.rank, r.rank_label = None, "-"
-    return max(k, 1)
+            r.score = r.mean_ratio(rank_budgets) if rank_budgets else None
+    for group in (unverified, oracles, incomplete, reported):
+        _score_order(group)
+    ranked = has_all if sets else []
+    if not sets:  # nothing to rank on (no paired image, no declared budget): listed as incomplete
+        incomplete = has_all + incomplete
+        for r in incomplete:
+            r.score = r.mean_ratio(rank_budgets) if rank_budgets else None
+        _score_order(incomplete)
+    budgets_all = sorted({b for r in rows for b in r.cells})
+    return Ranking(budgets_all, rank_budgets, ranked, reported, unverified, oracles, incomplete, sets, num_paired,
+                   declared, confidence, resamples, seed)
+
+
+def _rank(rows: list[Row], references: Sequence[Row], budgets: Sequence[int], confidence: float, resamples: int,
+          seed: int) -> dict[int | str, RankSets]:
+    """Scores, their intervals and the rank sets of ``rows`` (sorted in place by score); ``references``
+    (oracles) get a score and its interval from the same replicates, never a rank."""
+    everyone = list(rows) + list(references)
+    if not rows:
+        return {}
+    m = len(budgets)
+    hits = np.stack([np.stack([r.correct[b] for b in budgets]) for r in everyone]).astype(float)  # [k, m, n]
+    ceilings = np.stack([r.ceiling_ok for r in everyone]).astype(float)[:, None, :]  # [k, 1, n]
+    # one draw of images for both statistics: ceiling ratios (the score) and offloaded accuracies (per budget)
+    estimate, replicates = paired_bootstrap(np.concatenate([hits, hits], axis=1),
+                                            np.concatenate([np.broadcast_to(ceilings, hits.shape),
+                                                            np.ones_like(hits)], axis=1), resamples, seed)
+    scores, score_reps = estimate[:, :m].mean(axis=1), replicates[:, :, :m].mean(axis=2)
+    alpha = 1.0 - confidence
+    for i, r in enumerate(everyone):
+        r.score = float(scores[i])
+        lo, hi = np.quantile(score_reps[:, i], [alpha / 2, 1 - alpha / 2])
+        r.score_ci = (float(lo), float(hi))
+    order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i].strategy, rows[i].entry))
+    rows[:] = [rows[i] for i in order]
+    sets: dict[int | str, RankSets] = {SCORE: rank_sets(scores[order], score_reps[:, order], confidence)}
+    for j, b in enumerate(budgets):
+        sets[b] = rank_sets(estimate[order, m + j], replicates[:, order, m + j], confidence)
+    for i, r in enumerate(rows):
+        r.rank_low, r.rank_high = int(sets[SCORE].rank_low[i]), int(sets[SCORE].rank_high[i])
+        r.budget_ranks = {b: (int(sets[b].rank_low[i]), int(sets[b].rank_high[i])) for b in budgets}
+    return sets

@@ -1,15 +1,21 @@
-"""A board as text: the terminal table (``show``) and the rendered README.md + curves.png."""
+"""A board as text: the terminal table (``show``) and the rendered README.md + curves.png.
+
+Every column is one :class:`Column` declaration (its header and how a row's value is written,
+together); the tables iterate over :func:`columns`. A new column is one more declaration there.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from sagebench.leaderboard.rank import Ranking, Row, rank
+from sagebench.leaderboard.rank import SCORE, Ranking, Row, display_names, interval_label, rank
 from sagebench.leaderboard.store import Board
 from sagebench.runtime.files import atomic_write_bytes
 
-TIE_MARK = "*"  # after a cell: in the best row's tie group at that budget
+OTHER_IMAGES_MARK = "+"  # after a row's name: its entry offloaded other images too (figures on the paired ones)
 
 
 def _pct(x: float | None) -> str:
@@ -20,56 +26,127 @@ def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def _cell(row: Row, b: int) -> str:
-    acc, ratio = row.cells.get(b, (None, None))
-    if acc is None and ratio is None:
+@dataclass(frozen=True)
+class View:
+    """What a column's value may depend on besides its row: the table's section and the rows' names."""
+
+    ranking: Ranking
+    kind: str  # ranked, oracles, incomplete, unverified, reported
+    names: Mapping[int, str]  # id(row) -> display name
+
+
+@dataclass(frozen=True)
+class Column:
+    """One board column: its header and how a row's value is written, declared together."""
+
+    header: str
+    value: Callable[[Row, View], str]
+
+
+def _rank_value(row: Row, view: View) -> str:
+    return {"ranked": row.rank_label, "reported": "reported", "oracles": "oracle"}.get(view.kind, "-")
+
+
+def _name_value(row: Row, view: View) -> str:
+    return view.names[id(row)] + (OTHER_IMAGES_MARK if row.other_images else "")
+
+
+def _budget_column(budget: int, unit: str) -> Column:
+    def value(row: Row, view: View) -> str:
+        acc, ratio = row.cells.get(budget, (None, None))
+        if acc is None and ratio is None:
+            return "-"
+        ranks = row.budget_ranks.get(budget) if view.kind == "ranked" else None
+        return f"{_pct(acc)} ({_ratio(ratio)})" + (f" #{interval_label(*ranks)}" if ranks else "")
+
+    return Column(f"{'B=' if unit == 'patches' else 'bytes='}{budget}", value)
+
+
+def _score_value(row: Row, view: View) -> str:
+    if row.score is None:
         return "-"
-    return f"{_pct(acc)} ({_ratio(ratio)})" + (TIE_MARK if row.in_group.get(b) else "")
+    return _ratio(row.score) + (f" [{row.score_ci[0]:.3f}, {row.score_ci[1]:.3f}]" if row.score_ci else "")
 
 
-def _table(ranking: Ranking, rows: Sequence[Row], kind: str,
+def columns(ranking: Ranking, kind: str, budget_unit: str = "patches") -> list[Column]:
+    """The columns of a section (``kind``: ranked, oracles, incomplete, unverified or reported)."""
+    last = (Column("source", lambda r, v: r.source or "") if kind == "reported"
+            else Column("entry", lambda r, v: ", ".join(r.entries)))
+    return [
+        Column("rank", _rank_value),
+        Column("strategy", _name_value),
+        *(_budget_column(b, budget_unit) for b in ranking.budgets),
+        Column("score [95% CI]", _score_value),
+        Column("ceiling", lambda r, v: _pct(r.ceiling)),
+        Column("edge", lambda r, v: r.edge),
+        Column("server", lambda r, v: r.server),
+        Column("sagebench", lambda r, v: r.version),
+        Column("date", lambda r, v: r.date),
+        last,
+    ]
+
+
+def _table(ranking: Ranking, rows: Sequence[Row], kind: str, names: Mapping[int, str],
            budget_unit: str = "patches") -> tuple[list[str], list[list[str]]]:
-    """``kind``: ``ranked``, ``unverified`` (measured, no per-sample file) or ``reported``."""
-    label = "B=" if budget_unit == "patches" else "bytes="
-    header = ["rank", "strategy", *[f"{label}{b}" for b in ranking.budgets], "mean CR", "win rate", "ceiling",
-              "edge", "server", "sagebench", "date", "source" if kind == "reported" else "entry"]
-    body = []
-    for r in rows:
-        first = {"reported": "reported", "unverified": "-", "oracles": "oracle"}.get(kind, r.rank_label)
-        body.append([first, r.strategy, *[_cell(r, b) for b in ranking.budgets], _ratio(r.score),
-                     "-" if r.win_rate is None else f"{r.win_rate:.2f}", _pct(r.ceiling),
-                     r.edge, r.server, r.version, r.date, (r.source or "") if kind == "reported" else r.entry])
-    return header, body
+    cols = columns(ranking, kind, budget_unit)
+    view = View(ranking, kind, names)
+    return [c.header for c in cols], [[c.value(r, view) for c in cols] for r in rows]
 
 
+# (Ranking attribute, terminal title, README heading, README text)
 _SECTIONS = (
-    ("ranked", ""),
-    ("oracles", "oracle strategies (evidence the edge does not have; a reference, never ranked):"),
-    ("unverified", "measured, without a per-sample file (not verified, never ranked):"),
-    ("reported", "reported, not reproduced (not ranked):"),
+    ("ranked", "", "", ""),
+    ("oracles", "oracle strategies (evidence the edge does not have; a reference, never ranked):",
+     "Oracles (reference, not ranked)",
+     "Strategies that use evidence the edge does not have (e.g. the server's attention on the full image): "
+     "shown for reference, never ranked with deployable strategies. An oracle is not necessarily an upper "
+     "bound: one can score below deployable rows (its score interval says where it stands)."),
+    ("incomplete", "verified, lacking a budget the board declares (listed, not ranked):",
+     "Verified, lacking a declared budget",
+     "Rows without a figure at every budget the board declares: listed, never ranked, and they do not change "
+     "the budgets the others are ranked on."),
+    ("unverified", "measured, without a per-sample file (not verified, never ranked):", "Measured, not verified",
+     "Entries without a per-sample file: their figures cannot be checked against records, so they are listed "
+     "but never ranked."),
+    ("reported", "reported, not reproduced (not ranked):", "Reported, not reproduced",
+     "Numbers copied from the cited source, not measured with sagebench: never ranked."),
 )
 
 
+def _all_rows(ranking: Ranking) -> list[Row]:
+    return [r for kind, *_ in _SECTIONS for r in getattr(ranking, kind)]
+
+
+def _names(ranking: Ranking) -> dict[int, str]:
+    rows = _all_rows(ranking)
+    return {id(r): name for r, name in zip(rows, display_names(rows))}
+
+
+def rank_board(board: Board) -> Ranking:
+    """The board's ranking on the budgets its ``board.json`` declares (entries failing their checks skipped, warned)."""
+    return rank(board.entries(strict=False, records=True), budgets=board.meta().get("budgets"))
+
+
 def format_board(board: Board) -> str:
-    """The ranked table of a board, for the terminal (entries that fail their checks are skipped, warned)."""
-    ranking = rank(board.entries(strict=False, records=True))
+    """The ranked table of a board, for the terminal."""
+    ranking = rank_board(board)
     meta = board.meta()
     unit = meta.get("benchmark", {}).get("budget_unit", "patches")
+    names = _names(ranking)
     lines = [f"board {board.name}  (fingerprint {meta.get('fingerprint')}; {_describe(meta.get('benchmark', {}))})",
-             _rank_note(ranking), _tie_note(ranking), "cells: offloaded accuracy % (ceiling ratio)"
-             + (f"; {TIE_MARK}: in the best row's tie group at that budget" if ranking.groups else ""), ""]
-    for kind, title in _SECTIONS:
+             _score_note(ranking), _rank_note(ranking), _cell_note(ranking), ""]
+    for kind, title, _, _ in _SECTIONS:
         rows = getattr(ranking, kind)
         if not rows:
             continue
-        header, body = _table(ranking, rows, kind, unit)
+        header, body = _table(ranking, rows, kind, names, unit)
         widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
         if title:
             lines += ["", title]
         lines.append(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
         lines.append("-+-".join("-" * w for w in widths))
         lines += [" | ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
-    if not (ranking.ranked or ranking.reported or ranking.unverified or ranking.oracles):
+    if not _all_rows(ranking):
         lines.append("(no entries)")
     return "\n".join(lines)
 
@@ -83,25 +160,35 @@ def _describe(bench: Mapping[str, Any]) -> str:
             + ("" if bench.get("threshold") is None else f" > {bench.get('threshold')}"))
 
 
-def _rank_note(ranking: Ranking) -> str:
+def _score_note(ranking: Ranking) -> str:
     if not ranking.rank_budgets:
-        return "ranked by mean ceiling ratio (no budget common to every verified row: unranked)"
-    return ("ranked by mean ceiling ratio (offloaded accuracy / server on all patches) over B = "
-            + ", ".join(str(b) for b in ranking.rank_budgets)
-            + "; win rate: HELM mean win rate over those budgets (ties 1/2)")
+        return "score: no budget declared (board.json budgets) and no entry: unranked"
+    where = "declared in board.json" if ranking.declared else "of the board's first entry (board.json declares none)"
+    return ("score: mean ceiling ratio (offloaded accuracy / server on all patches, same images) over B = "
+            + ", ".join(str(b) for b in ranking.rank_budgets) + f" ({where}), with its paired 95% bootstrap interval")
 
 
-def _tie_note(ranking: Ranking) -> str:
-    if not ranking.groups:
-        return "ties: none tested (no verified rows with a common budget)"
-    return (f"ties: per budget, rows not significantly different from the best (exact McNemar, Holm, "
-            f"alpha {ranking.alpha:g}, on the {ranking.num_paired} images every ranked entry offloaded); "
-            f"rank 1-k: in the leader's tie group at a majority of the budgets ({ranking.tie_size} "
-            f"row{'s' if ranking.tie_size != 1 else ''} tied at the top)")
+def _rank_note(ranking: Ranking) -> str:
+    if not ranking.sets:
+        return "rank: none (no verified row on every declared budget with paired images)"
+    crit = ranking.sets[SCORE].critical
+    return ("rank: a 95% simultaneous rank interval: with 95% confidence every row's true rank lies in its "
+            "interval, all rows at once; it runs from 1 + the number of rows significantly better to k - the "
+            "number significantly worse, so rows whose intervals overlap are not separated by the data "
+            f"(paired bootstrap over the {ranking.num_paired} images every ranked entry offloaded, "
+            f"{ranking.resamples} replicates, seed {ranking.seed}, max-|t| over all pairs of rows"
+            + ("" if math.isnan(crit) else f", critical value {crit:.2f}") + "; Mogstad et al. 2024)")
+
+
+def _cell_note(ranking: Ranking) -> str:
+    return ("cells: offloaded accuracy % (ceiling ratio)"
+            + (" #rank interval of the offloaded accuracy at that budget" if ranking.sets else "")
+            + (f"; {OTHER_IMAGES_MARK} after a name: its entry offloaded other images too, its figures are on the "
+               "paired images" if any(r.other_images for r in ranking.ranked) else ""))
 
 
 def render(board: Board) -> Path:
-    """Rewrite the board's README.md (ranked table, unverified and reported rows apart) and curves.png.
+    """Rewrite the board's README.md (ranked table, the other rows apart) and curves.png.
 
     Both files are written through :func:`sagebench.runtime.files.atomic_write_bytes` (a new
     temporary file of an unpredictable name, renamed over the target), so a link planted in the
@@ -109,8 +196,9 @@ def render(board: Board) -> Path:
     """
     from sagebench.reporting import plots
 
-    ranking = rank(board.entries(strict=False, records=True))
+    ranking = rank_board(board)
     meta = board.meta()
+    names = _names(ranking)
 
     def md(header: list[str], body: list[list[str]]) -> list[str]:
         esc = [[c.replace("|", "\\|").replace("*", "\\*") for c in row] for row in [header, *body]]
@@ -120,34 +208,23 @@ def render(board: Board) -> Path:
     lines = [f"# Leaderboard `{board.name}`", "",
              "<!-- Generated by `sagebench leaderboard render`; edits are overwritten. -->", "",
              f"Benchmark fingerprint `{meta.get('fingerprint')}`: {_describe(meta.get('benchmark', {}))}.", "",
-             _rank_note(ranking) + ". Cells: offloaded accuracy % (ceiling ratio); ceiling = server accuracy "
-             "on the offloaded images with all patches"
-             + (f"; `{TIE_MARK}`: in the best row's tie group at that budget" if ranking.groups else "") + ".", "",
-             _tie_note(ranking) + ". Rule: docs/comparing.md, \"Ranks and ties\".", ""]
+             _score_note(ranking) + ". Ceiling = server accuracy on the offloaded images with all patches.", "",
+             _rank_note(ranking) + ". Rule: docs/comparing.md, \"Ranks\".", "",
+             _cell_note(ranking) + ".", ""]
     unit = meta.get("benchmark", {}).get("budget_unit", "patches")  # only byte-budget boards set it
     if ranking.ranked:
-        lines += md(*_table(ranking, ranking.ranked, "ranked", unit))
+        lines += md(*_table(ranking, ranking.ranked, "ranked", names, unit))
     else:
-        lines.append("No measured entries yet.")
-    if ranking.oracles:
-        lines += ["", "## Oracles (reference, not ranked)", "",
-                  "Strategies that use evidence the edge does not have (e.g. the server's attention on the "
-                  "full image): an upper reference line, never ranked with deployable strategies.", ""]
-        lines += md(*_table(ranking, ranking.oracles, "oracles", unit))
-    if ranking.unverified:
-        lines += ["", "## Measured, not verified", "",
-                  "Entries without a per-sample file: their figures cannot be checked against records, "
-                  "so they are listed but never grouped or ranked.", ""]
-        lines += md(*_table(ranking, ranking.unverified, "unverified", unit))
-    if ranking.reported:
-        lines += ["", "## Reported, not reproduced", "",
-                  "Numbers copied from the cited source, not measured with sagebench: never ranked.", ""]
-        lines += md(*_table(ranking, ranking.reported, "reported", unit))
-    shown = ranking.ranked + ranking.oracles + ranking.unverified + ranking.reported
-    series = [plots.Series(f"{r.strategy} ({r.entry})" if _ambiguous(shown, r) else r.strategy,
-                           sorted(r.cells), [r.cells[b][0] for b in sorted(r.cells)],
-                           [r.cells[b][1] for b in sorted(r.cells)], dashed=r.reported or not r.verified
-                           or r.oracle)
+        lines.append("No ranked entries yet.")
+    for kind, _, heading, text in _SECTIONS[1:]:
+        rows = getattr(ranking, kind)
+        if rows:
+            lines += ["", f"## {heading}", "", text, ""]
+            lines += md(*_table(ranking, rows, kind, names, unit))
+    shown = _all_rows(ranking)
+    series = [plots.Series(names[id(r)], sorted(r.cells), [r.cells[b][0] for b in sorted(r.cells)],
+                           [r.cells[b][1] for b in sorted(r.cells)],
+                           dashed=r.reported or not r.verified or r.oracle)
               for r in shown]
     if series:
         ceilings = {r.ceiling for r in ranking.ranked if r.ceiling is not None}
@@ -166,7 +243,3 @@ def render(board: Board) -> Path:
     out = board.path / "README.md"
     atomic_write_bytes(out, "\n".join(lines).encode())
     return out
-
-
-def _ambiguous(rows: Sequence[Row], row: Row) -> bool:
-    return sum(r.strategy == row.strategy for r in rows) > 1

@@ -2,7 +2,7 @@
 
 Layout (``leaderboards/`` at the repository root, or ``--root`` / ``$SAGEBENCH_LEADERBOARDS``)::
 
-    leaderboards/<board>/board.json                  name, fingerprint and benchmark fields of the board
+    leaderboards/<board>/board.json                  name, fingerprint, benchmark fields and budgets of the board
     leaderboards/<board>/entries/<entry>.json        a run's results.json (validated on the way in)
     leaderboards/<board>/entries/<entry>.samples.parquet   its per-sample file (optional)
     leaderboards/<board>/README.md, curves.png       written by ``render``
@@ -403,9 +403,12 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
                            "sha256": digest}  # the hashes are always this submission's own
     target_dir.mkdir(parents=True, exist_ok=True)
     if not target.exists():
+        # the budgets the board's score is taken over: the first entry's, declared once so that a later
+        # entry lacking one of them is listed without changing what the others are ranked on
+        budgets = sorted({int(r["budget"]) for r in entry["results"]})
         atomic_write_bytes(target.path / BOARD_FILE, (json.dumps(
             {"name": target.name, "fingerprint": bench["fingerprint"], "benchmark": benchmark_fields(bench),
-             "created_utc": entry["submission"]["utc_time"]}, indent=2) + "\n").encode())
+             "budgets": budgets, "created_utc": entry["submission"]["utc_time"]}, indent=2) + "\n").encode())
     out_samples = None
     if samples_bytes is not None:
         out_samples = _inside(target_dir, entry_name + SAMPLES_SUFFIX)

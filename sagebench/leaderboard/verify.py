@@ -1,7 +1,7 @@
 """``sagebench leaderboard verify``: re-check every board on disk, as CI does after the tests.
 
 Per board: ``board.json`` (a plain file, its name, its fingerprint = the hash of its benchmark
-fields), no symbolic links anywhere in the board, no stray or orphan files in ``entries/``, and
+fields, its declared budgets if any), no symbolic links anywhere in the board, no stray or orphan files in ``entries/``, and
 every entry as a read of the board checks it (schema, the entry's own fingerprint, the board's
 fingerprint) plus its records: the per-sample file's sha256 is the one recorded at submission
 and its records reproduce every summary figure. A hand-edited entry, a swapped per-sample file
@@ -72,6 +72,11 @@ def verify_board(board: Board) -> BoardReport:
     if not isinstance(bench, dict) or fingerprint(benchmark_fields(bench)) != meta.get("fingerprint"):
         report.problems.append(f"{board.name}/{BOARD_FILE}: fingerprint {meta.get('fingerprint')} is not the hash "
                                "of its benchmark fields: the file was edited.")
+    budgets = meta.get("budgets")
+    if budgets is not None and (not isinstance(budgets, list) or not budgets or len(set(map(str, budgets))) != len(budgets)
+                                or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in budgets)):
+        report.problems.append(f"{board.name}/{BOARD_FILE}: budgets must be a non-empty list of distinct positive "
+                               f"integers (the budgets the board's score is taken over), got {budgets!r}.")
     for path in sorted(folder.iterdir()):
         if path.name not in _BOARD_FILES and not path.is_symlink():
             report.notes.append(f"{path}: not a board file (ignored).")

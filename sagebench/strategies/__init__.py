@@ -16,7 +16,7 @@ BUILTIN_MODULES = (
     "attention_prefix", "random", "sage", "uniform",
     "attention_rules", "bat", "diversity_only", "tome",
     "ats", "facility_location", "kdpp",
-    "server_attention_oracle",  # an oracle reference
+    "server_attention_oracle", "best_of_random",  # oracle references
 )
 
 #: The entry-point group third-party packages declare their strategies in.

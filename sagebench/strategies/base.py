@@ -53,10 +53,11 @@ class Strategy(ABC):
     #: name of :data:`sagebench.edge.evidence.EVIDENCE_KINDS` (read by the sweep before it runs, to
     #: decide what to compute): ``"rollout"`` makes the edge compute attention rollout,
     #: ``"server_attention"`` makes the ceiling pass also compute the server's CLS attention on the
-    #: full image. A class attribute, or an instance attribute set in ``__init__`` where it depends
-    #: on the options (``importance="rollout"`` requires ``"rollout"``). A strategy that requires
-    #: anything only the server has is an **oracle**: results and boards show it as a reference,
-    #: never ranked with deployable strategies.
+    #: full image; ``"server_judge"`` gives the evidence a callable that scores a candidate subset by the
+    #: server's own answer to it (``EdgeEvidence.server_judge``). A class attribute, or an instance attribute
+    #: set in ``__init__`` where it depends on the options (``importance="rollout"`` requires ``"rollout"``).
+    #: A strategy that requires anything only the server has is an **oracle**: results and boards show it as
+    #: a reference, never ranked with deployable strategies.
     requires: frozenset[str] = frozenset()
 
     def __init_subclass__(cls, **kwargs: object) -> None:

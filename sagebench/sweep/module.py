@@ -98,6 +98,8 @@ class SageBenchModule(L.LightningModule):
         # through EdgeModel, which gives the same logits plus its last-block CLS attention
         needs = required_evidence(self.strategies)
         self.server_probe = EdgeModel(server.vit, attention="last_layer") if "server_attention" in needs else None
+        # strategies that declare requires={"server_judge"} (oracles) may ask the server about candidate subsets
+        self.server_judged = "server_judge" in needs
         # how the run is served (sagebench.sweep.serving), read in setup from the data module that decided it: the
         # research-loop cache records every image's gate decision and the offloaded images' pixels and ceiling,
         # or, when it already covers the run (offload_cache.serving), gives the ceiling and the kept images' records
@@ -168,6 +170,8 @@ class SageBenchModule(L.LightningModule):
         patches = patchify(images, self.server.patch_size)
         passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer,
                               codec=self.codec)
+        if self.server_judged:
+            sub.server_judge = self._judge(rows[:, col("ceiling_pred")].clone(), patches, sub.sample_ids)
         j = 0
         for strategy in self.strategies:
             for budget in self.budgets:
@@ -189,6 +193,27 @@ class SageBenchModule(L.LightningModule):
         for k in self.server_passes:
             self.server_passes[k] += getattr(passes, k)
         return rows
+
+    def _judge(self, full_class: torch.Tensor, patches: torch.Tensor, sample_ids: torch.Tensor):
+        """The server's verdict on candidate subsets of these images (``EdgeEvidence.server_judge``): its
+        log-probability, given the subset, of the class it predicts from the full image (``full_class``).
+
+        Its own passes (no dedupe memory, counters or timer shared with the recorded cells), so every
+        recorded cell is computed exactly as in a run without the oracle; its time counts in the oracle's
+        ``select`` phase.
+        """
+        passes = ServerPasses(self.server, patches, dedupe=False, codec=self.codec)
+        position = {int(s): i for i, s in enumerate(sample_ids.tolist())}
+
+        def judge(ids: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+            at = torch.tensor([position[int(s)] for s in ids.tolist()], dtype=torch.long, device=indices.device)
+            logp = torch.log_softmax(passes.forward(indices, at).double(), dim=-1).nan_to_num(nan=-torch.inf)
+            target = full_class[at].to(indices.device).long()
+            known = (target >= 0) & (target < logp.shape[1])  # a non-finite full-image answer: no target
+            picked = logp.gather(1, target.clamp(0, logp.shape[1] - 1)[:, None])[:, 0]
+            return torch.where(known, picked, torch.full_like(picked, -torch.inf))
+
+        return judge
 
     def _keep_examples(self, rows: torch.Tensor, images: torch.Tensor, sub: EdgeEvidence, label: str,
                        indices: torch.Tensor) -> None:
