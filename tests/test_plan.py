@@ -124,3 +124,19 @@ def test_the_weight_hash_of_the_cache_keys_depends_on_the_weights_themselves():
     from sagebench.edge.cache import weights_hash
 
     assert weights_hash(tiny_vit(seed=0)) == weights_hash(tiny_vit(seed=0)) != weights_hash(tiny_vit(seed=1))
+
+
+@pytest.mark.slow
+def test_a_16_mixed_run_on_cpu_records_bf16_and_is_another_benchmark(random_models_overrides, tmp_path):
+    """Before: results.json said 16-mixed (Lightning ran bf16-mixed) and shared the fp32 fingerprint, so its rows
+    were ranked beside fp32 rows on one board although its records differ."""
+    from sagebench.config import load_config
+    from sagebench.sweep.evaluate import evaluate
+
+    common = [*random_models_overrides, "data.limit=12", "budgets=[4]", "strategies=[sage]", "gate.name=all"]
+    fp32 = evaluate(load_config(None, [*common, f"output_dir={tmp_path / 'fp32'}"]))
+    mixed = evaluate(load_config(None, [*common, f"output_dir={tmp_path / 'mixed'}", "trainer.precision=16-mixed"]))
+    assert fp32["provenance"]["precision"] == "32-true" and "precision" not in fp32["benchmark"]
+    assert mixed["provenance"]["precision"] == mixed["benchmark"]["precision"] == "bf16-mixed"
+    assert mixed["resume"]["key"]["precision"] == "bf16-mixed"
+    assert mixed["benchmark"]["fingerprint"] != fp32["benchmark"]["fingerprint"]
