@@ -108,6 +108,11 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
                                      "drop the second reference and -s.")
             result = lb.compare_matrix(args.a, root=root, board=args.board, resamples=args.resamples)
             print(json.dumps(result, indent=2) if args.json else lb.format_matrix(result))
+        elif args.b is None and len(args.strategy or ()) == 1:  # one strategy of a run against every other
+            results = lb.compare_against_rest(args.a, args.strategy[0], root=root, board=args.board)
+            print(json.dumps(results, indent=2) if args.json else
+                  "\n\n".join(lb.format_comparison(r) for r in results)
+                  + f"\n\nHolm p: adjusted over the {len(results)} comparisons of each budget.")
         else:
             result = lb.compare(args.a, args.b, args.strategy or (), root=root, board=args.board,
                                 resamples=args.resamples)
@@ -208,7 +213,8 @@ def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     q = lsub.add_parser("compare", help="paired comparison on the same images: two entries, two strategies of "
                                          "one run (A -s X -s Y), or every pair (--matrix)")
     q.add_argument("a", help="entry name, run folder or results JSON (with --matrix: also a board name)")
-    q.add_argument("b", nargs="?", help="entry name, run folder or results JSON (default: A again, with two -s)")
+    q.add_argument("b", nargs="?", help="entry name, run folder or results JSON (default: A again, with two -s; "
+                                        "with one -s: that strategy of A against each of A's others)")
     q.add_argument("--strategy", "-s", action="append",
                    help="strategy label: once for both, twice for A's then B's (needed when an entry has several)")
     q.add_argument("--matrix", action="store_true",

@@ -545,3 +545,16 @@ def test_oracle_rows_are_a_reference_never_ranked(tmp_path):
     assert oracle.score == pytest.approx(39 / 40) and oracle.score_ci[0] < 39 / 40 <= oracle.score_ci[1]
     assert "oracle | oracle" in lb.format_board(board)
     assert "## Oracles (reference, not ranked)" in lb.render(board).read_text()
+
+
+def test_compare_one_strategy_of_a_run_against_every_other_with_holm(tmp_path, capsys):
+    """`compare RUN -s sage` was refused; a researcher expects sage against every other strategy of the run."""
+    run = _measure(tmp_path / "run", {("sage", 4): _vec(30, 10), ("random", 4): _vec(20, 20),
+                                      ("uniform", 4): _vec(29, 11)})
+    results = lb.compare_against_rest(str(run), "sage")
+    assert [(r["a"]["strategy"], r["b"]["strategy"]) for r in results] == [("sage", "random"), ("sage", "uniform")]
+    p = [r["rows"][0]["p_mcnemar"] for r in results]
+    assert [r["rows"][0]["p_holm"] for r in results] == stats.holm(p)
+    assert main(["leaderboard", "compare", str(run), "-s", "sage"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("A = sage") == 2 and "Holm p" in out and "adjusted over the 2 comparisons" in out

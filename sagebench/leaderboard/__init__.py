@@ -10,6 +10,7 @@ reproduce it), ``rank`` (one row per method, scores, simultaneous rank intervals
 from sagebench.errors import LeaderboardError
 from sagebench.leaderboard.compare import (
                                          compare,
+                                         compare_against_rest,
                                          compare_matrix,
                                          format_comparison,
                                          format_matrix,
@@ -53,7 +54,7 @@ from sagebench.leaderboard.wandb_pull import (
 __all__ = [
     "BOARD_FILE", "ENTRIES_DIR", "SAMPLES_SUFFIX", "Board", "BoardReport", "Column", "Entry", "LeaderboardError",
     "PullOutcome",
-    "Ranking", "Row", "benchmark_fields", "check_records", "compare", "compare_matrix", "default_root",
+    "Ranking", "Row", "benchmark_fields", "check_records", "compare", "compare_against_rest", "compare_matrix", "default_root",
     "entries_from_runs", "entry_from_wandb", "format_board", "format_comparison", "format_matrix", "get_board",
     "list_boards", "load_json", "load_run", "load_samples", "mcnemar_exact", "paired_bootstrap_ci", "pull_wandb",
     "rank", "rank_board", "read_samples", "render", "resolve_ref", "results_schema", "safe_name", "submit", "validate_entry",

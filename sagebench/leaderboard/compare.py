@@ -184,6 +184,25 @@ def compare(ref_a: str, ref_b: str | None = None, strategies: Sequence[str] = ()
             **({"notes": [note]} if note else {})}
 
 
+def compare_against_rest(ref: str, strategy: str, root: Path | None = None,
+                         board: str | None = None) -> list[dict[str, Any]]:
+    """``strategy`` of ``ref`` (a run, results file or entry) against every other strategy of it, each a
+    :func:`compare` result; per budget, the McNemar p-values of these k - 1 comparisons are Holm-adjusted
+    (``p_holm``): "sage is better than X" for some X among many is a family of claims."""
+    entry, _, where = resolve_ref(ref, root, board)
+    label = _pick_strategy(entry, strategy, where)
+    others = [s["label"] for s in entry.get("strategies", []) if s["label"] != label]
+    if not others:
+        raise LeaderboardError(f"{where} has no strategy besides {label!r} to compare it with.")
+    results = [compare(ref, None, [label, other], root, board) for other in others]
+    budgets = sorted({r["budget"] for res in results for r in res["rows"]})
+    for budget in budgets:
+        rows = [r for res in results for r in res["rows"] if r["budget"] == budget]
+        for row, adjusted in zip(rows, stats.holm([r["p_mcnemar"] for r in rows])):
+            row["p_holm"] = adjusted
+    return results
+
+
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     return ["  ".join(h.rjust(w) for h, w in zip(header, widths)),
@@ -207,9 +226,12 @@ def format_comparison(cmp: dict[str, Any]) -> str:
              f"diff = offloaded accuracy A - B (percentage points); {100 * cmp['confidence']:g}% {cmp['interval']}; "
              "McNemar p: the score test on the discordant images",
              *(f"note: {n}" for n in cmp.get("notes", [])), ""]
-    header = ["budget", "acc A %", "acc B %", "diff pp", "95% CI pp", "A only", "B only", "McNemar p"]
+    holm = all("p_holm" in r for r in cmp["rows"])  # one of a family (compare_against_rest)
+    header = ["budget", "acc A %", "acc B %", "diff pp", "95% CI pp", "A only", "B only", "McNemar p",
+              *(["Holm p"] if holm else [])]
     body = [[str(r["budget"]), _pct(r["acc_a"]), _pct(r["acc_b"]), _pp(r["diff"]), _ci(r["ci_low"], r["ci_high"]),
-             str(r["only_a"]), str(r["only_b"]), f"{r['p_mcnemar']:.3g}"] for r in cmp["rows"]]
+             str(r["only_a"]), str(r["only_b"]), f"{r['p_mcnemar']:.3g}", *([f"{r['p_holm']:.3g}"] if holm else [])]
+            for r in cmp["rows"]]
     return "\n".join(lines + _table(header, body))
 
 
