@@ -30,6 +30,7 @@ from sagebench.strategies import describe, get_strategy, list_strategies
 from sagebench.strategies.bat import dpc_knn_scores, num_attentive
 from sagebench.strategies.importance import attention_order, importance
 from sagebench.strategies.sage import farthest_point_order
+from sagebench.strategies.tome import bipartite_merge, merges_per_round
 from sagebench.sweep.strategy_stats import StrategyStats
 
 NEW = ["attention_threshold", "attention_cumsum", "diversity_only", "tome", "bat"]
@@ -366,6 +367,28 @@ def test_tome_merges_the_most_similar_pairs_first():
     ev = make_evidence(grid=(1, 4), attention=att, embeddings=emb)
     # groups {0, 1}, {2}, {3}: sent 0 (most attended of its group), 3, 2 by attention
     assert get_strategy("tome").select(ev, 3).tolist() == [[0, 3, 2]]
+
+
+def test_tome_rate_1_merges_at_most_floor_t_over_2_per_round_as_tome_does():
+    """ToMe caps a round at floor(t/2) merges (tome/merge.py); sagebench merged ceil(t/2) on an odd t.
+
+    1x5 grid: A = {0, 2, 4}, B = {1, 3}. 0 duplicates 1, 2 duplicates 3, 4 is unlike both. Merging
+    ceil(5/2) = 3 in one round forced 4 into a group; ToMe's cap merges 2, keeps 4 (the least
+    similar edge) and merges the two B groups (cosine 0.6, against 0 for 4) in a second round.
+    """
+    e1, e2, e3 = [1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]
+    emb = torch.tensor([[e1, e1, e2, e2, e3]])
+    ev = make_evidence(grid=(1, 5), attention=_att([[0.1, 0.3, 0.15, 0.25, 0.2]]), embeddings=emb)
+    owner, survivors = bipartite_merge(emb, 2)
+    assert sorted(survivors[0].tolist()) == [1, 4]
+    assert owner[0].tolist() == [1, 1, 1, 1, 4]  # groups {0, 1, 2, 3} and {4}
+    assert get_strategy("tome").select(ev, 2).tolist() == [[1, 4]]
+    for t in range(2, 60):
+        for groups in range(1, t):
+            for rate in (1.0, 0.75, 0.5, 0.25, 0.01):
+                r = merges_per_round(t, groups, rate)
+                assert 1 <= r <= min(t // 2, t - groups), (t, groups, rate)
+            assert merges_per_round(t, groups, 1.0) == min(t // 2, t - groups)
 
 
 # --------------------------------------------------------------------------- bat
