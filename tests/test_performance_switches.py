@@ -170,8 +170,10 @@ def test_threads_are_applied_and_profile_records_phase_times(random_models_overr
 
 def _reference_order(emb, budget):
     b, k, _ = emb.shape
-    unit = F.normalize(emb.float(), dim=-1, eps=1e-12)
-    gram = torch.bmm(unit, unit.transpose(1, 2))
+    # the definition on exact cosines: float64, rounded to 12 decimals, so that mathematically equal
+    # cosines (ties: duplicated embeddings, u . u = 1) are equal and attention order breaks them
+    unit = F.normalize(emb.double(), dim=-1, eps=1e-12)
+    gram = torch.round(torch.bmm(unit, unit.transpose(1, 2)), decimals=12)
     rows = torch.arange(b)
     picks = torch.zeros(b, budget, dtype=torch.int64)
     max_sim = torch.full((b, k), -math.inf)

@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import tiny_vit
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -304,6 +305,58 @@ def test_diversity_only_ignores_attention_beyond_the_start():
     ev = make_evidence(grid=(1, 8), attention=att, embeddings=emb)
     assert get_strategy("diversity_only").select(ev, 2).tolist() == [[0, 7]]
     assert get_strategy("sage").select(ev, 2).tolist() == [[0, 1]]  # the prefilter keeps 7 out
+
+
+def _exact_farthest_points(proto_sim: torch.Tensor, proto: torch.Tensor, order: torch.Tensor, k: int,
+                           budget: int) -> torch.Tensor:
+    """Farthest-point sampling over the candidates ``order[:, :k]`` when patch ``i`` is a copy of
+    prototype ``proto[i]``: every similarity is read from the prototypes' own ``proto_sim``
+    (self-similarity exactly 1), so equal similarities are equal by construction."""
+    b = proto.shape[0]
+    rows = torch.arange(b)
+    cand = torch.gather(proto, 1, order[:, :k])  # [b, k] prototype of each candidate
+    sim = proto_sim[rows.view(b, 1, 1), cand.unsqueeze(2), cand.unsqueeze(1)]  # [b, k, k]
+    picks = [torch.zeros(b, dtype=torch.int64)]
+    taken = torch.zeros(b, k, dtype=torch.bool)
+    max_sim = torch.full((b, k), -math.inf, dtype=sim.dtype)
+    for _ in range(1, budget):
+        taken[rows, picks[-1]] = True
+        max_sim = torch.maximum(max_sim, sim[rows, picks[-1]])
+        picks.append(torch.argmin(max_sim.masked_fill(taken, math.inf), dim=1))  # first minimum
+    return torch.gather(order[:, :k], 1, torch.stack(picks, dim=1))
+
+
+@pytest.mark.parametrize("name,options", [("sage", {}), ("sage", {"prefilter": 3.0}), ("diversity_only", {})])
+def test_ties_between_duplicated_embeddings_go_to_the_more_attended_candidate(name, options):
+    """Equal similarities tie exactly, so the more attended candidate wins, never float rounding (issue 25: 9).
+
+    2,560 random sequences (40 batches of 64 images, 8x8 grid, 192 dims as the embedded edge):
+    each image's 64 patches are copies of 12 random embeddings, so ties are everywhere: between
+    copies of one embedding, and once each embedding has a copy picked, between all the rest (all
+    at similarity 1 to the picked set). The picks must equal farthest-point sampling on exact
+    similarities (read from the 12 embeddings' own Gram matrix, self-similarity exactly 1). With
+    float32 similarities ``u . u`` is 1 only up to rounding that depends on ``u``, and that decided.
+    """
+    strategy = get_strategy(name, **options)
+    prefilter = strategy.options().get("prefilter", math.inf)
+    g = torch.Generator().manual_seed(25)
+    b, n, m, dim = 64, 64, 12, 192
+    differ = 0
+    for _ in range(40):
+        protos = torch.randn(b, m, dim, generator=g)
+        proto = torch.randint(0, m, (b, n), generator=g)
+        emb = torch.gather(protos, 1, proto.unsqueeze(-1).expand(-1, -1, dim))  # exact copies
+        unit = F.normalize(protos.double(), dim=-1)
+        proto_sim = torch.bmm(unit, unit.transpose(1, 2))
+        proto_sim.diagonal(dim1=1, dim2=2).fill_(1.0)
+        att = torch.softmax(torch.randn(b, n, generator=g) * 3, dim=1)
+        ev = make_evidence(grid=(8, 8), attention=att, embeddings=emb)
+        order = attention_order(att)
+        for budget in (4, 12, 24, 40):
+            k = n if prefilter * budget >= n else math.ceil(prefilter * budget)
+            want = _exact_farthest_points(proto_sim, proto, order, k, budget)
+            differ += int((strategy.select(ev, budget) != want).any(dim=1).sum())
+    assert differ == 0, f"{differ} of {40 * 4 * b} sequences broke a tie against attention"
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
