@@ -204,6 +204,22 @@ def _att(values):
     return (t / t.sum(dim=-1, keepdim=True)) if t.ndim == 2 else t
 
 
+@pytest.mark.parametrize("grid,times_uniform", [((14, 14), "1.96x"), ((8, 8), "0.64x"), ((7, 7), "0.49x")])
+def test_threshold_default_delta_is_what_its_docstring_says_on_each_grid(grid, times_uniform):
+    """The default delta is absolute: twice uniform on 14x14, below uniform on 8x8 and 7x7 (issue 25: 10)."""
+    from sagebench.strategies import strategy_class
+
+    cls = strategy_class("attention_threshold")
+    strategy = get_strategy("attention_threshold")
+    n = grid[0] * grid[1]
+    ratio = strategy.delta / (1 / n)
+    assert f"{ratio:.2f}x" == times_uniform and f"{times_uniform} uniform" in " ".join(cls.__doc__.split())
+    # flat attention: every patch at 1/N passes the rule exactly when delta is below uniform
+    flat = make_evidence(grid=grid, attention=torch.full((2, n), 1 / n), embeddings=torch.randn(2, n, 4))
+    _, stats = strategy.select_with_stats(flat, 4)
+    assert int(stats["rule_patches"]) == (2 * n if ratio < 1 else 0)
+
+
 def test_threshold_sends_the_patches_above_delta_then_pads_by_attention_order():
     # 1x6 grid; attention already sums to 1
     att = torch.tensor([[0.05, 0.30, 0.10, 0.25, 0.20, 0.10]])
