@@ -101,7 +101,7 @@ def test_the_edge_cache_skips_the_edge_and_changes_no_result(random_models_overr
 def test_a_full_cache_never_calls_the_edge_and_returns_what_it_stored(tmp_path):
     from helpers import tiny_vit
 
-    edge = EdgeModel(tiny_vit(seed=3), with_rollout=True)
+    edge = EdgeModel(tiny_vit(seed=3), with_rollout=True, with_rollout_per_head=True)
     images = torch.randn(7, 3, 32, 32)
     ids = torch.tensor([5, 1, 9, 2, 8, 0, 4])
     with torch.inference_mode():
@@ -122,7 +122,7 @@ def test_a_full_cache_never_calls_the_edge_and_returns_what_it_stored(tmp_path):
     order = torch.tensor([3, 0, 6, 1, 5, 2, 4])  # another batch layout than the one stored
     got, through_edge = reader(images[order], ids[order], 2)
     assert through_edge == 0
-    for name in ("logits", "attention", "embeddings", "rollout"):
+    for name in ("logits", "attention", "embeddings", "rollout", "rollout_per_head"):
         assert torch.equal(getattr(got, name), getattr(expected, name)[order]), name
     assert torch.equal(got.sample_ids, ids[order]) and got.seed == 2 and got.grid == edge.grid
     with pytest.raises(Exception, match="other data or another edge"):

@@ -196,6 +196,74 @@ def test_edge_with_rollout_fills_both_signals_in_one_forward():
     assert torch.equal(rollout_only.rollout, rollout_only.attention)
 
 
+def _timm_attention_probabilities(vit, images):
+    """Each block's ``[b, heads, t, t]`` attention probabilities as timm itself computes them (its
+    unfused path, captured at the attention dropout), independently of sagebench's code."""
+    probs, hooks, fused = [], [], [blk.attn.fused_attn for blk in vit.blocks]
+    for blk in vit.blocks:
+        blk.attn.fused_attn = False
+        hooks.append(blk.attn.attn_drop.register_forward_hook(lambda m, args, out: probs.append(args[0].detach())))
+    try:
+        with torch.no_grad():
+            vit(images)
+    finally:
+        for blk, f, h in zip(vit.blocks, fused, hooks):
+            blk.attn.fused_attn = f
+            h.remove()
+    return probs
+
+
+def test_rollout_per_head_follows_im_et_al_and_rollout_abnar_zuidema_on_a_hand_written_reference():
+    """2 blocks, 2 heads, by hand. Im et al.'s code: per head (A2 + I)(A1 + I), not renormalised, heads
+    averaged at the end, CLS row over the patches renormalised. Abnar & Zuidema: per block the
+    head mean plus I, rows renormalised, then the product (issue 25: 7)."""
+    vit = tiny_vit()
+    assert len(vit.blocks) == 2 and vit.blocks[0].attn.num_heads == 2 and vit.num_prefix_tokens == 1
+    with torch.no_grad():  # peaked, head-specific attention (random init is nearly uniform: both rollouts agree)
+        for blk in vit.blocks:
+            blk.attn.qkv.weight.mul_(6.0)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    a1, a2 = _timm_attention_probabilities(vit, images)
+    t = a1.shape[-1]
+    eye = torch.eye(t)
+    per_head, abnar = [], []
+    for i in range(images.shape[0]):
+        head0 = (a2[i, 0] + eye) @ (a1[i, 0] + eye)
+        head1 = (a2[i, 1] + eye) @ (a1[i, 1] + eye)
+        cls = (head0[0, 1:] + head1[0, 1:]) / 2
+        per_head.append(cls / cls.sum())
+        m1 = (a1[i, 0] + a1[i, 1]) / 2 + eye
+        m2 = (a2[i, 0] + a2[i, 1]) / 2 + eye
+        joint = (m2 / m2.sum(dim=1, keepdim=True)) @ (m1 / m1.sum(dim=1, keepdim=True))
+        abnar.append(joint[0, 1:] / joint[0, 1:].sum())
+    ids = torch.arange(3)
+    both = EdgeModel(vit, with_rollout=True, with_rollout_per_head=True)(images, ids)
+    torch.testing.assert_close(both.rollout_per_head, torch.stack(per_head), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(both.rollout, torch.stack(abnar), atol=1e-6, rtol=1e-5)
+    assert (both.rollout_per_head - both.rollout).abs().max() > 1e-3  # the two orders are not the same signal
+    # each is computed only on request, and asking for the other changes nothing of the first
+    only_old = EdgeModel(vit, with_rollout=True)(images, ids)
+    assert only_old.rollout_per_head is None and torch.equal(only_old.rollout, both.rollout)
+    only_new = EdgeModel(vit, with_rollout_per_head=True)(images, ids)
+    assert only_new.rollout is None and torch.equal(only_new.rollout_per_head, both.rollout_per_head)
+    assert torch.equal(only_new.attention, EdgeModel(vit)(images, ids).attention)
+
+
+@pytest.mark.parametrize("name", ATTENTION_BASED)
+def test_importance_rollout_per_head_ranks_by_its_own_evidence_and_requires_it(name):
+    ev = make_evidence(grid=(4, 4), b=3)
+    strategy = get_strategy(name, importance="rollout_per_head")
+    assert strategy.requires == {"rollout_per_head"} and not strategy.oracle
+    assert strategy.label == f"{name}[importance=rollout_per_head]"
+    with pytest.raises(ConfigError, match="with_rollout_per_head=True"):
+        strategy.select(ev, 5)
+    roll = torch.softmax(torch.randn(3, 16, generator=torch.Generator().manual_seed(1)), dim=1)
+    ev.rollout_per_head = roll
+    as_attention = make_evidence(grid=(4, 4), b=3, attention=roll, embeddings=ev.embeddings)
+    assert torch.equal(strategy.select(ev, 5), get_strategy(name).select(as_attention, 5))
+    assert importance(ev, "rollout_per_head") is roll
+
+
 # --------------------------------------------------------------------------- Im et al.'s rules
 
 

@@ -19,8 +19,10 @@ B patches), ``padded`` (images whose rule set had fewer) and ``rule_patches`` (t
 sizes, summed); ``evaluate`` sums them over the data set per (strategy, budget) into
 ``results.json``'s ``strategy_stats``.
 
-Both rules rank by ``evidence.attention`` (``importance="last_layer"``) or by attention rollout
-(``importance="rollout"``), Im et al.'s importance signal.
+Both rules rank by ``evidence.attention`` (``importance="last_layer"``) or by attention rollout:
+``importance="rollout_per_head"`` is Im et al.'s importance signal as their code computes it (a
+rollout per head, heads averaged at the end), ``importance="rollout"`` Abnar & Zuidema's (heads
+averaged in every block).
 """
 
 from __future__ import annotations
