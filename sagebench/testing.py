@@ -51,19 +51,23 @@ DEFAULT_GRIDS: tuple[Grid, ...] = ((1, 1), (3, 5), (7, 7), (14, 14))
 
 def make_evidence(grid: tuple[int, int] = (7, 7), b: int = 4, dim: int = 16, seed: int = 0,
                   gen_seed: int = 0, device: str | torch.device = "cpu", with_rollout: bool = True) -> EdgeEvidence:
-    """Random but reproducible evidence for ``b`` images (attention rows sum to 1)."""
+    """Random but reproducible evidence for ``b`` images (attention rows sum to 1); with ``with_rollout``
+    both rollouts (``rollout``, ``rollout_per_head``) are filled too."""
     g = torch.Generator().manual_seed(gen_seed)
     n = grid[0] * grid[1]
     attention = torch.softmax(torch.randn(b, n, generator=g), dim=1)
     rollout = torch.softmax(torch.randn(b, n, generator=g), dim=1) if with_rollout else None
     server_attention = torch.softmax(torch.randn(b, n, generator=g), dim=1)  # what an oracle may read
-    return EdgeEvidence(
+    evidence = EdgeEvidence(
         logits=torch.randn(b, 10, generator=g).to(device), attention=attention.to(device),
         embeddings=torch.randn(b, n, dim, generator=g).to(device), grid=grid,
         sample_ids=(torch.arange(b, dtype=torch.int64) + 1000).to(device), seed=seed,
         rollout=None if rollout is None else rollout.to(device), server_attention=server_attention.to(device),
         server_judge=fake_server_judge,
     )
+    if with_rollout:  # drawn last: the other fields are those this function always gave
+        evidence.rollout_per_head = torch.softmax(torch.randn(b, n, generator=g), dim=1).to(device)
+    return evidence
 
 
 def fake_server_judge(sample_ids: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

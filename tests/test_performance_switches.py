@@ -105,7 +105,7 @@ def test_the_edge_cache_skips_the_edge_and_changes_no_result(random_models_overr
 def test_a_full_cache_never_calls_the_edge_and_returns_what_it_stored(tmp_path):
     from helpers import tiny_vit
 
-    edge = EdgeModel(tiny_vit(seed=3), with_rollout=True)
+    edge = EdgeModel(tiny_vit(seed=3), with_rollout=True, with_rollout_per_head=True)
     images = torch.randn(7, 3, 32, 32)
     ids = torch.tensor([5, 1, 9, 2, 8, 0, 4])
     with torch.inference_mode():
@@ -126,7 +126,7 @@ def test_a_full_cache_never_calls_the_edge_and_returns_what_it_stored(tmp_path):
     order = torch.tensor([3, 0, 6, 1, 5, 2, 4])  # another batch layout than the one stored
     got, through_edge = reader(images[order], ids[order], 2)
     assert through_edge == 0
-    for name in ("logits", "attention", "embeddings", "rollout"):
+    for name in ("logits", "attention", "embeddings", "rollout", "rollout_per_head"):
         assert torch.equal(getattr(got, name), getattr(expected, name)[order]), name
     assert torch.equal(got.sample_ids, ids[order]) and got.seed == 2 and got.grid == edge.grid
     with pytest.raises(Exception, match="other data or another edge"):
@@ -182,8 +182,10 @@ def test_threads_are_applied_and_profile_records_phase_times(random_models_overr
 
 def _reference_order(emb, budget):
     b, k, _ = emb.shape
-    unit = F.normalize(emb.float(), dim=-1, eps=1e-12)
-    gram = torch.bmm(unit, unit.transpose(1, 2))
+    # the definition on exact cosines: float64, rounded to 12 decimals, so that mathematically equal
+    # cosines (ties: duplicated embeddings, u . u = 1) are equal and attention order breaks them
+    unit = F.normalize(emb.double(), dim=-1, eps=1e-12)
+    gram = torch.round(torch.bmm(unit, unit.transpose(1, 2)), decimals=12)
     rows = torch.arange(b)
     picks = torch.zeros(b, budget, dtype=torch.int64)
     max_sim = torch.full((b, k), -math.inf)

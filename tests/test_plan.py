@@ -31,7 +31,7 @@ def a_plan(**changes) -> RunPlan:
         preprocessing={"input_size": [3, 32, 32], "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3,
                        "crop_pct": 1.0, "crop_mode": "center"},
         grid=(8, 8), edge_name="edge", edge_kwargs={}, edge_weights="sha256:e", edge_weights_sha256="e" * 8,
-        edge_attention="last_layer", edge_rollout=False, server_name="server", server_kwargs={},
+        edge_attention="last_layer", edge_rollouts=(), server_name="server", server_kwargs={},
         server_weights="sha256:s", server_weights_sha256="s" * 8, gate={"gate": "min_entropy", "threshold": 1.0},
         codec={"name": "raw"}, budget_unit="patches", budgets=(4, 8), seed=0,
         strategies=({"label": "sage", "options": {"prefilter": 2.0}},), precision="32-true", device_type="cpu",
@@ -43,7 +43,7 @@ def a_plan(**changes) -> RunPlan:
 CHANGED = {
     "data": {"content_hash": "sha256:other"}, "dataset": "other.parquet", "label_map": {"cat": 3},
     "preprocessing": {"crop_pct": 0.875}, "grid": (8, 9), "edge_name": "edge2", "edge_kwargs": {"img_size": 64},
-    "edge_weights": "sha256:e2", "edge_weights_sha256": "f" * 8, "edge_attention": "rollout", "edge_rollout": True,
+    "edge_weights": "sha256:e2", "edge_weights_sha256": "f" * 8, "edge_attention": "rollout", "edge_rollouts": ("rollout",),
     "server_name": "server2", "server_kwargs": {"img_size": 64}, "server_weights": "sha256:s2",
     "server_weights_sha256": "t" * 8, "gate": {"gate": "min_entropy", "threshold": 0.5}, "codec": {"name": "png"},
     "budget_unit": "bytes", "budgets": (4, 16), "seed": 1, "strategies": ({"label": "random", "options": {}},),
@@ -72,6 +72,31 @@ def test_a_field_changes_exactly_the_keys_it_declares(name):
         expected.add(OFFLOAD_CACHE)
     changed = {kind for kind in IDENTITIES if before[kind] != after[kind]}
     assert changed == expected, f"{name}: changes {sorted(changed)}, declares {sorted(expected)}"
+
+
+def test_the_edge_cache_key_names_the_rollouts_and_keeps_the_historical_folders():
+    """``edge_rollouts`` was a bool (``with_rollout``): without the per-head rollout the key is the old
+    one byte for byte (digests of this very plan before the change), so existing cache folders stay
+    valid; every set of rollouts gets its own folder."""
+    assert digest(a_plan(edge_rollouts=()).edge_cache_key()) == "794660895b990c79"
+    assert digest(a_plan(edge_rollouts=("rollout",)).edge_cache_key()) == "efdd910061f055be"
+    variants = [(), ("rollout",), ("rollout_per_head",), ("rollout", "rollout_per_head")]
+    edges = [a_plan(edge_rollouts=v).edge_cache_key()["edge"] for v in variants]
+    assert [e["with_rollout"] for e in edges] == [False, True, False, True]
+    assert [e.get("rollouts") for e in edges] == [None, None, ["rollout_per_head"], ["rollout", "rollout_per_head"]]
+    assert len({digest(a_plan(edge_rollouts=v).edge_cache_key()) for v in variants}) == len(variants)
+
+
+def test_the_plan_says_which_rollouts_the_edge_computes():
+    from helpers import tiny_vit
+
+    from sagebench.edge.model import EdgeModel, rollout_options
+
+    assert EdgeModel(tiny_vit()).rollouts == ()
+    for required, rollouts in [({"rollout"}, ("rollout",)), ({"rollout_per_head", "server_attention"},
+                                                             ("rollout_per_head",)),
+                               ({"rollout_per_head", "rollout"}, ("rollout", "rollout_per_head"))]:
+        assert EdgeModel(tiny_vit(), **rollout_options(required)).rollouts == rollouts
 
 
 def test_the_edge_cache_does_not_depend_on_how_many_images_are_evaluated():

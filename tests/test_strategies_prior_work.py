@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import tiny_vit
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,7 @@ from sagebench.strategies import describe, get_strategy, list_strategies
 from sagebench.strategies.bat import dpc_knn_scores, num_attentive
 from sagebench.strategies.importance import attention_order, importance
 from sagebench.strategies.sage import farthest_point_order
+from sagebench.strategies.tome import bipartite_merge, merges_per_round
 from sagebench.sweep.strategy_stats import StrategyStats
 
 NEW = ["attention_threshold", "attention_cumsum", "diversity_only", "tome", "bat"]
@@ -194,12 +196,96 @@ def test_edge_with_rollout_fills_both_signals_in_one_forward():
     assert torch.equal(rollout_only.rollout, rollout_only.attention)
 
 
+def _timm_attention_probabilities(vit, images):
+    """Each block's ``[b, heads, t, t]`` attention probabilities as timm itself computes them (its
+    unfused path, captured at the attention dropout), independently of sagebench's code."""
+    probs, hooks, fused = [], [], [blk.attn.fused_attn for blk in vit.blocks]
+    for blk in vit.blocks:
+        blk.attn.fused_attn = False
+        hooks.append(blk.attn.attn_drop.register_forward_hook(lambda m, args, out: probs.append(args[0].detach())))
+    try:
+        with torch.no_grad():
+            vit(images)
+    finally:
+        for blk, f, h in zip(vit.blocks, fused, hooks):
+            blk.attn.fused_attn = f
+            h.remove()
+    return probs
+
+
+def test_rollout_per_head_follows_im_et_al_and_rollout_abnar_zuidema_on_a_hand_written_reference():
+    """2 blocks, 2 heads, by hand. Im et al.'s code: per head (A2 + I)(A1 + I), not renormalised, heads
+    averaged at the end, CLS row over the patches renormalised. Abnar & Zuidema: per block the
+    head mean plus I, rows renormalised, then the product (issue 25: 7)."""
+    vit = tiny_vit()
+    assert len(vit.blocks) == 2 and vit.blocks[0].attn.num_heads == 2 and vit.num_prefix_tokens == 1
+    with torch.no_grad():  # peaked, head-specific attention (random init is nearly uniform: both rollouts agree)
+        for blk in vit.blocks:
+            blk.attn.qkv.weight.mul_(6.0)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    a1, a2 = _timm_attention_probabilities(vit, images)
+    t = a1.shape[-1]
+    eye = torch.eye(t)
+    per_head, abnar = [], []
+    for i in range(images.shape[0]):
+        head0 = (a2[i, 0] + eye) @ (a1[i, 0] + eye)
+        head1 = (a2[i, 1] + eye) @ (a1[i, 1] + eye)
+        cls = (head0[0, 1:] + head1[0, 1:]) / 2
+        per_head.append(cls / cls.sum())
+        m1 = (a1[i, 0] + a1[i, 1]) / 2 + eye
+        m2 = (a2[i, 0] + a2[i, 1]) / 2 + eye
+        joint = (m2 / m2.sum(dim=1, keepdim=True)) @ (m1 / m1.sum(dim=1, keepdim=True))
+        abnar.append(joint[0, 1:] / joint[0, 1:].sum())
+    ids = torch.arange(3)
+    both = EdgeModel(vit, with_rollout=True, with_rollout_per_head=True)(images, ids)
+    torch.testing.assert_close(both.rollout_per_head, torch.stack(per_head), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(both.rollout, torch.stack(abnar), atol=1e-6, rtol=1e-5)
+    assert (both.rollout_per_head - both.rollout).abs().max() > 1e-3  # the two orders are not the same signal
+    # each is computed only on request, and asking for the other changes nothing of the first
+    only_old = EdgeModel(vit, with_rollout=True)(images, ids)
+    assert only_old.rollout_per_head is None and torch.equal(only_old.rollout, both.rollout)
+    only_new = EdgeModel(vit, with_rollout_per_head=True)(images, ids)
+    assert only_new.rollout is None and torch.equal(only_new.rollout_per_head, both.rollout_per_head)
+    assert torch.equal(only_new.attention, EdgeModel(vit)(images, ids).attention)
+
+
+@pytest.mark.parametrize("name", ATTENTION_BASED)
+def test_importance_rollout_per_head_ranks_by_its_own_evidence_and_requires_it(name):
+    ev = make_evidence(grid=(4, 4), b=3)
+    strategy = get_strategy(name, importance="rollout_per_head")
+    assert strategy.requires == {"rollout_per_head"} and not strategy.oracle
+    assert strategy.label == f"{name}[importance=rollout_per_head]"
+    with pytest.raises(ConfigError, match="with_rollout_per_head=True"):
+        strategy.select(ev, 5)
+    roll = torch.softmax(torch.randn(3, 16, generator=torch.Generator().manual_seed(1)), dim=1)
+    ev.rollout_per_head = roll
+    as_attention = make_evidence(grid=(4, 4), b=3, attention=roll, embeddings=ev.embeddings)
+    assert torch.equal(strategy.select(ev, 5), get_strategy(name).select(as_attention, 5))
+    assert importance(ev, "rollout_per_head") is roll
+
+
 # --------------------------------------------------------------------------- Im et al.'s rules
 
 
 def _att(values):
     t = torch.tensor(values, dtype=torch.float32)
     return (t / t.sum(dim=-1, keepdim=True)) if t.ndim == 2 else t
+
+
+@pytest.mark.parametrize("grid,times_uniform", [((14, 14), "1.96x"), ((8, 8), "0.64x"), ((7, 7), "0.49x")])
+def test_threshold_default_delta_is_what_its_docstring_says_on_each_grid(grid, times_uniform):
+    """The default delta is absolute: twice uniform on 14x14, below uniform on 8x8 and 7x7 (issue 25: 10)."""
+    from sagebench.strategies import strategy_class
+
+    cls = strategy_class("attention_threshold")
+    strategy = get_strategy("attention_threshold")
+    n = grid[0] * grid[1]
+    ratio = strategy.delta / (1 / n)
+    assert f"{ratio:.2f}x" == times_uniform and f"{times_uniform} uniform" in " ".join(cls.__doc__.split())
+    # flat attention: every patch at 1/N passes the rule exactly when delta is below uniform
+    flat = make_evidence(grid=grid, attention=torch.full((2, n), 1 / n), embeddings=torch.randn(2, n, 4))
+    _, stats = strategy.select_with_stats(flat, 4)
+    assert int(stats["rule_patches"]) == (2 * n if ratio < 1 else 0)
 
 
 def test_threshold_sends_the_patches_above_delta_then_pads_by_attention_order():
@@ -305,6 +391,58 @@ def test_diversity_only_ignores_attention_beyond_the_start():
     assert get_strategy("sage").select(ev, 2).tolist() == [[0, 1]]  # the prefilter keeps 7 out
 
 
+def _exact_farthest_points(proto_sim: torch.Tensor, proto: torch.Tensor, order: torch.Tensor, k: int,
+                           budget: int) -> torch.Tensor:
+    """Farthest-point sampling over the candidates ``order[:, :k]`` when patch ``i`` is a copy of
+    prototype ``proto[i]``: every similarity is read from the prototypes' own ``proto_sim``
+    (self-similarity exactly 1), so equal similarities are equal by construction."""
+    b = proto.shape[0]
+    rows = torch.arange(b)
+    cand = torch.gather(proto, 1, order[:, :k])  # [b, k] prototype of each candidate
+    sim = proto_sim[rows.view(b, 1, 1), cand.unsqueeze(2), cand.unsqueeze(1)]  # [b, k, k]
+    picks = [torch.zeros(b, dtype=torch.int64)]
+    taken = torch.zeros(b, k, dtype=torch.bool)
+    max_sim = torch.full((b, k), -math.inf, dtype=sim.dtype)
+    for _ in range(1, budget):
+        taken[rows, picks[-1]] = True
+        max_sim = torch.maximum(max_sim, sim[rows, picks[-1]])
+        picks.append(torch.argmin(max_sim.masked_fill(taken, math.inf), dim=1))  # first minimum
+    return torch.gather(order[:, :k], 1, torch.stack(picks, dim=1))
+
+
+@pytest.mark.parametrize("name,options", [("sage", {}), ("sage", {"prefilter": 3.0}), ("diversity_only", {})])
+def test_ties_between_duplicated_embeddings_go_to_the_more_attended_candidate(name, options):
+    """Equal similarities tie exactly, so the more attended candidate wins, never float rounding (issue 25: 9).
+
+    2,560 random sequences (40 batches of 64 images, 8x8 grid, 192 dims as the embedded edge):
+    each image's 64 patches are copies of 12 random embeddings, so ties are everywhere: between
+    copies of one embedding, and once each embedding has a copy picked, between all the rest (all
+    at similarity 1 to the picked set). The picks must equal farthest-point sampling on exact
+    similarities (read from the 12 embeddings' own Gram matrix, self-similarity exactly 1). With
+    float32 similarities ``u . u`` is 1 only up to rounding that depends on ``u``, and that decided.
+    """
+    strategy = get_strategy(name, **options)
+    prefilter = strategy.options().get("prefilter", math.inf)
+    g = torch.Generator().manual_seed(25)
+    b, n, m, dim = 64, 64, 12, 192
+    differ = 0
+    for _ in range(40):
+        protos = torch.randn(b, m, dim, generator=g)
+        proto = torch.randint(0, m, (b, n), generator=g)
+        emb = torch.gather(protos, 1, proto.unsqueeze(-1).expand(-1, -1, dim))  # exact copies
+        unit = F.normalize(protos.double(), dim=-1)
+        proto_sim = torch.bmm(unit, unit.transpose(1, 2))
+        proto_sim.diagonal(dim1=1, dim2=2).fill_(1.0)
+        att = torch.softmax(torch.randn(b, n, generator=g) * 3, dim=1)
+        ev = make_evidence(grid=(8, 8), attention=att, embeddings=emb)
+        order = attention_order(att)
+        for budget in (4, 12, 24, 40):
+            k = n if prefilter * budget >= n else math.ceil(prefilter * budget)
+            want = _exact_farthest_points(proto_sim, proto, order, k, budget)
+            differ += int((strategy.select(ev, budget) != want).any(dim=1).sum())
+    assert differ == 0, f"{differ} of {40 * 4 * b} sequences broke a tie against attention"
+
+
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
 @pytest.mark.parametrize("importance_kind", ["last_layer", "rollout"])
 def test_sage_with_prefilter_1_sends_exactly_attention_prefix_set(grid, importance_kind):
@@ -366,6 +504,28 @@ def test_tome_merges_the_most_similar_pairs_first():
     ev = make_evidence(grid=(1, 4), attention=att, embeddings=emb)
     # groups {0, 1}, {2}, {3}: sent 0 (most attended of its group), 3, 2 by attention
     assert get_strategy("tome").select(ev, 3).tolist() == [[0, 3, 2]]
+
+
+def test_tome_rate_1_merges_at_most_floor_t_over_2_per_round_as_tome_does():
+    """ToMe caps a round at floor(t/2) merges (tome/merge.py); sagebench merged ceil(t/2) on an odd t.
+
+    1x5 grid: A = {0, 2, 4}, B = {1, 3}. 0 duplicates 1, 2 duplicates 3, 4 is unlike both. Merging
+    ceil(5/2) = 3 in one round forced 4 into a group; ToMe's cap merges 2, keeps 4 (the least
+    similar edge) and merges the two B groups (cosine 0.6, against 0 for 4) in a second round.
+    """
+    e1, e2, e3 = [1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]
+    emb = torch.tensor([[e1, e1, e2, e2, e3]])
+    ev = make_evidence(grid=(1, 5), attention=_att([[0.1, 0.3, 0.15, 0.25, 0.2]]), embeddings=emb)
+    owner, survivors = bipartite_merge(emb, 2)
+    assert sorted(survivors[0].tolist()) == [1, 4]
+    assert owner[0].tolist() == [1, 1, 1, 1, 4]  # groups {0, 1, 2, 3} and {4}
+    assert get_strategy("tome").select(ev, 2).tolist() == [[1, 4]]
+    for t in range(2, 60):
+        for groups in range(1, t):
+            for rate in (1.0, 0.75, 0.5, 0.25, 0.01):
+                r = merges_per_round(t, groups, rate)
+                assert 1 <= r <= min(t // 2, t - groups), (t, groups, rate)
+            assert merges_per_round(t, groups, 1.0) == min(t // 2, t - groups)
 
 
 # --------------------------------------------------------------------------- bat

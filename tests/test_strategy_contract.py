@@ -27,9 +27,10 @@ from sagebench.testing import (
 
 
 def _ranking_by_rollout() -> list:
-    """Every strategy that takes ``importance``, ranking by rollout: it must declare that it requires it."""
-    return [functools.partial(get_strategy, name, importance="rollout") for name in STRATEGIES.names(builtin_only=True)
-            if "importance" in inspect.signature(strategy_class(name)).parameters]
+    """Every strategy that takes ``importance``, ranking by each rollout: it must declare that it requires it."""
+    return [functools.partial(get_strategy, name, importance=kind) for name in STRATEGIES.names(builtin_only=True)
+            if "importance" in inspect.signature(strategy_class(name)).parameters
+            for kind in ("rollout", "rollout_per_head")]
 
 
 @parametrize_with_checks(STRATEGIES.names(builtin_only=True))
@@ -226,8 +227,9 @@ def test_requirements_are_declared_per_instance():
     for name in STRATEGIES.names(builtin_only=True):
         if "importance" in inspect.signature(strategy_class(name)).parameters:
             assert get_strategy(name).requires == frozenset(), name
-            assert get_strategy(name, importance="rollout").requires == {"rollout"}, name
-            assert not get_strategy(name, importance="rollout").oracle
+            for kind in ("rollout", "rollout_per_head"):
+                assert get_strategy(name, importance=kind).requires == {kind}, name
+                assert not get_strategy(name, importance=kind).oracle
     assert get_strategy("server_attention_oracle").requires == {"server_attention"}
     strategies = [get_strategy("sage"), get_strategy("tome", importance="rollout"),
                   get_strategy("server_attention_oracle")]
@@ -236,7 +238,8 @@ def test_requirements_are_declared_per_instance():
 
 
 def test_an_unknown_requirement_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"requires 'depth_map'.*known evidence: rollout, server_attention"):
+    with pytest.raises(ConfigError, match=r"requires 'depth_map'.*known evidence: rollout, rollout_per_head, "
+                                          r"server_attention"):
         required_evidence([get_strategy("sage"), _BrokenEverywhere()])
     weird = _NoBudgetCheck()
     weird.requires = "rollout"  # a string, not a set of names

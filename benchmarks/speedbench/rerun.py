@@ -38,12 +38,11 @@ def folder_size(folder: Path) -> tuple[int, int]:
 def bare_groups(args: argparse.Namespace, job: dict, strategy: Any) -> tuple[Any, list]:
     """The bare side's inputs: the server, and the offloaded images' pixels and edge evidence by server batch."""
     from sagebench import demo
-    from sagebench.edge.model import EdgeModel
+    from sagebench.edge.model import EdgeModel, rollout_options
 
     edge_vit, server, x, _ = load_inputs(PRESETS["cifar10"], demo.CIFAR10_FILE, job["images"],
                                          demo.CIFAR10_EDGE_WEIGHTS, demo.CIFAR10_SERVER_WEIGHTS)
-    edge = EdgeModel(edge_vit, attention=job["attention"],
-                     with_rollout="rollout" in strategy.requires).to(args.device)
+    edge = EdgeModel(edge_vit, attention=job["attention"], **rollout_options(strategy.requires)).to(args.device)
     server.to(args.device)
     return server, offloaded_groups(args, edge, x, job)
 

@@ -229,7 +229,7 @@ def build_models(run: RunDir, *, with_server: bool, strategies: Sequence[Any] = 
     import lightning as L
 
     from sagebench import data as data_lib
-    from sagebench.edge.model import EdgeModel
+    from sagebench.edge.model import EdgeModel, rollout_options
     from sagebench.server.model import ServerModel
     from sagebench.strategies.base import required_evidence
     from sagebench.sweep.build import check_same_view, edge_input_map, model_spec, weights_id
@@ -239,9 +239,9 @@ def build_models(run: RunDir, *, with_server: bool, strategies: Sequence[Any] = 
     seed = int(cfg.seed)
     L.seed_everything(seed, workers=True, verbose=False)  # as evaluate: same seed state before building
     bench = run.results.get("benchmark") or {}
-    with_rollout = "rollout" in required_evidence(strategies)
     edge_spec = model_spec(cfg.model.edge)
-    edge = EdgeModel(create_model(edge_spec), attention=cfg.model.edge.attention, with_rollout=with_rollout)
+    edge = EdgeModel(create_model(edge_spec), attention=cfg.model.edge.attention,
+                     **rollout_options(required_evidence(strategies)))
     _check_weights(run, "edge", weights_id(edge_spec, edge.vit), (bench.get("edge") or {}).get("weights"))
     spec = data_lib.DataSpec.from_config(cfg.data)
     if spec.streaming:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {"EdgeEvidence": "sagebench.edge.evidence", "EdgeModel": "sagebench.edge.model",
-         "ATTENTION_KINDS": "sagebench.edge.model"}
+         "ATTENTION_KINDS": "sagebench.edge.model", "ROLLOUT_KINDS": "sagebench.edge.model"}
 __all__ = sorted(_LAZY)
 
 

@@ -5,12 +5,12 @@ budgets, so once the evidence of every image is on disk, adding a strategy to a 
 costs only its server passes.
 
 What is stored: every tensor field of :class:`~sagebench.edge.evidence.EdgeEvidence` (logits,
-attention, embeddings, rollout when computed), exactly as the edge produced it (dtype included),
+attention, embeddings, each rollout when computed), exactly as the edge produced it (dtype included),
 per sample id, in safetensors shards (one per evaluated batch, written atomically; never pickle).
 Where: ``cache.dir`` (default ``~/.cache/sagebench/edge``), in a folder named by the hash of
 everything that decides the evidence (:meth:`sagebench.sweep.plan.RunPlan.edge_cache_key`): the data (content hash, split,
 revision), the preprocessing, the edge model (name, kwargs, a hash of its weight tensors,
-attention kind, rollout), the trainer precision, the device type and the torch version. Anything
+attention kind, which rollouts it computes), the trainer precision, the device type and the torch version. Anything
 else (strategies, budgets, gate, server, seed, ``data.limit``) can change and the cache still
 applies. A batch is read from the cache when every one of its images is there; otherwise the edge
 runs on it and its shard is written. Results are the same with and without the cache.

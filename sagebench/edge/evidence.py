@@ -20,14 +20,18 @@ ServerJudge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: embeddings the edge always provides, and who provides it. One owner: the sweep reads these names
 #: to decide what to compute, and an undeclared name is an error (``sagebench.strategies.base``).
 #:
-#: - ``"rollout"``: attention rollout, computed by the edge in its single forward on request
-#:   (``EdgeModel(..., with_rollout=True)``), e.g. for ``importance: rollout``.
+#: - ``"rollout"``: Abnar & Zuidema's attention rollout (heads averaged per block), computed by the
+#:   edge in its single forward on request (``EdgeModel(..., with_rollout=True)``), e.g. for
+#:   ``importance: rollout``.
+#: - ``"rollout_per_head"``: attention rollout in Im et al.'s order (a product per head, heads
+#:   averaged at the end), likewise (``EdgeModel(..., with_rollout_per_head=True)``), for
+#:   ``importance: rollout_per_head``. Both: :data:`sagebench.edge.model.ROLLOUT_KINDS`.
 #: - ``"server_attention"``: the server's CLS attention on the full image, computed in the ceiling
 #:   pass. A deployed edge cannot know it: a strategy requiring it is an oracle.
 #: - ``"server_judge"``: a callable scoring a candidate subset by the server's own answer to it
 #:   (:data:`ServerJudge`), for reference strategies that search subsets. An oracle too.
-EVIDENCE_KINDS: Mapping[str, str] = MappingProxyType({"rollout": "edge", "server_attention": "server",
-                                                      "server_judge": "server"})
+EVIDENCE_KINDS: Mapping[str, str] = MappingProxyType({"rollout": "edge", "rollout_per_head": "edge",
+                                                      "server_attention": "server", "server_judge": "server"})
 
 
 class Memo:
@@ -80,10 +84,14 @@ class EdgeEvidence:
         sample_ids: ``[b]`` int64 index of each image in the data set: strategies that draw random
             numbers seed them from it so that an image gets the same draw in any batch or process.
         seed: the run seed.
-        rollout: ``[b, N]`` attention rollout over the patches (rows sum to 1), or ``None`` when the
-            edge was not asked for it (``EdgeModel(..., with_rollout=True)``); strategies with
-            ``importance="rollout"`` rank patches by it.
+        rollout: ``[b, N]`` attention rollout over the patches (rows sum to 1; Abnar & Zuidema's,
+            heads averaged per block), or ``None`` when the edge was not asked for it
+            (``EdgeModel(..., with_rollout=True)``); strategies with ``importance="rollout"`` rank
+            patches by it.
         server_attention: see below.
+        rollout_per_head: ``[b, N]`` attention rollout in Im et al.'s order (per-head products,
+            heads averaged at the end; rows sum to 1), or ``None`` when not asked for
+            (``EdgeModel(..., with_rollout_per_head=True)``); ``importance="rollout_per_head"``.
         memo: derived values shared by the strategies that read this evidence (:class:`Memo`);
             not a constructor argument, not compared, not cached on disk.
     """
@@ -98,6 +106,7 @@ class EdgeEvidence:
     #: ``[b, N]`` the *server's* last-block CLS attention on the full image (rows sum to 1), present only
     #: when a strategy declares ``requires = {"server_attention"}`` (an oracle: the edge cannot know it).
     server_attention: torch.Tensor | None = None
+    rollout_per_head: torch.Tensor | None = None
     #: the server's verdict on candidate subsets (:data:`ServerJudge`), present only when a strategy declares
     #: ``requires = {"server_judge"}`` (an oracle: it needs the server's forward on the subset and the image).
     server_judge: ServerJudge | None = None
@@ -118,6 +127,7 @@ class EdgeEvidence:
             grid=self.grid, sample_ids=self.sample_ids[rows], seed=self.seed,
             rollout=None if self.rollout is None else self.rollout[rows],
             server_attention=None if self.server_attention is None else self.server_attention[rows],
+            rollout_per_head=None if self.rollout_per_head is None else self.rollout_per_head[rows],
             server_judge=self.server_judge,
         )
 
@@ -135,5 +145,6 @@ class EdgeEvidence:
         judge = first.server_judge if all(p.server_judge is first.server_judge for p in parts) else None
         return cls(logits=joined("logits"), attention=joined("attention"), embeddings=joined("embeddings"),
                    grid=first.grid, sample_ids=joined("sample_ids"), seed=first.seed, rollout=joined("rollout"),
-                   server_attention=joined("server_attention"), server_judge=judge)
+                   server_attention=joined("server_attention"), rollout_per_head=joined("rollout_per_head"),
+                   server_judge=judge)
 

@@ -19,8 +19,10 @@ B patches), ``padded`` (images whose rule set had fewer) and ``rule_patches`` (t
 sizes, summed); ``evaluate`` sums them over the data set per (strategy, budget) into
 ``results.json``'s ``strategy_stats``.
 
-Both rules rank by ``evidence.attention`` (``importance="last_layer"``) or by attention rollout
-(``importance="rollout"``), Im et al.'s importance signal.
+Both rules rank by ``evidence.attention`` (``importance="last_layer"``) or by attention rollout:
+``importance="rollout_per_head"`` is Im et al.'s importance signal as their code computes it (a
+rollout per head, heads averaged at the end), ``importance="rollout"`` Abnar & Zuidema's (heads
+averaged in every block).
 """
 
 from __future__ import annotations
@@ -74,8 +76,14 @@ class AttentionThresholdStrategy(_AttentionRule):
     From Im et al. (arXiv:2404.07217): send the patches whose attention score is at least
     ``delta``. Adaptation to a hard budget: the rule's set, most attended first, is truncated to
     B or padded with the next most attended patches; ``delta`` is absolute, in units of the
-    renormalised attention (each image's scores sum to 1, so uniform attention is 1/N; the
-    default 0.01 is about twice uniform on a 14x14 grid).
+    renormalised attention (each image's scores sum to 1, so uniform attention is ``1/N``).
+
+    The default ``delta = 0.01`` is therefore ``0.01 * N`` times uniform, a different rule on each
+    grid: 1.96x uniform on 14x14 (N = 196, DeiT at 224 px: only clearly above-average patches),
+    but 0.64x uniform on the 8x8 grid of the default CIFAR-10 benchmark (N = 64) and 0.49x uniform
+    on Fashion-MNIST's 7x7 (N = 49): *below* uniform, so every patch with at least 64 % (49 %) of the average
+    attention passes, and on a flat attention map every patch does. The default is kept as it is
+    (shipped results use it); for ``c`` times uniform on an N-patch grid, set ``delta = c / N``.
     """
 
     def __init__(self, delta: float = 0.01, importance: str = "last_layer") -> None:

@@ -1,14 +1,21 @@
 """Which per-patch importance an attention-based strategy ranks patches by, and option checks.
 
-Two importance signals come out of the edge's single forward pass (see :class:`EdgeEvidence`):
+Three importance signals come out of the edge's single forward pass (see :class:`EdgeEvidence`):
 
 * ``"last_layer"`` (default): ``evidence.attention``, the last block's CLS->patch attention,
   averaged over heads and renormalised over the patches.
-* ``"rollout"``: ``evidence.rollout``, attention rollout as used by Im et al. (Abnar & Zuidema):
-  per block the head-mean attention plus the identity, rows renormalised, multiplied from the
-  first block on; the CLS row over the patches, renormalised. The edge computes it only when
-  asked (``EdgeModel(..., with_rollout=True)``; ``evaluate`` does so whenever a configured
-  strategy requires ``"rollout"``).
+* ``"rollout"``: ``evidence.rollout``, Abnar & Zuidema's (2020) attention rollout: per block the
+  head-mean attention plus the identity, rows renormalised, multiplied from the first block on;
+  the CLS row over the patches, renormalised.
+* ``"rollout_per_head"``: ``evidence.rollout_per_head``, attention rollout in the order of Im et
+  al.'s code (their ``compute_rollout_attention``): per head the attention plus the identity,
+  multiplied from the first block on (no per-block renormalisation, as theirs: a constant factor
+  the final renormalisation cancels), heads averaged at the end; the CLS row over the patches,
+  renormalised. Not the same ranking: on the embedded CIFAR-10 benchmark's edge the top-16 sets
+  of the two rollouts differ for most images (numbers in ``docs/troubleshooting.md``).
+
+The edge computes a rollout only when asked (``EdgeModel(..., with_rollout=True)`` /
+``with_rollout_per_head=True``; ``evaluate`` does so whenever a configured strategy requires it).
 
 Every attention-based strategy takes ``importance`` as an option, declares what it needs with
 :func:`importance_requires` (``self.requires = importance_requires(self.importance)``) and calls
@@ -25,7 +32,10 @@ import torch
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.errors import ConfigError
 
-IMPORTANCE_KINDS = ("last_layer", "rollout")
+IMPORTANCE_KINDS = ("last_layer", "rollout", "rollout_per_head")
+#: The importance kinds read from an evidence field the edge computes only on request, each also the
+#: evidence name a strategy ranking by it requires, and the EdgeModel argument that computes it.
+_ON_REQUEST = {"rollout": "with_rollout", "rollout_per_head": "with_rollout_per_head"}
 
 
 class StrategyOptionError(ConfigError, ValueError):
@@ -33,7 +43,7 @@ class StrategyOptionError(ConfigError, ValueError):
 
 
 def check_importance(kind: object, strategy: str) -> str:
-    """Validate an ``importance`` option; anything but ``last_layer`` / ``rollout`` is a ConfigError."""
+    """Validate an ``importance`` option; anything but one of :data:`IMPORTANCE_KINDS` is a ConfigError."""
     if not isinstance(kind, str) or kind not in IMPORTANCE_KINDS:
         raise StrategyOptionError(f"{strategy}: importance must be one of {', '.join(IMPORTANCE_KINDS)}, "
                                   f"got {kind!r}")
@@ -41,22 +51,23 @@ def check_importance(kind: object, strategy: str) -> str:
 
 
 def importance_requires(kind: str) -> frozenset[str]:
-    """What ranking by ``kind`` requires of the evidence (:attr:`Strategy.requires`): ``{"rollout"}``
-    for rollout, which the edge computes only on request; nothing for the last layer's attention."""
-    return frozenset({"rollout"}) if kind == "rollout" else frozenset()
+    """What ranking by ``kind`` requires of the evidence (:attr:`Strategy.requires`): ``{kind}`` for a
+    rollout (``"rollout"``, ``"rollout_per_head"``), which the edge computes only on request;
+    nothing for the last layer's attention."""
+    return frozenset({kind}) if kind in _ON_REQUEST else frozenset()
 
 
 def importance(evidence: EdgeEvidence, kind: str = "last_layer") -> torch.Tensor:
     """``[b, N]`` per-patch importance of the given kind (each row sums to 1)."""
     if kind == "last_layer":
         return evidence.attention
-    if kind == "rollout":
-        rollout = getattr(evidence, "rollout", None)
-        if rollout is None:
-            raise ConfigError("importance='rollout' needs attention rollout in the edge evidence, but it was not "
-                              "computed: build the edge with EdgeModel(..., with_rollout=True) (evaluate does this "
-                              "when a configured strategy requires 'rollout', as importance: rollout does).")
-        return rollout
+    if kind in _ON_REQUEST:
+        scores = getattr(evidence, kind, None)
+        if scores is None:
+            raise ConfigError(f"importance={kind!r} needs that attention rollout in the edge evidence, but it was "
+                              f"not computed: build the edge with EdgeModel(..., {_ON_REQUEST[kind]}=True) (evaluate "
+                              f"does this when a configured strategy requires {kind!r}, as importance: {kind} does).")
+        return scores
     raise ConfigError(f"importance must be one of {', '.join(IMPORTANCE_KINDS)}, got {kind!r}")
 
 

@@ -11,11 +11,13 @@ Adaptation here (the edge cannot merge pixels, it must send real patches):
 1. Matching runs on the edge's final-layer patch embeddings (``evidence.embeddings``), not on
    the attention keys of every block, and all the merging happens after the edge forward, in
    rounds, until exactly B groups remain. Round with T groups (in raster order at first): A =
-   groups at even positions, B = odd positions; ``r = min(T - B, max(1, ceil(rate * |A|)))``
-   edges merge; the next round's sequence is, as in ToMe, the unmerged A groups (most similar
-   edge first) followed by the B groups. The default ``rate=1`` merges as much as ToMe allows
-   per round: every A group merges until the last round, so the sequence stays in raster order
-   (neighbouring patches in opposite sets) and there are only about ``log2(N / B)`` rounds.
+   groups at even positions, B = odd positions; ``r = min(T - B, T // 2, max(1, ceil(rate * |A|)))``
+   edges merge, ``T // 2`` being ToMe's own cap on a round (``r = min(r, (t - protected) // 2)``
+   in its ``merge.py``; no token is protected here); the next round's sequence is, as in ToMe,
+   the unmerged A groups (most similar edge first) followed by the B groups. The default
+   ``rate=1`` merges as much as ToMe allows per round, ``floor(T / 2)`` groups: with T even every
+   A group merges, with T odd all but the one with the least similar edge, which leads the next
+   round's sequence; there are about ``log2(N / B)`` rounds.
    A smaller rate (e.g. 0.25, ~20 rounds for 196 -> 16) is closer to ToMe's small per-block r:
    in our synthetic check (2-30 random clusters on 14x14) it covered more distinct clusters
    (about 95 % vs 74 %), but it recovered grid-contiguous clusters exactly far less often
@@ -55,11 +57,19 @@ from sagebench.strategies.importance import (
 from sagebench.strategies.registry import register_strategy
 
 
+def merges_per_round(t: int, num_groups: int, rate: float) -> int:
+    """How many of ``t`` groups a round merges on the way to ``num_groups``: ``ceil(rate * |A|)``
+    (at least 1) of the ``|A| = ceil(t / 2)`` A groups, capped as ToMe caps it at ``t // 2`` (the
+    number of B groups; its ``merge.py``: ``r = min(r, (t - protected) // 2)``) and at what is
+    left to merge, ``t - num_groups``."""
+    return min(t - num_groups, t // 2, max(1, math.ceil(round(rate * ((t + 1) // 2), 9))))
+
+
 def bipartite_merge(emb: torch.Tensor, num_groups: int, rate: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge ``[b, N, D]`` tokens to ``num_groups`` groups by rounds of bipartite soft matching.
 
-    Each round merges ``min(T - num_groups, max(1, ceil(rate * |A|)))`` of the ``|A| = ceil(T / 2)``
-    A tokens. Returns ``(owner, survivors)``: ``owner`` ``[b, N]`` is, for every token, the index
+    Each round merges :func:`merges_per_round` of the ``|A| = ceil(T / 2)`` A tokens, at most
+    ``T // 2`` (ToMe's cap), so with ``rate=1`` and an odd T one A token stays. Returns ``(owner, survivors)``: ``owner`` ``[b, N]`` is, for every token, the index
     of the token that represents its group (the group's surviving B token); ``survivors``
     ``[b, num_groups]`` are those representatives (in the final sequence order).
     """
@@ -73,7 +83,7 @@ def bipartite_merge(emb: torch.Tensor, num_groups: int, rate: float = 1.0) -> tu
     while t > num_groups:
         a_pos = torch.arange(0, t, 2, device=device)
         b_pos = torch.arange(1, t, 2, device=device)
-        r = min(t - num_groups, max(1, math.ceil(round(rate * a_pos.numel(), 9))))
+        r = merges_per_round(t, num_groups, rate)
         feat_a, feat_b = feat[:, a_pos], feat[:, b_pos]
         ids_a, ids_b = ids[:, a_pos], ids[:, b_pos]
         sim = torch.bmm(F.normalize(feat_a, dim=-1), F.normalize(feat_b, dim=-1).transpose(1, 2))  # [b, A, B]
@@ -108,8 +118,8 @@ class ToMeStrategy(Strategy):
 
     Adapted from Bolya et al., "Token Merging: Your ViT But Faster" (ICLR 2023): merging runs in
     rounds on the edge's final patch embeddings (not per block on attention keys) until B groups
-    remain (``rate``: the fraction of the A set merged per round, in (0, 1]; default 1 = as few
-    rounds as possible), and each group is represented by its most attended real patch instead
+    remain (``rate``: the fraction of the A set merged per round, in (0, 1]; default 1 = as much as
+    ToMe allows, ``floor(T / 2)`` of T groups), and each group is represented by its most attended real patch instead
     of the merged token; groups are sent most attended first. See the module docstring.
     """
 

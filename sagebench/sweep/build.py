@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sagebench import data as data_lib
 from sagebench.config import plugin_entry, strategy_entries
-from sagebench.edge.model import EdgeModel
+from sagebench.edge.model import EdgeModel, rollout_options
 from sagebench.errors import ConfigError
 from sagebench.gates import Gate, get_gate
 from sagebench.plugins import load_channel
@@ -57,7 +57,8 @@ class Sweep:
 
     @property
     def with_rollout(self) -> bool:
-        """Whether a strategy requires attention rollout (the edge computes it in the same forward)."""
+        """Whether a strategy requires (Abnar & Zuidema's) attention rollout (the edge computes it in the
+        same forward); all the rollouts the edge computes: ``self.edge.rollouts``."""
         return "rollout" in required_evidence(self.strategies)
 
     @property
@@ -102,10 +103,10 @@ def build_strategies(cfg: DictConfig) -> list[Strategy]:
 
 
 def build_edge(cfg: DictConfig, strategies: list[Strategy]) -> tuple[ModelSpec, EdgeModel]:
-    """The edge: attention rollout is computed (in the same single forward) only if a strategy requires it."""
+    """The edge: each attention rollout is computed (in the same single forward) only if a strategy requires it."""
     spec = model_spec(cfg.model.edge)
-    with_rollout = "rollout" in required_evidence(strategies)
-    return spec, EdgeModel(create_model(spec), attention=cfg.model.edge.attention, with_rollout=with_rollout)
+    return spec, EdgeModel(create_model(spec), attention=cfg.model.edge.attention,
+                           **rollout_options(required_evidence(strategies)))
 
 
 def build_server(cfg: DictConfig) -> tuple[ModelSpec, ServerModel]:
@@ -152,7 +153,7 @@ def edge_input_map(spec: data_lib.DataSpec, edge: EdgeModel, server_view: dict[s
                                                                     for k in ("mean", "std")]:
         return edge
     return EdgeModel(edge.vit, attention=edge.attention_kind, with_rollout=edge.with_rollout,
-                     input_map=(server_view["mean"], server_view["std"], edge_view["mean"], edge_view["std"]))
+                     with_rollout_per_head=edge.with_rollout_per_head, input_map=(server_view["mean"], server_view["std"], edge_view["mean"], edge_view["std"]))
 
 
 def dry_forward(edge: EdgeModel, server: ServerModel, view: dict[str, Any], edge_name: str, server_name: str) -> None:

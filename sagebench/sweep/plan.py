@@ -76,7 +76,8 @@ class RunPlan:
     edge_weights: str = identity(RECORDS, BENCHMARK, doc="checkpoint hash, hub tag or random-init")
     edge_weights_sha256: str = identity(EDGE_CACHE, doc="hash of the weight tensors themselves")
     edge_attention: str = identity(RECORDS, BENCHMARK, EDGE_CACHE, doc="last_layer | rollout")
-    edge_rollout: bool = identity(EDGE_CACHE, doc="rollout computed in the edge forward")
+    edge_rollouts: tuple[str, ...] = identity(EDGE_CACHE, doc="the rollouts the edge forward computes, in "
+                                              "ROLLOUT_KINDS order: (), ('rollout',), ('rollout_per_head',), both")
     server_name: str = identity(RECORDS, BENCHMARK, OFFLOAD_CACHE)
     server_kwargs: Mapping[str, Any] = identity(RECORDS, BENCHMARK, OFFLOAD_CACHE)
     server_weights: str = identity(RECORDS, BENCHMARK)
@@ -173,14 +174,22 @@ class RunPlan:
 
     def edge_cache_key(self) -> dict[str, Any]:
         """Everything that decides the evidence of an image (and nothing that does not: not the gate,
-        the server, the strategies, ``data.limit`` or the number of images)."""
+        the server, the strategies, ``data.limit`` or the number of images).
+
+        The rollouts: ``with_rollout`` says whether Abnar & Zuidema's is computed (the historical
+        layout); ``rollouts`` lists them all, written only when one besides it is computed
+        (``rollout_per_head``), so that the folders of earlier runs keep their names."""
         data = {k: v for k, v in self.data.items() if k not in ("num_images", "limit")}
+        rollouts = [str(r) for r in self.edge_rollouts]
+        edge = {"name": self.edge_name, "kwargs": self.edge_kwargs, "weights_sha256": self.edge_weights_sha256,
+                "attention": self.edge_attention, "with_rollout": "rollout" in rollouts}
+        if set(rollouts) - {"rollout"}:
+            edge["rollouts"] = rollouts
         return _plain({
             "version": EDGE_CACHE_VERSION,
             "data": data,
             "preprocessing": self.preprocessing,
-            "edge": {"name": self.edge_name, "kwargs": self.edge_kwargs, "weights_sha256": self.edge_weights_sha256,
-                     "attention": self.edge_attention, "with_rollout": bool(self.edge_rollout)},
+            "edge": edge,
             "precision": self.precision,
             "device_type": self.device_type,
             "torch": self.torch_version,
@@ -242,7 +251,7 @@ def plan_of(sweep: Any, trainer: Any) -> RunPlan:
         edge_weights=sweep.edge_weights,
         edge_weights_sha256=weights_hash(sweep.edge.vit) if cached else "",
         edge_attention=str(cfg.model.edge.attention),
-        edge_rollout=bool(sweep.edge.with_rollout),
+        edge_rollouts=tuple(sweep.edge.rollouts),
         server_name=sweep.server_spec.name,
         server_kwargs=dict(sweep.server_spec.kwargs or {}),
         server_weights=sweep.server_weights,

@@ -102,10 +102,15 @@ def head_mean_cls_attention(attn: nn.Module, x: torch.Tensor, num_prefix: int) -
     return patch / patch.sum(dim=-1, keepdim=True)
 
 
-def full_attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """All-token attention ``[b, t, t]`` of one block, averaged over heads (for rollout)."""
+def head_attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """All-token attention ``[b, heads, t, t]`` of one block, per head, in float32 (for rollout)."""
     b, t, c = x.shape
     heads = attn.num_heads
     qkv = attn.qkv(x).reshape(b, t, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
     q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
-    return ((q * attn.scale) @ k.transpose(-2, -1)).float().softmax(dim=-1).mean(dim=1)
+    return ((q * attn.scale) @ k.transpose(-2, -1)).float().softmax(dim=-1)
+
+
+def full_attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """All-token attention ``[b, t, t]`` of one block, averaged over heads (for rollout)."""
+    return head_attention(attn, x).mean(dim=1)
