@@ -290,7 +290,7 @@ def test_the_edge_package_resolves_its_names_on_first_use():
     from sagebench.edge.evidence import EdgeEvidence
 
     assert edge.EdgeModel is EdgeModel and edge.EdgeEvidence is EdgeEvidence
-    assert set(edge.__all__) == {"ATTENTION_KINDS", "EdgeEvidence", "EdgeModel"}
+    assert set(edge.__all__) == {"ATTENTION_KINDS", "EdgeEvidence", "EdgeModel", "ROLLOUT_KINDS"}
     with pytest.raises(AttributeError, match="'sagebench.edge' has no attribute 'EdgeModle'"):
         edge.EdgeModle
 

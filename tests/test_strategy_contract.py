@@ -97,7 +97,7 @@ def test_check_strategy_names_every_broken_promise_at_once():
     assert f"breaks {len(broken)} of {len(CHECK_NAMES)} promises" in message
     for name in CHECK_NAMES:
         assert (f"  - {name}: " in message) == (name in broken), name
-    assert "'depth_map'" in message and "known evidence: rollout, server_attention" in message
+    assert "'depth_map'" in message and "known evidence: rollout, rollout_per_head, server_attention, server_judge" in message
     assert _failed_checks(_BrokenEverywhere) == broken  # the same checks, run one at a time
 
 
