@@ -125,8 +125,8 @@ def test_compare_plain_form_and_deprecated_resamples(tmp_path, capsys):
                  "--resamples", "0", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert "ignored" in got["notes"][0] and got["rows"][0]["diff"] == pytest.approx(0.25)
-    assert main(["leaderboard", "compare", str(run), "-s", "sage"]) == 2
-    assert "name them" in capsys.readouterr().err
+    assert main(["leaderboard", "compare", str(run), "-s", "sage"]) == 0  # sage against every other strategy
+    assert "B = attention_prefix" in capsys.readouterr().out
 
 
 def test_compare_matrix_of_a_run_and_of_a_board(tmp_path, capsys):
