@@ -191,6 +191,7 @@ class Ranking:
     confidence: float = CONFIDENCE
     resamples: int = RESAMPLES
     seed: int = SEED
+    reproduction: dict[str, dict[str, Any]] = field(default_factory=dict)  # entry -> stored verify --reproduce outcome
 
 
 def _records(entry: Entry) -> dict[str, np.ndarray] | None:
@@ -229,18 +230,19 @@ def attach_correctness(rows: Sequence[Row], entries: Sequence[Entry], ranked: It
         if cols is None:
             continue
         n = record.num_images if record is not None else len(cols["sample_id"])
+        skipped = record_lib.skipped_of(by_name[name].data["benchmark"]) if record is not None else None
         try:
-            mine[name] = record_lib.from_columns(cols, n, f"entry {name!r}")
+            mine[name] = record_lib.from_columns(cols, n, f"entry {name!r}", skipped)
             if record is not None:
-                record_lib.match(record, cols, f"entry {name!r}")
+                record_lib.match(record, cols, f"entry {name!r}", skipped)
         except LeaderboardError as exc:
             warn(f"entry {name!r} is listed but not ranked: {exc}")
             mine.pop(name, None)
             continue
-        aligned[name] = {"order": record_lib.check_ids(cols["sample_id"], n, name), **cols}
+        aligned[name] = {"order": record_lib.check_ids(cols["sample_id"], n, name, None), **cols}
     if record is None and mine:
         first = next(iter(mine.values()))
-        if any(m.num_images != first.num_images or record_lib.differences(first, m) for m in mine.values()):
+        if any(record_lib.differences(first, m) for m in mine.values()):
             warn("the entries disagree on their images, labels or gate decisions and the board has no record of "
                  "its benchmark to say which is right: none is ranked (rebuild the board from a rerun)")
             return [], list(rows), 0

@@ -192,7 +192,8 @@ def reproduce_entry(board: Board, entry: Entry, record: record_lib.BenchmarkReco
     meta = board.meta()
     bench = meta.get("benchmark") or {}
     if record is None:
-        record = record_lib.from_columns(entry.columns, int(bench.get("num_images") or 0), entry.name)
+        record = record_lib.from_columns(entry.columns, int(bench.get("num_images") or 0), entry.name,
+                                         record_lib.skipped_of(bench))
     for spec in entry.data["strategies"]:
         problem = _code_problem(spec)
         if problem:
@@ -218,18 +219,23 @@ def reproduce_entry(board: Board, entry: Entry, record: record_lib.BenchmarkReco
         return done(DIFFERS, f"its strategies rebuild as {sorted(built)}, it lists {sorted(claimed)}")
     wrong = np.zeros(len(ids), dtype=bool)
     where: dict[str, int] = {}
+    if not np.array_equal(got["sample_id"], ids):
+        return done(CANNOT, f"the rerun evaluated {len(got['sample_id'])} of the {len(ids)} images drawn "
+                            "(corrupt images skipped here?)")
+    rows = record.rows_of(ids)
     for f in record_lib.RECORD_FIELDS:
-        bad = np.asarray(got[f]).astype(np.int64) != record.field(f)[ids].astype(np.int64)
+        bad = np.asarray(got[f]).astype(np.int64) != record.field(f)[rows].astype(np.int64)
         if bad.any():
             where[f] = int(bad.sum())
         wrong |= bad
-    order = record_lib.check_ids(entry.columns["sample_id"], record.num_images, entry.name)
+    order = record_lib.check_ids(entry.columns["sample_id"], record.num_images, entry.name, None)
+    mine = np.searchsorted(entry.columns["sample_id"][order], ids)  # rows of the drawn ids in id order
     unit = entry.data["results"][0].get("budget_unit", "patches")
     for r in entry.data["results"]:
         key = Cell(r["strategy"], int(r["budget"]), unit).key("pred")
         if key not in got:
             return done(DIFFERS, f"the rerun has no cell {key}")
-        bad = got[key] != entry.columns[key][order][ids]
+        bad = got[key] != entry.columns[key][order][mine]
         if bad.any():
             where[key] = int(bad.sum())
         wrong |= bad

@@ -198,7 +198,7 @@ class Board:
             where = f"{self.name}/{ENTRIES_DIR}/{samples.name} (of {path.name})"
             columns = load_samples(data, samples, where, max_rows=self.num_images())
             if record is not None:
-                record_lib.match(record, columns, where)
+                record_lib.match(record, columns, where, record_lib.skipped_of(data["benchmark"]))
         return Entry(path.name[:-len(".json")], data, path, samples, columns)
 
     def scan(self, records: bool = False) -> tuple[list[Entry], list[str]]:
@@ -412,9 +412,9 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
         if board_record is None:  # the board's first measured entry (or a board from before records)
             board_record = _record_of_existing(target, existing) if target.exists() else None
             new_record = board_record if board_record is not None else record_lib.from_columns(
-                columns, int(bench["num_images"]), str(samples))
+                columns, int(bench["num_images"]), str(samples), record_lib.skipped_of(bench))
         if board_record is not None:
-            record_lib.match(board_record, columns, str(samples))
+            record_lib.match(board_record, columns, str(samples), record_lib.skipped_of(bench))
     for other in existing:
         if hashlib.sha256(_canonical(other.data)).hexdigest() == digest or _result_signature(other.data) == signature:
             raise LeaderboardError(f"{where} duplicates entry {other.name!r} of board {target.name!r} "
@@ -463,7 +463,7 @@ def _record_of_existing(board: Board, existing: list[Entry]) -> record_lib.Bench
             continue
         where = f"{board.name}/{ENTRIES_DIR}/{e.samples_path.name}"
         cols = load_samples(e.data, e.samples_path, where, max_rows=n)
-        mine = record_lib.from_columns(cols, n, where)
+        mine = record_lib.from_columns(cols, n, where, record_lib.skipped_of(e.data["benchmark"]))
         if found is not None and record_lib.differences(found, mine):
             raise LeaderboardError(f"board {board.name!r} has no record of its benchmark and its entries disagree on "
                                    f"it ({e.name} differs in {', '.join(record_lib.differences(found, mine))}): "
