@@ -151,7 +151,7 @@ def _config(data: Mapping[str, Any], bench: Mapping[str, Any], out_dir: Path) ->
     device = str((data.get("provenance") or {}).get("device") or "cpu")
     overrides = {"output_dir": str(out_dir), "resume": False, "logger": "none", "progress": False,
                  "strategies": [{"name": s["name"], **(s.get("options") or {})} for s in data["strategies"]],
-                 "data": {"path": path, "limit": None, "num_workers": 0},
+                 "data": {"path": path, "num_workers": 0},
                  "cache": {"edge": False, "dir": None},
                  "trainer": {"accelerator": "cpu" if device.startswith("cpu") else "gpu", "devices": 1}}
     return OmegaConf.merge(cfg, OmegaConf.create(overrides))

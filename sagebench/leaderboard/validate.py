@@ -178,8 +178,9 @@ def read_samples(source: Path | bytes, max_rows: int | None = None,
     if len(set(schema.names)) != len(schema.names):
         raise LeaderboardError(f"{where} names some columns more than once.")
     wanted = list(schema.names) if columns is None else [c for c in dict.fromkeys(columns) if c in schema.names]
-    if num_rows * max(1, len(wanted)) > MAX_RECORD_VALUES:
-        raise LeaderboardError(f"{where} claims {num_rows} rows x {len(wanted)} columns, more than the "
+    width = len(schema.names) if columns is None else len(dict.fromkeys(columns))  # what the entry needs read
+    if num_rows * max(1, width) > MAX_RECORD_VALUES:
+        raise LeaderboardError(f"{where} claims {num_rows} rows x {width} columns, more than the "
                                f"{MAX_RECORD_VALUES} values a per-sample file may hold: refused before reading it.")
     try:
         table = handle.read(columns=wanted)
