@@ -268,7 +268,7 @@ def test_reproduce_flags_forged_entries_and_reproduces_honest_ones(small_run, ra
     from sagebench.plugins import STRATEGIES
     from sagebench.strategies.base import Strategy
     from sagebench.strategies.registry import register_strategy
-    from sagebench.strategies.uniform import Uniform
+    from sagebench.strategies.uniform import UniformGridStrategy
     from sagebench.sweep.evaluate import evaluate
 
     run, _ = small_run
@@ -279,7 +279,7 @@ def test_reproduce_flags_forged_entries_and_reproduces_honest_ones(small_run, ra
     assert lb.verify(root)[0].ok  # a recomputable hash is no signature: the files agree with one another
 
     @register_strategy("test_trust_plugin")
-    class Plugin(Uniform):
+    class Plugin(UniformGridStrategy):
         """A plug-in strategy (uniform under another name)."""
 
     assert issubclass(Plugin, Strategy)
