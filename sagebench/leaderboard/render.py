@@ -239,7 +239,9 @@ def render(board: Board) -> Path:
              f"Benchmark fingerprint `{meta.get('fingerprint')}`: {_describe(meta.get('benchmark', {}))}.", "",
              _score_note(ranking) + ". Ceiling = server accuracy on the offloaded images with all patches.", "",
              _rank_note(ranking) + ". Rule: docs/comparing.md, \"Ranks\".", "",
-             _cell_note(ranking) + ".", "", _reproduction_note(board, ranking), ""]
+             _cell_note(ranking) + ".", ""]
+    if any(not r.reported for r in _all_rows(ranking)):  # (a board of reported rows has nothing to rerun)
+        lines += [_reproduction_note(board, ranking) + ".", ""]
     unit = meta.get("benchmark", {}).get("budget_unit", "patches")  # only byte-budget boards set it
     if ranking.ranked:
         lines += md(*_table(ranking, ranking.ranked, "ranked", names, unit))
