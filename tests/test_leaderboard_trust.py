@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -123,6 +122,25 @@ def test_the_first_entry_writes_the_board_record_with_its_hash(small_run, root):
     path.write_bytes(path.read_bytes() + b"\0")  # replaced: refused by its hash
     with pytest.raises(lb.LeaderboardError, match="sha256 is not the one board.json records"):
         board.record()
+
+
+def test_a_board_from_before_records_gets_one_from_its_entries_on_the_next_submit(small_run, root, tmp_path):
+    run, _ = small_run
+    lb.submit(run, root=root, name="honest")
+    board = lb.get_board(None, root)
+    meta = board.meta()
+    meta.pop("record")
+    (board.path / "board.json").write_text(json.dumps(meta))
+    (board.path / record_lib.RECORD_FILE).unlink()
+    assert any("names no record" in p for p in lb.verify(root)[0].problems)
+    with pytest.raises(lb.LeaderboardError, match="label on 20"):  # checked against the existing entry's record
+        lb.submit(_forge(tmp_path, run, "relabel", samples=_relabel), root=root, name="relabel")
+    def only_sage(d):  # another honest entry: the same run's sage alone
+        d["strategies"] = [x for x in d["strategies"] if x["label"] == "sage"]
+        d["results"] = [r for r in d["results"] if r["strategy"] == "sage"]
+
+    lb.submit(_forge(tmp_path, run, "later", results=only_sage), root=root, name="later")
+    assert board.record() is not None and lb.verify(root)[0].ok
 
 
 @pytest.mark.parametrize("forgery,refusal", [
@@ -350,4 +368,3 @@ def test_a_stored_outcome_is_dropped_once_its_entry_changes(small_run, root):
     data["provenance"]["utc_time"] = "1999-01-01T00:00:00+00:00"
     entry.path.write_text(json.dumps(data))
     assert reproduce_lib.stored(board) == {}
-    shutil.rmtree(board.path)
