@@ -113,10 +113,10 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
                                 resamples=args.resamples)
             print(json.dumps(result, indent=2) if args.json else lb.format_comparison(result))
     elif args.action == "verify":
-        if args.write and not args.reproduce:
-            raise SageBenchError("--write stores what --reproduce found: add --reproduce.")
+        if (args.write or args.strict) and not args.reproduce:
+            raise SageBenchError("--write and --strict are about what --reproduce finds: add --reproduce.")
         reports = lb.verify(root, args.board, reproduce=args.reproduce, sample=args.sample, seed=args.seed,
-                            write=args.write)
+                            write=args.write, strict=args.strict)
         for report in reports:
             for outcome in report.outcomes:
                 print(f"{report.board}: {outcome.entry}: {outcome.line} ({outcome.seconds:.1f} s)")
@@ -236,6 +236,8 @@ def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0, metavar="S", help="the verifier's seed for drawing the images")
     q.add_argument("--write", action="store_true", help="with --reproduce: store the outcomes in "
                                                         "<board>/reproduction.json (shown by render)")
+    q.add_argument("--strict", action="store_true", help="with --reproduce: an entry that cannot be rerun here "
+                                                         "is a problem (CI, on boards of built-in strategies)")
     q = lsub.add_parser("pull", help="build entries from W&B runs (public API)")
     q.add_argument("--wandb", required=True, metavar="ENTITY/PROJECT")
     q.add_argument("--board", help="board name (default: each run's benchmark.name)")

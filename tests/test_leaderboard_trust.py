@@ -348,7 +348,7 @@ def test_reproduce_flags_forged_entries_and_reproduces_honest_ones(small_run, ra
 
 @pytest.mark.slow
 def test_the_shipped_boards_reproduce():
-    reports = lb.verify(SHIPPED_ROOT, reproduce=True, sample=16, seed=3)
+    reports = lb.verify(SHIPPED_ROOT, reproduce=True, sample=16, seed=3, strict=True)
     for report in reports:
         assert report.ok, report.problems
         assert all(o.status in (reproduce_lib.REPRODUCED, reproduce_lib.REPORTED) for o in report.outcomes), \

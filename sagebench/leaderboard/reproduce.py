@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sagebench.cells import Cell
-from sagebench.errors import LeaderboardError, SageBenchError
+from sagebench.errors import LeaderboardError
 from sagebench.leaderboard import record as record_lib
 from sagebench.leaderboard.store import Board, Entry, _canonical
 from sagebench.runtime.files import atomic_write_bytes
@@ -204,8 +204,8 @@ def reproduce_entry(board: Board, entry: Entry, record: record_lib.BenchmarkReco
         try:
             cfg = _config(entry.data, bench, Path(tmp) / "run")
             got, results, strategies = _rerun(cfg, ids)
-        except (SageBenchError, OSError, ImportError) as exc:
-            return done(CANNOT, f"the benchmark cannot be rebuilt here: {exc}".splitlines()[0])
+        except Exception as exc:  # noqa: BLE001 - any failure of the rerun is an outcome, never a crash of verify
+            return done(CANNOT, f"the benchmark cannot be rebuilt here: {type(exc).__name__}: {exc}".splitlines()[0])
     fields = dict(results["benchmark"])
     fields.pop("name", None), fields.pop("fingerprint", None)
     fields["num_images"] = bench.get("num_images")

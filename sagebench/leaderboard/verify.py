@@ -76,9 +76,11 @@ def _links(folder: Path) -> list[Path]:
 
 
 def verify_board(board: Board, reproduce: bool = False, sample: int = DEFAULT_SAMPLE, seed: int = DEFAULT_SEED,
-                 write: bool = False) -> BoardReport:
+                 write: bool = False, strict: bool = False) -> BoardReport:
     """The checks of the module doc; ``reproduce``: also rerun every entry that passed them on ``sample``
-    images drawn with ``seed`` (:mod:`sagebench.leaderboard.reproduce`; ``write``: store the outcomes)."""
+    images drawn with ``seed`` (:mod:`sagebench.leaderboard.reproduce`; ``write``: store the outcomes;
+    ``strict``: an entry that cannot be rerun here is a problem, not a note: for boards whose strategies
+    are all built in, where "cannot" can only mean a broken entry)."""
     report = BoardReport(board.name)
     try:
         folder = board.path
@@ -159,7 +161,7 @@ def verify_board(board: Board, reproduce: bool = False, sample: int = DEFAULT_SA
             if o.status == DIFFERS:
                 report.problems.append(f"{where}: {o.line}: its records are not what its strategies produce.")
             elif o.status == CANNOT:
-                report.notes.append(f"{where}: {o.line}.")
+                (report.problems if strict else report.notes).append(f"{where}: {o.line}.")
         if write:
             report.reproduction_file = write_outcomes(board, report.outcomes, sample, seed)
     return report
@@ -172,11 +174,12 @@ def _canonical(entry: dict) -> bytes:
 
 
 def verify(root: Path | None = None, board: str | None = None, reproduce: bool = False,
-           sample: int = DEFAULT_SAMPLE, seed: int = DEFAULT_SEED, write: bool = False) -> list[BoardReport]:
+           sample: int = DEFAULT_SAMPLE, seed: int = DEFAULT_SEED, write: bool = False,
+           strict: bool = False) -> list[BoardReport]:
     """A :class:`BoardReport` per board under ``root`` (or for ``board``); symlinked boards are problems.
-    ``reproduce``/``sample``/``seed``/``write``: see :func:`verify_board`."""
+    ``reproduce``/``sample``/``seed``/``write``/``strict``: see :func:`verify_board`."""
     root = Path(root or default_root())
-    opts = dict(reproduce=reproduce, sample=sample, seed=seed, write=write)
+    opts = dict(reproduce=reproduce, sample=sample, seed=seed, write=write, strict=strict)
     if board is not None:
         return [verify_board(Board(root, safe_name(board, "board name")), **opts)]
     reports = []
