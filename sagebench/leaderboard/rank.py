@@ -332,14 +332,14 @@ def rank(entries: Sequence[Entry], budgets: Sequence[int] | None = None, confide
     the board's first entry (what ``submit`` declares when it creates a board). ``record``: the
     board's record of its benchmark (:mod:`.record`), what every entry is paired on. ``flagged``:
     entries whose reproduction differed (never ranked: listed as unverified). ``oracles``: entry ->
-    labels that reproduction found to be oracles (by the strategy's declared requirements),
-    whatever the entry's file says.
+    the labels its reproduction found to be oracles (by the strategies' declared requirements): for
+    those entries, exactly these are oracles, whatever the entry's file says.
     """
     rank_budgets, declared = _budgets(budgets, entries)
     rows = sorted(_rows(entries), key=lambda r: (r.date, r.entry))
-    for r in rows:
-        if r.strategy in set((oracles or {}).get(r.entry, ())):
-            r.oracle = True
+    for r in rows:  # reproduced entries: oracle by the rebuilt strategy's requirements, not by the file's flag
+        if r.entry in (oracles or {}):
+            r.oracle = r.strategy in set(oracles[r.entry])
     flagged = set(flagged)
     for name in sorted(flagged & {r.entry for r in rows}):
         warn(f"entry {name!r} is listed but not ranked: its reproduction differs from its records")

@@ -139,7 +139,8 @@ def rank_board(board: Board) -> Ranking:
     ranking = rank(board.entries(strict=False, records=True), budgets=board.meta().get("budgets"),
                    record=board.record(),
                    flagged=[n for n, o in outcomes.items() if o.get("status") == reproduce_lib.DIFFERS],
-                   oracles={n: o.get("oracles") or [] for n, o in outcomes.items()})
+                   oracles={n: o.get("oracles") or [] for n, o in outcomes.items()
+                            if o.get("status") in (reproduce_lib.REPRODUCED, reproduce_lib.DIFFERS)})
     ranking.reproduction = outcomes
     return ranking
 
