@@ -19,7 +19,10 @@ and checked to stay inside its folder. A board holds plain files, never symbolic
 is skipped on read (it could point at another benchmark's results) and never followed on write
 (every write is a new temporary file of an unpredictable name, created exclusively, then renamed).
 Every read checks each entry against the board's fingerprint; measured entries are *verified*
-(their per-sample file reproduces every figure, :func:`sagebench.leaderboard.validate.check_records`).
+(their per-sample file reproduces every figure, :func:`sagebench.leaderboard.validate.check_records`,
+and agrees with the board's record of its benchmark on every id, :mod:`sagebench.leaderboard.record`).
+Verified means the files agree with one another, not that they are what the strategy produced: that
+is ``verify --reproduce`` (:mod:`sagebench.leaderboard.reproduce`).
 """
 
 from __future__ import annotations
