@@ -20,8 +20,8 @@ from sagebench.leaderboard.compare import (
 )
 from sagebench.leaderboard.rank import Ranking, Row, rank
 from sagebench.leaderboard.record import BenchmarkRecord
-from sagebench.leaderboard.reproduce import Outcome, reproduce_board
 from sagebench.leaderboard.render import Column, format_board, rank_board, render
+from sagebench.leaderboard.reproduce import Outcome, reproduce_board
 from sagebench.leaderboard.store import (
                                          BOARD_FILE,
                                          ENTRIES_DIR,
