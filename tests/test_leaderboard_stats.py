@@ -200,7 +200,7 @@ def test_rank_intervals_on_a_board_and_the_rows_listed_apart(tmp_path, capsys):
     assert main(["leaderboard", "--root", str(root), "show"]) == 0
     out = capsys.readouterr().out
     assert "1-2  | strong" in out and "3    | weak" in out and "simultaneous rank interval" in out
-    assert "measured, not verified (no usable per-sample file, or its reproduction differs; never ranked)" in out
+    assert "measured, not verified (no usable per-sample file, or not reproduced; never ranked)" in out
     readme = lb.render(lb.get_board("toy-bench", root)).read_text()
     assert "| 1-2 | strong | 83.3 (0.833) #1-2 |" in readme and "| 3 | weak |" in readme
     assert "| rank | strategy | B=4 | B=8 | B=12 | score [95% CI] | ceiling |" in readme

@@ -339,7 +339,8 @@ def test_reproduce_flags_forged_entries_and_reproduces_honest_ones(small_run, ra
     ranking = lb.rank_board(board)
     ranked = {e for r in ranking.ranked for e in r.entries}
     assert "flip" not in ranked and "flip-planted" not in ranked and "honest" in ranked
-    assert {"flip", "flip-planted"} <= {e for r in ranking.unverified for e in r.entries}
+    assert {"flip", "flip-planted", "renamed"} <= {e for r in ranking.unverified for e in r.entries}
+    assert "renamed" not in ranked and not any(r.strategy == "my_method" for r in ranking.ranked)
     assert all(r.oracle for r in ranking.ranked + ranking.oracles if r.strategy == "server_attention_oracle")
     assert not any(r.strategy == "server_attention_oracle" for r in ranking.ranked)
     readme = lb.render(board).read_text()

@@ -331,7 +331,7 @@ def rank(entries: Sequence[Entry], budgets: Sequence[int] | None = None, confide
     ``budgets``: the board's declared budgets (``board.json``'s ``budgets``); None: the budgets of
     the board's first entry (what ``submit`` declares when it creates a board). ``record``: the
     board's record of its benchmark (:mod:`.record`), what every entry is paired on. ``flagged``:
-    entries whose reproduction differed (never ranked: listed as unverified). ``oracles``: entry ->
+    entries whose reproduction differed or could not be run (never ranked: listed as unverified). ``oracles``: entry ->
     the labels its reproduction found to be oracles (by the strategies' declared requirements): for
     those entries, exactly these are oracles, whatever the entry's file says.
     """
@@ -342,7 +342,7 @@ def rank(entries: Sequence[Entry], budgets: Sequence[int] | None = None, confide
             r.oracle = r.strategy in set(oracles[r.entry])
     flagged = set(flagged)
     for name in sorted(flagged & {r.entry for r in rows}):
-        warn(f"entry {name!r} is listed but not ranked: its reproduction differs from its records")
+        warn(f"entry {name!r} is listed but not ranked: its stored reproduction differs or could not be run")
     reported = _merge([r for r in rows if r.reported], lambda r: r.key)
     measured = [r for r in rows if not r.reported]
     complete = {r.entry for r in measured if not r.oracle and all(r.cells.get(b, (None, None))[1] is not None

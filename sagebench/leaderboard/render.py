@@ -113,10 +113,11 @@ _SECTIONS = (
      "Verified, lacking a declared budget",
      "Rows without a figure at every budget the board declares: listed, never ranked, and they do not change "
      "the budgets the others are ranked on."),
-    ("unverified", "measured, not verified (no usable per-sample file, or its reproduction differs; never ranked):",
+    ("unverified", "measured, not verified (no usable per-sample file, or not reproduced; never ranked):",
      "Measured, not verified",
      "Entries without a usable per-sample file (missing, or disagreeing with the board's record of its benchmark), "
-     "or whose reproduction differs from their records (`reproduced` column): listed but never ranked."),
+     "or whose reproduction differs from their records or could not be run by the board's verifier (`reproduced` "
+     "column): listed but never ranked."),
     ("reported", "reported, not reproduced (not ranked):", "Reported, not reproduced",
      "Numbers copied from the cited source, not measured with sagebench: never ranked."),
 )
@@ -133,12 +134,14 @@ def _names(ranking: Ranking) -> dict[int, str]:
 
 def rank_board(board: Board) -> Ranking:
     """The board's ranking on the budgets its ``board.json`` declares (entries failing their checks skipped,
-    warned), paired on the board's record of its benchmark; entries whose stored reproduction differs are
-    never ranked, and strategies their reproduction found to be oracles are oracles."""
+    warned), paired on the board's record of its benchmark; entries whose stored reproduction differs, or
+    could not be run (a strategy renamed to something nobody can rerun must not be ranked), are never
+    ranked, and strategies their reproduction found to be oracles are oracles."""
     outcomes = reproduce_lib.stored(board)
     ranking = rank(board.entries(strict=False, records=True), budgets=board.meta().get("budgets"),
                    record=board.record(),
-                   flagged=[n for n, o in outcomes.items() if o.get("status") == reproduce_lib.DIFFERS],
+                   flagged=[n for n, o in outcomes.items()
+                            if o.get("status") in (reproduce_lib.DIFFERS, reproduce_lib.CANNOT)],
                    oracles={n: o.get("oracles") or [] for n, o in outcomes.items()
                             if o.get("status") in (reproduce_lib.REPRODUCED, reproduce_lib.DIFFERS)})
     ranking.reproduction = outcomes
