@@ -369,3 +369,18 @@ def test_a_stored_outcome_is_dropped_once_its_entry_changes(small_run, root):
     data["provenance"]["utc_time"] = "1999-01-01T00:00:00+00:00"
     entry.path.write_text(json.dumps(data))
     assert reproduce_lib.stored(board) == {}
+
+
+def test_reproduction_never_takes_code_from_the_entrys_config(small_run, tmp_path):
+    """The stored config's trainer section may name classes to import (callbacks, loggers): a rerun
+    rebuilds it (keeping only the precision), and a config with interpolations is refused."""
+    run, _ = small_run
+    data = json.loads((run / "results.json").read_text())
+    data["config"]["trainer"] = {"accelerator": "auto", "precision": "bf16-mixed",
+                                 "callbacks": [{"class_path": "os.system", "init_args": {"command": "false"}}]}
+    cfg = reproduce_lib._config(data, data["benchmark"], tmp_path / "out")
+    assert dict(cfg.trainer) == {"accelerator": "cpu", "devices": 1, "precision": "bf16-mixed"}
+    assert cfg.output_dir == str(tmp_path / "out") and cfg.logger == "none" and not cfg.resume
+    data["config"]["seed"] = "${oc.env:HOME}"
+    with pytest.raises(lb.LeaderboardError, match="interpolations"):
+        reproduce_lib._config(data, data["benchmark"], tmp_path / "out")

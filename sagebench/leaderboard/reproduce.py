@@ -146,14 +146,24 @@ def _config(data: Mapping[str, Any], bench: Mapping[str, Any], out_dir: Path) ->
 
     if not isinstance(data.get("config"), dict):
         raise LeaderboardError("the entry stores no config")
-    cfg = OmegaConf.create(data["config"])
+    if "${" in json.dumps(data["config"]):  # a stored config is resolved: an interpolation is not what ran
+        raise LeaderboardError("the entry's config holds ${...} interpolations")
+    stored = dict(data["config"])
+    # the trainer section is rebuilt, never taken whole: its callbacks/loggers name classes to import
+    # (code from the entry), and none of them changes a record; precision does, so it is kept
+    trainer = stored.pop("trainer", None) or {}
+    precision = trainer.get("precision") if isinstance(trainer, dict) else None
+    if precision is not None and not isinstance(precision, (str, int)):
+        raise LeaderboardError(f"the entry's trainer.precision is {precision!r}")
+    cfg = OmegaConf.create(stored)
     path = _resolve_data(cfg, bench)
     device = str((data.get("provenance") or {}).get("device") or "cpu")
     overrides = {"output_dir": str(out_dir), "resume": False, "logger": "none", "progress": False,
                  "strategies": [{"name": s["name"], **(s.get("options") or {})} for s in data["strategies"]],
                  "data": {"path": path, "num_workers": 0},
-                 "cache": {"edge": False, "dir": None},
-                 "trainer": {"accelerator": "cpu" if device.startswith("cpu") else "gpu", "devices": 1}}
+                 "cache": {"edge": False, "dir": None}, "profile": False,
+                 "trainer": {"accelerator": "cpu" if device.startswith("cpu") else "gpu", "devices": 1,
+                             **({"precision": precision} if precision is not None else {})}}
     return OmegaConf.merge(cfg, OmegaConf.create(overrides))
 
 
