@@ -22,6 +22,7 @@ not hold.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tempfile
@@ -263,15 +264,26 @@ def reproduce_board(board: Board, sample: int = DEFAULT_SAMPLE, seed: int = DEFA
         raise LeaderboardError(f"--sample must be at least 1, got {sample}.")
     entries = list(entries) if entries is not None else board.scan(records=True)[0]
     record = board.record()
+    _verifier_code()  # before any rerun or write of this process
     return [reproduce_entry(board, e, record, sample, seed) for e in entries]
 
 
-def write_outcomes(board: Board, outcomes: Sequence[Outcome], sample: int, seed: int) -> Path:
-    """Store ``outcomes`` in ``<board>/reproduction.json`` (what the rendered board shows)."""
+@functools.lru_cache(maxsize=1)
+def _verifier_code() -> str | None:
+    """The checkout that verified, read once per process: writing one board's file must not make the next
+    board's read ``-dirty``."""
     from sagebench.results.files import git_sha
 
+    return git_sha()
+
+
+def write_outcomes(board: Board, outcomes: Sequence[Outcome], sample: int, seed: int) -> Path | None:
+    """Store ``outcomes`` in ``<board>/reproduction.json`` (what the rendered board shows); None (nothing
+    written) for a board of reported entries only, which has nothing to rerun."""
+    if all(o.status == REPORTED for o in outcomes):
+        return None
     data = {"sample": sample, "seed": seed, "utc_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_sha": git_sha(), "entries": {o.entry: {k: v for k, v in asdict(o).items() if k != "entry"}
+            "git_sha": _verifier_code(), "entries": {o.entry: {k: v for k, v in asdict(o).items() if k != "entry"}
                                               for o in outcomes}}
     path = board.path / REPRODUCTION_FILE
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
