@@ -16,6 +16,7 @@ sagebench eval --config "$bench" output_dir="$out" "strategies=[${strategies}]" 
   logger=none progress=false "$@"
 create=""; [ -d "leaderboards/${board}" ] || create="--create"
 sagebench leaderboard --root leaderboards submit "$out" --board "$board" --name every-strategy-seed0 $create
+sagebench leaderboard --root leaderboards verify --reproduce --write "$board"  # reran on images it draws
 sagebench leaderboard --root leaderboards render "$board"
 for analysis in replacement entropy-split coverage; do
   sagebench analyze "$analysis" "$out"

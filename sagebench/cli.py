@@ -118,8 +118,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
                                 resamples=args.resamples)
             print(json.dumps(result, indent=2) if args.json else lb.format_comparison(result))
     elif args.action == "verify":
-        reports = lb.verify(root, args.board)
+        if (args.write or args.strict) and not args.reproduce:
+            raise SageBenchError("--write and --strict are about what --reproduce finds: add --reproduce.")
+        reports = lb.verify(root, args.board, reproduce=args.reproduce, sample=args.sample, seed=args.seed,
+                            write=args.write, strict=args.strict)
         for report in reports:
+            for outcome in report.outcomes:
+                print(f"{report.board}: {outcome.entry}: {outcome.line} ({outcome.seconds:.1f} s)")
+            if report.reproduction_file is not None:
+                print(f"{report.board}: wrote {report.reproduction_file}")
             for note in report.notes:
                 print(f"{report.board}: note: {note}")
             for problem in report.problems:
@@ -227,6 +234,16 @@ def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     q = lsub.add_parser("verify", help="re-check every entry of a board (schema, fingerprint, records); "
                                        "exit 1 naming the problems")
     q.add_argument("board", nargs="?", help="board name (default: every board under --root)")
+    q.add_argument("--reproduce", action="store_true",
+                   help="also rerun each entry's strategies on --sample offloaded images drawn with --seed and "
+                        "require identical predictions (needs the entry's models and data here)")
+    q.add_argument("--sample", type=int, default=200, metavar="K", help="offloaded images to rerun (default 200; "
+                                                                        "plus K/4 kept at the edge)")
+    q.add_argument("--seed", type=int, default=0, metavar="S", help="the verifier's seed for drawing the images")
+    q.add_argument("--write", action="store_true", help="with --reproduce: store the outcomes in "
+                                                        "<board>/reproduction.json (shown by render)")
+    q.add_argument("--strict", action="store_true", help="with --reproduce: an entry that cannot be rerun here "
+                                                         "is a problem (CI, on boards of built-in strategies)")
     q = lsub.add_parser("pull", help="build entries from W&B runs (public API)")
     q.add_argument("--wandb", required=True, metavar="ENTITY/PROJECT")
     q.add_argument("--board", help="board name (default: each run's benchmark.name)")

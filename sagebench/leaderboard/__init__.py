@@ -3,8 +3,9 @@
 ``store`` (boards on disk, ``submit``), ``validate`` (what an entry must be, records that
 reproduce it), ``rank`` (one row per method, scores, simultaneous rank intervals), ``render``
 (columns, README.md, curves, ``show``),
-``compare`` (paired tests, every pair), ``verify`` (re-check boards on disk), ``wandb_pull``
-(entries from W&B runs).
+``compare`` (paired tests, every pair), ``verify`` (re-check boards on disk), ``record`` (the
+board's one record of its benchmark), ``reproduce`` (``verify --reproduce``: rerun entries on
+images the verifier draws), ``wandb_pull`` (entries from W&B runs).
 """
 
 from sagebench.errors import LeaderboardError
@@ -19,7 +20,9 @@ from sagebench.leaderboard.compare import (
                                          resolve_ref,
 )
 from sagebench.leaderboard.rank import Ranking, Row, rank
+from sagebench.leaderboard.record import BenchmarkRecord
 from sagebench.leaderboard.render import Column, format_board, rank_board, render
+from sagebench.leaderboard.reproduce import Outcome, reproduce_board
 from sagebench.leaderboard.store import (
                                          BOARD_FILE,
                                          ENTRIES_DIR,
@@ -52,11 +55,12 @@ from sagebench.leaderboard.wandb_pull import (
 )
 
 __all__ = [
-    "BOARD_FILE", "ENTRIES_DIR", "SAMPLES_SUFFIX", "Board", "BoardReport", "Column", "Entry", "LeaderboardError",
-    "PullOutcome",
-    "Ranking", "Row", "benchmark_fields", "check_records", "compare", "compare_against_rest", "compare_matrix", "default_root",
+    "BOARD_FILE", "ENTRIES_DIR", "SAMPLES_SUFFIX", "BenchmarkRecord", "Board", "BoardReport", "Column", "Entry",
+    "LeaderboardError", "Outcome", "PullOutcome",
+    "Ranking", "Row", "benchmark_fields", "check_records", "compare", "compare_against_rest",
+    "compare_matrix", "default_root",
     "entries_from_runs", "entry_from_wandb", "format_board", "format_comparison", "format_matrix", "get_board",
     "list_boards", "load_json", "load_run", "load_samples", "mcnemar_exact", "paired_bootstrap_ci", "pull_wandb",
-    "rank", "rank_board", "read_samples", "render", "resolve_ref", "results_schema", "safe_name", "submit", "validate_entry",
+    "rank", "rank_board", "read_samples", "render", "reproduce_board", "resolve_ref", "results_schema", "safe_name", "submit", "validate_entry",
     "validate_samples", "verify", "verify_board",
 ]

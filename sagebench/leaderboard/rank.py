@@ -36,6 +36,8 @@ import numpy as np
 
 from sagebench.cells import Cell
 from sagebench.errors import LeaderboardError, SageBenchError
+from sagebench.leaderboard import record as record_lib
+from sagebench.leaderboard.record import BenchmarkRecord
 from sagebench.leaderboard.store import Entry
 from sagebench.leaderboard.validate import load_samples
 from sagebench.results.model import RunResults
@@ -189,6 +191,7 @@ class Ranking:
     confidence: float = CONFIDENCE
     resamples: int = RESAMPLES
     seed: int = SEED
+    reproduction: dict[str, dict[str, Any]] = field(default_factory=dict)  # entry -> stored verify --reproduce outcome
 
 
 def _records(entry: Entry) -> dict[str, np.ndarray] | None:
@@ -205,35 +208,44 @@ def _records(entry: Entry) -> dict[str, np.ndarray] | None:
     return entry.columns
 
 
-def attach_correctness(rows: Sequence[Row], entries: Sequence[Entry],
-                       ranked: Iterable[str] | None = None) -> tuple[list[Row], list[Row], int]:
+def attach_correctness(rows: Sequence[Row], entries: Sequence[Entry], ranked: Iterable[str] | None = None,
+                       record: BenchmarkRecord | None = None) -> tuple[list[Row], list[Row], int]:
     """Give every row of a verified entry its per-budget correctness on the paired images.
 
-    The paired images are those every entry named in ``ranked`` (default: every verified entry of
-    ``rows``) offloaded. Each row also gets the server's ceiling correctness on them
-    (``ceiling_ok``), the digest of its predictions over every image and budget (equal digests:
-    one method), and ``other_images`` when its entry offloaded images outside the paired ones.
-    Returns ``(verified rows, rows that could not be verified, number of paired images)``.
-    Entries whose records name other images than the first verified entry's cannot be paired:
-    their rows come back unverified (with a warning).
+    The images, their labels and the gate's decisions are the board's ``record`` (:mod:`.record`);
+    without one (a single run, or a board from before records), the entries' own, when they all
+    agree (none is preferred: an order of entries is whatever their files say). The paired images
+    are those every entry named in ``ranked`` (default: every verified entry of ``rows``) offloaded.
+    Each row also gets the server's ceiling correctness on them (``ceiling_ok``), the digest of its
+    predictions over every image and budget (equal digests: one method), and ``other_images`` when
+    its entry offloaded images outside the paired ones. Returns ``(verified rows, rows that could
+    not be verified, number of paired images)``. An entry whose records disagree with the record
+    comes back unverified (with a warning).
     """
     by_name = {e.name: e for e in entries}
     aligned: dict[str, dict[str, np.ndarray]] = {}
-    ref_ids: np.ndarray | None = None
-    ref_label: np.ndarray | None = None
+    mine: dict[str, BenchmarkRecord] = {}
     for name in dict.fromkeys(r.entry for r in rows):
         cols = _records(by_name[name])
         if cols is None:
             continue
-        order = np.argsort(cols["sample_id"], kind="stable")
-        ids, label = cols["sample_id"][order], cols["label"][order]
-        if ref_ids is None:
-            ref_ids, ref_label = ids, label
-        elif len(ids) != len(ref_ids) or not np.array_equal(ids, ref_ids) or not np.array_equal(label, ref_label):
-            warn(f"entry {name!r} is listed but not ranked: its records are of other images than "
-                 f"entry {next(iter(aligned))!r}'s, so it cannot be paired with them")
+        n = record.num_images if record is not None else len(cols["sample_id"])
+        skipped = record_lib.skipped_of(by_name[name].data["benchmark"]) if record is not None else None
+        try:
+            mine[name] = record_lib.from_columns(cols, n, f"entry {name!r}", skipped)
+            if record is not None:
+                record_lib.match(record, cols, f"entry {name!r}", skipped)
+        except LeaderboardError as exc:
+            warn(f"entry {name!r} is listed but not ranked: {exc}")
+            mine.pop(name, None)
             continue
-        aligned[name] = {"order": order, **cols}
+        aligned[name] = {"order": record_lib.check_ids(cols["sample_id"], n, name, None), **cols}
+    if record is None and mine:
+        first = next(iter(mine.values()))
+        if any(record_lib.differences(first, m) for m in mine.values()):
+            warn("the entries disagree on their images, labels or gate decisions and the board has no record of "
+                 "its benchmark to say which is right: none is ranked (rebuild the board from a rerun)")
+            return [], list(rows), 0
     if not aligned:
         return [], list(rows), 0
     wanted = [n for n in (aligned if ranked is None else ranked) if n in aligned] or list(aligned)
@@ -246,7 +258,7 @@ def attach_correctness(rows: Sequence[Row], entries: Sequence[Entry],
             unverified.append(row)
             continue
         unit = by_name[row.entry].data["results"][0].get("budget_unit", "patches")
-        label = cols["label"][cols["order"]]
+        label = cols["label"][cols["order"]].astype(np.int64)
         preds = {b: cols[Cell(row.strategy, b, unit).key("pred")][cols["order"]] for b in sorted(row.cells)}
         row.correct = {b: (p == label)[common] for b, p in preds.items()}
         row.ceiling_ok = (cols["ceiling_pred"][cols["order"]] == label)[common]
@@ -312,19 +324,33 @@ def _score_order(rows: list[Row]) -> None:
 
 
 def rank(entries: Sequence[Entry], budgets: Sequence[int] | None = None, confidence: float = CONFIDENCE,
-         resamples: int = RESAMPLES, seed: int = SEED) -> Ranking:
+         resamples: int = RESAMPLES, seed: int = SEED, record: BenchmarkRecord | None = None,
+         flagged: Iterable[str] = (), oracles: Mapping[str, Iterable[str]] | None = None) -> Ranking:
     """Rows ranked by the rule of this module's docstring; the others listed apart.
 
     ``budgets``: the board's declared budgets (``board.json``'s ``budgets``); None: the budgets of
-    the board's first entry (what ``submit`` declares when it creates a board).
+    the board's first entry (what ``submit`` declares when it creates a board). ``record``: the
+    board's record of its benchmark (:mod:`.record`), what every entry is paired on. ``flagged``:
+    entries whose reproduction differed or could not be run (never ranked: listed as unverified). ``oracles``: entry ->
+    the labels its reproduction found to be oracles (by the strategies' declared requirements): for
+    those entries, exactly these are oracles, whatever the entry's file says.
     """
     rank_budgets, declared = _budgets(budgets, entries)
     rows = sorted(_rows(entries), key=lambda r: (r.date, r.entry))
+    for r in rows:  # reproduced entries: oracle by the rebuilt strategy's requirements, not by the file's flag
+        if r.entry in (oracles or {}):
+            r.oracle = r.strategy in set(oracles[r.entry])
+    flagged = set(flagged)
+    for name in sorted(flagged & {r.entry for r in rows}):
+        warn(f"entry {name!r} is listed but not ranked: its stored reproduction differs or could not be run")
     reported = _merge([r for r in rows if r.reported], lambda r: r.key)
     measured = [r for r in rows if not r.reported]
     complete = {r.entry for r in measured if not r.oracle and all(r.cells.get(b, (None, None))[1] is not None
                                                                    for b in rank_budgets)}
-    verified, unverified, num_paired = attach_correctness(measured, entries, ranked=complete)
+    complete -= flagged
+    verified, unverified, num_paired = attach_correctness([r for r in measured if r.entry not in flagged], entries,
+                                                          ranked=complete, record=record)
+    unverified += [r for r in measured if r.entry in flagged]
     unverified = _merge(unverified, lambda r: r.key)
     verified = _merge(verified, lambda r: (r.oracle, r.digest))
     oracles = [r for r in verified + unverified if r.oracle]

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from sagebench.leaderboard import reproduce as reproduce_lib
 from sagebench.leaderboard.rank import SCORE, Ranking, Row, display_names, interval_label, rank
 from sagebench.leaderboard.store import Board
+from sagebench.leaderboard.validate import load_json
 from sagebench.runtime.files import atomic_write_bytes
 
 OTHER_IMAGES_MARK = "+"  # after a row's name: its entry offloaded other images too (figures on the paired ones)
@@ -68,6 +70,11 @@ def _score_value(row: Row, view: View) -> str:
     return _ratio(row.score) + (f" [{row.score_ci[0]:.3f}, {row.score_ci[1]:.3f}]" if row.score_ci else "")
 
 
+def _reproduced_value(row: Row, view: View) -> str:
+    """What the board's stored ``verify --reproduce`` found for the row's entries (``-``: not checked)."""
+    return ", ".join(dict.fromkeys(reproduce_lib.status_label(view.ranking.reproduction.get(e)) for e in row.entries))
+
+
 def columns(ranking: Ranking, kind: str, budget_unit: str = "patches") -> list[Column]:
     """The columns of a section (``kind``: ranked, oracles, incomplete, unverified or reported)."""
     last = (Column("source", lambda r, v: r.source or "") if kind == "reported"
@@ -82,6 +89,7 @@ def columns(ranking: Ranking, kind: str, budget_unit: str = "patches") -> list[C
         Column("server", lambda r, v: r.server),
         Column("sagebench", lambda r, v: r.version),
         Column("date", lambda r, v: r.date),
+        *([] if kind == "reported" else [Column("reproduced", _reproduced_value)]),
         last,
     ]
 
@@ -105,9 +113,11 @@ _SECTIONS = (
      "Verified, lacking a declared budget",
      "Rows without a figure at every budget the board declares: listed, never ranked, and they do not change "
      "the budgets the others are ranked on."),
-    ("unverified", "measured, without a per-sample file (not verified, never ranked):", "Measured, not verified",
-     "Entries without a per-sample file: their figures cannot be checked against records, so they are listed "
-     "but never ranked."),
+    ("unverified", "measured, not verified (no usable per-sample file, or not reproduced; never ranked):",
+     "Measured, not verified",
+     "Entries without a usable per-sample file (missing, or disagreeing with the board's record of its benchmark), "
+     "or whose reproduction differs from their records or could not be run by the board's verifier (`reproduced` "
+     "column): listed but never ranked."),
     ("reported", "reported, not reproduced (not ranked):", "Reported, not reproduced",
      "Numbers copied from the cited source, not measured with sagebench: never ranked."),
 )
@@ -123,8 +133,19 @@ def _names(ranking: Ranking) -> dict[int, str]:
 
 
 def rank_board(board: Board) -> Ranking:
-    """The board's ranking on the budgets its ``board.json`` declares (entries failing their checks skipped, warned)."""
-    return rank(board.entries(strict=False, records=True), budgets=board.meta().get("budgets"))
+    """The board's ranking on the budgets its ``board.json`` declares (entries failing their checks skipped,
+    warned), paired on the board's record of its benchmark; entries whose stored reproduction differs, or
+    could not be run (a strategy renamed to something nobody can rerun must not be ranked), are never
+    ranked, and strategies their reproduction found to be oracles are oracles."""
+    outcomes = reproduce_lib.stored(board)
+    ranking = rank(board.entries(strict=False, records=True), budgets=board.meta().get("budgets"),
+                   record=board.record(),
+                   flagged=[n for n, o in outcomes.items()
+                            if o.get("status") in (reproduce_lib.DIFFERS, reproduce_lib.CANNOT)],
+                   oracles={n: o.get("oracles") or [] for n, o in outcomes.items()
+                            if o.get("status") in (reproduce_lib.REPRODUCED, reproduce_lib.DIFFERS)})
+    ranking.reproduction = outcomes
+    return ranking
 
 
 def format_board(board: Board) -> str:
@@ -187,6 +208,18 @@ def _cell_note(ranking: Ranking) -> str:
                "paired images" if any(r.other_images for r in ranking.ranked) else ""))
 
 
+def _reproduction_note(board: Board, ranking: Ranking) -> str:
+    stored = reproduce_lib.stored(board)
+    if not stored:
+        return ("reproduced: not checked (`sagebench leaderboard verify --reproduce --write` reruns each entry's "
+                "strategies on images the verifier draws)")
+    meta = load_json(board.path / reproduce_lib.REPRODUCTION_FILE)
+    return (f"reproduced: `verify --reproduce --sample {meta.get('sample')} --seed {meta.get('seed')}` on "
+            f"{str(meta.get('utc_time'))[:10]} reran each entry's strategies on images the verifier drew and found "
+            "identical predictions (`yes (n images)`), or not (`DIFFERS`, never ranked), or could not run them "
+            "here (`not here`); CI reruns it, a stored status is only a claim (docs/comparing.md)")
+
+
 def render(board: Board) -> Path:
     """Rewrite the board's README.md (ranked table, the other rows apart) and curves.png.
 
@@ -211,6 +244,8 @@ def render(board: Board) -> Path:
              _score_note(ranking) + ". Ceiling = server accuracy on the offloaded images with all patches.", "",
              _rank_note(ranking) + ". Rule: docs/comparing.md, \"Ranks\".", "",
              _cell_note(ranking) + ".", ""]
+    if any(not r.reported for r in _all_rows(ranking)):  # (a board of reported rows has nothing to rerun)
+        lines += [_reproduction_note(board, ranking) + ".", ""]
     unit = meta.get("benchmark", {}).get("budget_unit", "patches")  # only byte-budget boards set it
     if ranking.ranked:
         lines += md(*_table(ranking, ranking.ranked, "ranked", names, unit))

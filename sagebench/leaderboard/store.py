@@ -3,6 +3,8 @@
 Layout (``leaderboards/`` at the repository root, or ``--root`` / ``$SAGEBENCH_LEADERBOARDS``)::
 
     leaderboards/<board>/board.json                  name, fingerprint, benchmark fields and budgets of the board
+    leaderboards/<board>/benchmark.parquet           the board's record of its benchmark (:mod:`.record`)
+    leaderboards/<board>/reproduction.json           what ``verify --reproduce --write`` found (:mod:`.reproduce`)
     leaderboards/<board>/entries/<entry>.json        a run's results.json (validated on the way in)
     leaderboards/<board>/entries/<entry>.samples.parquet   its per-sample file (optional)
     leaderboards/<board>/README.md, curves.png       written by ``render``
@@ -17,7 +19,10 @@ and checked to stay inside its folder. A board holds plain files, never symbolic
 is skipped on read (it could point at another benchmark's results) and never followed on write
 (every write is a new temporary file of an unpredictable name, created exclusively, then renamed).
 Every read checks each entry against the board's fingerprint; measured entries are *verified*
-(their per-sample file reproduces every figure, :func:`sagebench.leaderboard.validate.check_records`).
+(their per-sample file reproduces every figure, :func:`sagebench.leaderboard.validate.check_records`,
+and agrees with the board's record of its benchmark on every id, :mod:`sagebench.leaderboard.record`).
+Verified means the files agree with one another, not that they are what the strategy produced: that
+is ``verify --reproduce`` (:mod:`sagebench.leaderboard.reproduce`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from sagebench.errors import LeaderboardError
+from sagebench.leaderboard import record as record_lib
 from sagebench.leaderboard.validate import (
     MAX_JSON_DEPTH,
     MAX_SAMPLES_BYTES,
@@ -149,15 +155,26 @@ class Board:
             raise LeaderboardError(f"{path} {_LINK}.")
         return load_json(path)
 
+    def num_images(self) -> int | None:
+        """The board's number of images (what bounds every per-sample file read for it)."""
+        n = (self.meta().get("benchmark") or {}).get("num_images")
+        return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
+
+    def record(self) -> record_lib.BenchmarkRecord | None:
+        """The board's record of its benchmark (checked against board.json's sha256), None if it has none."""
+        return record_lib.read(self.path, self.meta())
+
     def _entries_dir_checked(self) -> Path | None:
         folder = self.entries_dir
         if folder.is_symlink():
             raise LeaderboardError(f"{folder} {_LINK}.")
         return folder if folder.is_dir() else None
 
-    def load_entry(self, path: Path, fingerprint: str | None = None, records: bool = False) -> Entry:
+    def load_entry(self, path: Path, fingerprint: str | None = None, records: bool = False,
+                   record: record_lib.BenchmarkRecord | None = None) -> Entry:
         """One entry file of this board, checked: a plain file, schema-valid, this board's fingerprint,
-        and (``records``) its per-sample file reproducing its figures (the records are kept on the entry)."""
+        and (``records``) its per-sample file (read bounded by the board's size) reproducing its figures
+        and agreeing with the board's ``record`` on every id (the records are kept on the entry)."""
         path = Path(path)
         where = f"{self.name}/{ENTRIES_DIR}/{path.name}"
         if path.is_symlink():
@@ -181,7 +198,10 @@ class Board:
         if records and samples is not None:
             if samples.stat().st_size > MAX_SAMPLES_BYTES:
                 raise LeaderboardError(f"{samples} is larger than {MAX_SAMPLES_BYTES // 2**20} MB.")
-            columns = load_samples(data, samples, f"{self.name}/{ENTRIES_DIR}/{samples.name} (of {path.name})")
+            where = f"{self.name}/{ENTRIES_DIR}/{samples.name} (of {path.name})"
+            columns = load_samples(data, samples, where, max_rows=self.num_images())
+            if record is not None:
+                record_lib.match(record, columns, where, record_lib.skipped_of(data["benchmark"]))
         return Entry(path.name[:-len(".json")], data, path, samples, columns)
 
     def scan(self, records: bool = False) -> tuple[list[Entry], list[str]]:
@@ -190,12 +210,13 @@ class Board:
         if folder is None:
             return [], []
         fp = self.meta().get("fingerprint")
+        board_record = self.record() if records else None
         out, problems = [], []
         for path in sorted(folder.iterdir()):
             if not path.name.endswith(".json") or not _NAME_OK.match(path.name[:-len(".json")]):
                 continue
             try:
-                out.append(self.load_entry(path, fp, records))
+                out.append(self.load_entry(path, fp, records, board_record))
             except LeaderboardError as exc:
                 problems.append(str(exc))
         return out, problems
@@ -214,7 +235,7 @@ class Board:
         path = _inside(self.entries_dir, safe_name(name, "entry name") + ".json")
         if not path.is_file():
             raise LeaderboardError(f"board {self.name!r} has no entry {name!r}.")
-        return self.load_entry(path, records=records)
+        return self.load_entry(path, records=records, record=self.record() if records else None)
 
 
 def list_boards(root: Path | None = None) -> list[str]:
@@ -371,10 +392,11 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
                 f"{where} has benchmark fingerprint {bench['fingerprint']}, board {target.name!r} has "
                 f"{meta.get('fingerprint')}: not comparable (differs in: {', '.join(diff) or 'unknown fields'}). "
                 "Submit it to its own board (--board NAME).")
-    samples_bytes = None
+    samples_bytes = columns = None
     if samples is not None:
         samples_bytes = _read_samples_bytes(Path(samples))  # read once: what is checked is what is copied
-        load_samples(entry, samples_bytes, str(samples))
+        columns = load_samples(entry, samples_bytes, str(samples),
+                               max_rows=target.num_images() if target.exists() else None)
     elif not entry.get("reported") and not allow_unverified:
         raise LeaderboardError(
             f"{where} has no per-sample file: a measured entry is verified from its records (samples.parquet "
@@ -387,6 +409,15 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
     digest = hashlib.sha256(_canonical(entry)).hexdigest()
     signature = _result_signature(entry)
     existing = target.entries(strict=False) if target.exists() else []
+    new_record = None
+    if columns is not None:
+        board_record = target.record() if target.exists() else None
+        if board_record is None:  # the board's first measured entry (or a board from before records)
+            board_record = _record_of_existing(target, existing) if target.exists() else None
+            new_record = board_record if board_record is not None else record_lib.from_columns(
+                columns, int(bench["num_images"]), str(samples), record_lib.skipped_of(bench))
+        if board_record is not None:
+            record_lib.match(board_record, columns, str(samples), record_lib.skipped_of(bench))
     for other in existing:
         if hashlib.sha256(_canonical(other.data)).hexdigest() == digest or _result_signature(other.data) == signature:
             raise LeaderboardError(f"{where} duplicates entry {other.name!r} of board {target.name!r} "
@@ -409,6 +440,10 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
         atomic_write_bytes(target.path / BOARD_FILE, (json.dumps(
             {"name": target.name, "fingerprint": bench["fingerprint"], "benchmark": benchmark_fields(bench),
              "budgets": budgets, "created_utc": entry["submission"]["utc_time"]}, indent=2) + "\n").encode())
+    if new_record is not None:  # written before the entry: an entry on the board always has a record to match
+        meta = target.meta()
+        meta[record_lib.RECORD_KEY] = record_lib.write(target.path, new_record)
+        atomic_write_bytes(target.path / BOARD_FILE, (json.dumps(meta, indent=2) + "\n").encode())
     out_samples = None
     if samples_bytes is not None:
         out_samples = _inside(target_dir, entry_name + SAMPLES_SUFFIX)
@@ -419,3 +454,22 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
     out = _inside(target_dir, entry_name + ".json")
     atomic_write_bytes(out, (json.dumps(entry, indent=2) + "\n").encode())
     return Entry(entry_name, entry, out, out_samples)
+
+
+def _record_of_existing(board: Board, existing: list[Entry]) -> record_lib.BenchmarkRecord | None:
+    """A board from before records: its record from its measured entries when they all agree (refused
+    otherwise: which one is right is for a rerun of the benchmark to say, not for a file's date)."""
+    n = board.num_images()
+    found = None
+    for e in existing:
+        if e.reported or e.samples_path is None or n is None:
+            continue
+        where = f"{board.name}/{ENTRIES_DIR}/{e.samples_path.name}"
+        cols = load_samples(e.data, e.samples_path, where, max_rows=n)
+        mine = record_lib.from_columns(cols, n, where, record_lib.skipped_of(e.data["benchmark"]))
+        if found is not None and record_lib.differences(found, mine):
+            raise LeaderboardError(f"board {board.name!r} has no record of its benchmark and its entries disagree on "
+                                   f"it ({e.name} differs in {', '.join(record_lib.differences(found, mine))}): "
+                                   "rebuild the board from a rerun of the benchmark.")
+        found = found or mine
+    return found

@@ -34,6 +34,13 @@ MAX_JSON_DEPTH = 64  # results files nest about 6 levels deep
 MAX_SAMPLES_BYTES = 1024 ** 3
 
 
+#: Most values (rows x columns read) a per-sample file may make us decode: 2**26 float64 = 512 MiB. Why a
+#: constant beside the board's size: a new board's size is the first entry's own claim, so a file
+#: that claims 2e7 rows must be refused from its footer, not decoded (ImageNet-val with every
+#: strategy is ~1e7 values).
+MAX_RECORD_VALUES = 2 ** 26
+
+
 FLOAT_TOLERANCE = 1e-9  # |a - b| <= tol * max(1, |a|, |b|): float round-off, never a changed count
 
 
@@ -146,8 +153,11 @@ def read_samples(source: Path | bytes, max_rows: int | None = None,
     """A per-sample parquet file (a path or its bytes) as numpy columns (numeric/bool columns only).
 
     Bounded before anything is decoded: the row count comes from the footer metadata and is
-    refused above ``max_rows``; every column's type is checked from the schema; only ``columns``
-    (when given; those the file lacks are left out, for :func:`validate_samples` to name) are read.
+    refused above ``max_rows`` (the board's number of images where there is a board); every
+    column's type is checked from the schema; only ``columns`` (when given; those the file lacks
+    are left out, for :func:`validate_samples` to name) are read, and rows x columns read may not
+    exceed :data:`MAX_RECORD_VALUES`. Why from the footer: an RLE/dictionary-encoded column of a few
+    hundred KB can claim tens of millions of rows, which decoding would materialise.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -168,6 +178,10 @@ def read_samples(source: Path | bytes, max_rows: int | None = None,
     if len(set(schema.names)) != len(schema.names):
         raise LeaderboardError(f"{where} names some columns more than once.")
     wanted = list(schema.names) if columns is None else [c for c in dict.fromkeys(columns) if c in schema.names]
+    width = len(schema.names) if columns is None else len(dict.fromkeys(columns))  # what the entry needs read
+    if num_rows * max(1, width) > MAX_RECORD_VALUES:
+        raise LeaderboardError(f"{where} claims {num_rows} rows x {width} columns, more than the "
+                               f"{MAX_RECORD_VALUES} values a per-sample file may hold: refused before reading it.")
     try:
         table = handle.read(columns=wanted)
     except (OSError, pa.ArrowException) as exc:
@@ -258,10 +272,12 @@ def validate_samples(entry: dict[str, Any], samples: dict[str, np.ndarray], wher
     check_records(entry, samples, where)
 
 
-def load_samples(entry: Mapping[str, Any], source: Path | bytes, where: str | None = None) -> dict[str, np.ndarray]:
-    """Read (bounded by the entry's ``num_images``) and check an entry's per-sample file."""
+def load_samples(entry: Mapping[str, Any], source: Path | bytes, where: str | None = None,
+                 max_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Read (bounded by the entry's ``num_images`` and ``max_rows``, the board's) and check an entry's
+    per-sample file."""
     where = where or (str(source) if not isinstance(source, (bytes, bytearray)) else "per-sample file")
-    columns = read_samples(source, max_rows=int(entry["num_images"]), columns=sample_columns(entry, where),
-                           where=where)
+    bound = int(entry["num_images"]) if max_rows is None else min(int(entry["num_images"]), int(max_rows))
+    columns = read_samples(source, max_rows=bound, columns=sample_columns(entry, where), where=where)
     check_records(entry, columns, where)
     return columns
