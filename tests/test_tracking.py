@@ -4,6 +4,7 @@ W&B trouble never costs a run; the online/offline choice never prompts."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,3 +265,28 @@ def test_figures_are_drawn_side_by_side_and_a_failing_one_is_only_a_warning(tmp_
     assert (tmp_path / "a.png").read_text() == "x" and guard.failures == ["drawing b"]
     err = capsys.readouterr().err
     assert "drawing b failed" in err and "no such axis" in err
+
+
+def test_the_offline_hint_syncs_every_run_of_the_sweep(small_run):
+    """The hint named only the sweep's run: following it left the per-strategy runs (a W&B board's rows) unsynced."""
+    import glob
+
+    from sagebench.reporting.wandb import offline_hint
+
+    run_dir, results = small_run
+    wandb_run = Path(results["report"]["wandb"]["run_dir"])
+    hint = offline_hint("no API key", wandb_run, len(results["strategies"]))
+    command = hint.split("`")[1]
+    assert command.startswith("wandb sync ") and "per-strategy run(s)" in hint
+    matched = glob.glob(command.removeprefix("wandb sync "))
+    assert len(matched) == 1 + len(results["strategies"])  # the sweep's run and one per strategy
+    assert str(wandb_run) in matched
+
+
+def test_no_top_level_summary_key_silently_means_the_last_budget(small_run):
+    """A strategy run's summary held `offloaded_acc` and `ceiling_ratio` of the last budget logged, unnamed."""
+    from sagebench.reporting.wandb import per_budget_keys
+
+    run_dir, _ = small_run
+    for run in wandb_offline.strategy_runs(run_dir).values():
+        assert not set(per_budget_keys()) & set(run.summary), sorted(set(per_budget_keys()) & set(run.summary))

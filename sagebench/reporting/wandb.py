@@ -253,6 +253,23 @@ def strategy_summary(results: dict[str, Any], label: str) -> dict[str, Any]:
     return out
 
 
+def per_budget_keys() -> list[str]:
+    """The keys a strategy's run logs once per budget (its curves), with their interval bounds."""
+    keys = list(METRIC_KEYS.values())
+    return keys + [f"{METRIC_KEYS[f[:-3]]}_{side}" for f in CI_FIELDS for side in ("low", "high")]
+
+
+def offline_hint(why: str, run_dir: Path, num_strategy_runs: int) -> str:
+    """The line that says where the offline runs are and how to upload *all* of them.
+
+    Why all: a sweep logs one run for the sweep and one per strategy (the rows of a W&B board), each its
+    own ``offline-run-*`` folder; syncing only the sweep's leaves the board empty.
+    """
+    runs = f"the sweep's run and its {num_strategy_runs} per-strategy run(s)" if num_strategy_runs else "the run"
+    return (f"W&B offline ({why}): {runs} saved in {run_dir.parent}; upload them all later with "
+            f"`wandb sync {run_dir.parent}/offline-run-*`")
+
+
 def log_strategy_runs(wandb: Any, mode: str, config: dict[str, Any], results: dict[str, Any], out_dir: Path,
                       guard: Guard) -> list[str]:
     """One W&B run per strategy (job_type ``strategy``, grouped by the benchmark fingerprint).
@@ -275,6 +292,9 @@ def log_strategy_runs(wandb: Any, mode: str, config: dict[str, Any], results: di
             continue
         guard("declaring budget as the step metric", lambda: (run.define_metric("budget"),
                                                               run.define_metric("*", step_metric="budget")))
+        # a per-budget curve has no single value: W&B would otherwise summarise each one by its last budget
+        guard("keeping per-budget curves out of the summary", lambda: [
+            run.define_metric(key, step_metric="budget", summary="none") for key in per_budget_keys()])
         for r in sorted((r for r in results["results"] if r["strategy"] == label), key=lambda r: r["budget"]):
             point = {"budget": int(r["budget"]), **{METRIC_KEYS[f]: r.get(f) for f in METRIC_KEYS if r.get(f) is not None}}
             for f in CI_FIELDS:
@@ -351,7 +371,7 @@ def log_to_wandb(config: dict[str, Any], results: dict[str, Any], out_dir: Path,
     if own:
         guard("finishing the W&B run", run.finish)
     if mode == "offline":
-        info(f"W&B offline ({why}): run saved in {run_dir}; upload it later with `wandb sync {run_dir}`")
+        info(offline_hint(why, run_dir, len(strategy_runs or [])))
     else:
         info(f"W&B run: {url}")
     return {"mode": mode, "run_dir": str(run_dir), "url": url, "reused_run": not own, "strategy_runs": strategy_runs}
