@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -376,10 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     received: list[str] = []
     restore_signals = _install_signal_handlers(received)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+        return code
     except SageBenchError as exc:
         print(f"sagebench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `sagebench strategies | head`: the reader left; say nothing more, as a shell tool does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
+        return 128 + signal.SIGPIPE
     except (KeyboardInterrupt, SystemExit) as exc:
         # Lightning turns an interrupt inside Trainer.test into sys.exit(1): the signal decides the status
         name = received[0] if received else ("SIGINT" if isinstance(exc, KeyboardInterrupt) else None)

@@ -228,3 +228,15 @@ def test_a_scalar_budget_says_budgets_must_be_a_list():
 
     with pytest.raises(ConfigError, match=r"budgets must be a list, e\.g\. budgets=\[4\]"):
         load_config(None, ["budgets=4"])
+
+
+def test_a_listing_piped_into_a_reader_that_leaves_early_is_no_traceback():
+    """`sagebench strategies | head -6` printed a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "sagebench.cli", "strategies"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the listing is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
