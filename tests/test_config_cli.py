@@ -240,3 +240,12 @@ def test_a_listing_piped_into_a_reader_that_leaves_early_is_no_traceback():
     proc.stdout.close()  # the reader is gone before the listing is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_the_imagenet_data_config_takes_its_worker_count_from_the_machine():
+    """conf/data/imagenet_val.yaml hard-coded num_workers: 8 (eight warnings on 2 cores)."""
+    from sagebench.runtime.speed import num_workers
+
+    cfg = load_config("imagenet_deit", [])
+    assert cfg.data.num_workers is None
+    assert num_workers(None) == num_workers(cfg.data.num_workers) <= 8
