@@ -88,12 +88,31 @@ def offline_runs(out_dir: str | os.PathLike) -> list[Path]:
     return sorted(Path(out_dir).glob("wandb/offline-run-*"))
 
 
-def read_offline_run(run_dir: str | os.PathLike) -> OfflineRun:
-    """Parse ``run-<id>.wandb`` of an offline run folder into config, summary and history."""
-    run_dir = Path(run_dir)
+def read_offline_run(run_dir: str | os.PathLike, timeout: float = 20.0) -> OfflineRun:
+    """Parse ``run-<id>.wandb`` of an offline run folder into config, summary and history.
+
+    W&B's service process may still be writing the file when ``run.finish()`` has returned: the file
+    is read again until it holds its run record and its closing ``exit`` record (or ``timeout``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = _read_offline_run(Path(run_dir))
+        except (ValueError, OSError, struct.error):  # a half-written file (header or a record cut short)
+            if time.monotonic() > deadline:
+                raise
+            run = None
+        if run is not None or time.monotonic() > deadline:
+            return run if run is not None else _read_offline_run(Path(run_dir), complete=False)
+        time.sleep(0.2)
+
+
+def _read_offline_run(run_dir: Path, complete: bool = True) -> OfflineRun | None:
     files = sorted(run_dir.glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
+    seen: set[str] = set()
     config: dict[str, Any] = {}
     summary: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
@@ -102,6 +121,7 @@ def read_offline_run(run_dir: str | os.PathLike) -> OfflineRun:
     tags: list[str] = []
     for record in _records(files[0]):
         kind = record.WhichOneof("record_type")
+        seen.add(kind)
         if kind == "run":
             run_id, name, project = record.run.run_id, record.run.display_name, record.run.project
             tags = list(record.run.tags)
@@ -125,6 +145,8 @@ def read_offline_run(run_dir: str | os.PathLike) -> OfflineRun:
         elif kind == "artifact":
             artifacts.append({"name": record.artifact.name, "type": record.artifact.type,
                               "files": [c.path for c in record.artifact.manifest.contents]})
+    if complete and not {"run", "exit"} <= seen:  # still being written
+        return None
     config.pop("_wandb", None)
     return OfflineRun(run_dir, run_id, name, project, tags, config, summary, history, artifacts)
 
