@@ -142,9 +142,11 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from sagebench.reporting.paper_table import format_table, table_rows
+    from sagebench.reporting.paper_table import format_table, format_wide, table_rows
 
-    text = format_table(table_rows(args.run_dirs, metrics=args.metrics), args.format, metrics=args.metrics)
+    rows = table_rows(args.run_dirs, metrics=args.metrics)
+    text = (format_wide(rows, args.format, metric=args.metrics[0]) if args.wide
+            else format_table(rows, args.format, metrics=args.metrics))
     if args.out:
         from sagebench.runtime.files import atomic_write_text
 
@@ -165,6 +167,8 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", "-f", choices=["md", "csv", "latex"], default="md", help="output format (default md)")
     p.add_argument("--metrics", nargs="+", choices=list(METRICS), default=list(DEFAULT_METRICS),
                    help=f"columns (default: {' '.join(DEFAULT_METRICS)})")
+    p.add_argument("--wide", action="store_true", help="strategies x budgets (the first --metrics value; default "
+                                                        "offloaded accuracy), each cell with its interval, best marked")
     p.add_argument("--out", help="write the table to this file instead of printing it")
     p.set_defaults(func=_cmd_report)
 

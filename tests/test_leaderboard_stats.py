@@ -550,3 +550,26 @@ def test_compare_one_strategy_of_a_run_against_every_other_with_holm(tmp_path, c
     assert main(["leaderboard", "compare", str(run), "-s", "sage"]) == 0
     out = capsys.readouterr().out
     assert out.count("A = sage") == 2 and "Holm p" in out and "adjusted over the 2 comparisons" in out
+
+
+def test_report_wide_is_strategies_by_budgets_with_intervals_and_the_best_deployable_row_marked(tmp_path, capsys):
+    """A paper wants strategies x budgets, each cell with its interval, the best marked (an oracle never is)."""
+    run = _measure(tmp_path / "run", {("sage", 4): _vec(30, 10), ("sage", 8): _vec(33, 7),
+                                      ("random", 4): _vec(20, 20), ("random", 8): _vec(36, 4),
+                                      ("oracle", 4): _vec(39, 1), ("oracle", 8): _vec(40, 0)})
+    _edited(run, lambda d: d["strategies"][2].update(oracle=True, requires=["server_attention"]))
+    rows = paper_table.table_rows([run])
+    md = paper_table.format_wide(rows, "md")
+    lines = md.splitlines()
+    assert lines[0] == "| strategy | B=4 | B=8 |"
+    low, high = stats.wilson_interval(30, 40)
+    assert lines[2] == f"| sage | **75.0 [{100 * low:.1f}, {100 * high:.1f}]** | 82.5 [" + lines[2].split("82.5 [")[1]
+    assert lines[3].startswith("| random | 50.0 [") and "| **90.0 [" in lines[3]
+    assert lines[4].startswith("| oracle (oracle) | 97.5 [") and "**" not in lines[4]
+    tex = paper_table.format_wide(rows, "latex")
+    assert "\\textbf{75.0" in tex and "\\begin{tabular}{lrr}" in tex and tex.count("\\textbf") == 2
+    csv_text = paper_table.format_wide(rows, "csv").splitlines()
+    assert csv_text[0].startswith("strategy,run,B=4 offloaded_accuracy,B=4 low,B=4 high,B=4 best,")
+    assert csv_text[1].split(",")[5] == "1" and csv_text[3].split(",")[5] == "0"  # sage best at B=4, oracle never
+    assert main(["report", str(run), "--wide", "--format", "latex"]) == 0
+    assert "\\textbf" in capsys.readouterr().out

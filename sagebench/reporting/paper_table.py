@@ -122,10 +122,11 @@ def table_rows(runs: Sequence[str | os.PathLike], metrics: Sequence[str] = DEFAU
     for path, label in zip(paths, _labels(paths)):
         res = RunResults.from_json(checked_results(path))  # every figure recomputed from the records first
         samples = _samples(path)
+        oracles = {s.get("label") for s in (res.strategies or []) if s.get("oracle")}
         for row in res.results:
             cell = Cell.from_row(row)
             tidy: dict[str, Any] = {"run": label, "strategy": cell.strategy, "budget": cell.budget,
-                                    "budget_unit": cell.unit}
+                                    "budget_unit": cell.unit, "oracle": cell.strategy in oracles}
             for name in metrics:
                 metric = METRICS[name]
                 tidy[name] = row.get(name)
@@ -206,6 +207,73 @@ def format_table(rows: Sequence[dict[str, Any]], fmt: str = "md", metrics: Seque
             lines.append(" & ".join(_latex(c) for c in line) + " \\\\")
         return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"])
     raise SageBenchError(f"unknown format {fmt!r}: md, csv or latex")
+
+
+def format_wide(rows: Sequence[dict[str, Any]], fmt: str = "md", metric: str = "offloaded_accuracy") -> str:
+    """``rows`` of :func:`table_rows` as a paper's table: one row per (strategy, run), one column per budget,
+    each cell ``metric`` with its 95% interval; the highest point value of each budget among deployable rows
+    is marked (bold in Markdown and LaTeX, ``best`` columns in CSV; oracles are named so and never marked). The mark is the point estimate only: whether the
+    difference to the next row is significant is what ``sagebench leaderboard compare`` answers.
+    """
+    if metric not in METRICS:
+        raise SageBenchError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    m = METRICS[metric]
+    budgets = sorted({(r["budget_unit"], r["budget"]) for r in rows})
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    labels = list(dict.fromkeys((r["strategy"], r["run"]) for r in rows))
+    cell = {(r["strategy"], r["run"], r["budget_unit"], r["budget"]): r for r in rows}
+    best = {}
+    for unit, b in budgets:
+        values = [r.get(metric) for (s, run) in labels
+                  if (r := cell.get((s, run, unit, b))) and r.get(metric) is not None and not r.get("oracle")]
+        best[(unit, b)] = max(values) if values else None
+
+    oracle = {(r["strategy"], r["run"]) for r in rows if r.get("oracle")}
+
+    def name(strategy: str, run: str) -> str:  # an oracle is a reference: named so, never marked best
+        text = strategy if len(runs) == 1 else f"{strategy} ({run})"
+        return f"{text} (oracle)" if (strategy, run) in oracle else text
+
+    def column(unit: str, b: int) -> str:
+        return f"B={b}" if unit == "patches" else f"{b} bytes"
+
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["strategy", "run", *(f"{column(u, b)} {k}" for u, b in budgets
+                                               for k in (metric, "low", "high", "best"))])
+        for s, run in labels:
+            line: list[Any] = [s, run]
+            for u, b in budgets:
+                r = cell.get((s, run, u, b)) or {}
+                value = r.get(metric)
+                line += ["" if value is None else value, r.get(f"{metric}_low", "") or "",
+                         r.get(f"{metric}_high", "") or "",
+                         int(value is not None and not r.get("oracle") and value == best[(u, b)])]
+            writer.writerow(line)
+        return buf.getvalue().rstrip("\n")
+    if fmt not in ("md", "latex"):
+        raise SageBenchError(f"unknown format {fmt!r}: md, csv or latex")
+    bold = (lambda t: f"**{t}**") if fmt == "md" else (lambda t: f"\\textbf{{{t}}}")
+    esc = (lambda t: t.replace("|", "\\|")) if fmt == "md" else _latex
+    body = []
+    for s, run in labels:
+        cells = [esc(name(s, run))]
+        for u, b in budgets:
+            r = cell.get((s, run, u, b))
+            text = _text_cells(r, [metric])[0] if r else "-"
+            text = esc(text)
+            marked = r and not r.get("oracle") and r.get(metric) is not None and r[metric] == best[(u, b)]
+            cells.append(bold(text) if marked else text)
+        body.append(cells)
+    header = [esc("strategy"), *(esc(column(u, b)) for u, b in budgets)]
+    note = f"{m.title} with its {INTERVAL_NOTE[0].lower() + INTERVAL_NOTE[1:]}; the highest value of each budget in bold"
+    if fmt == "md":
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+                          *("| " + " | ".join(line) + " |" for line in body), "", note + "."])
+    return "\n".join(["% " + note, "\\begin{tabular}{l" + "r" * len(budgets) + "}", "\\toprule",
+                      " & ".join(header) + " \\\\", "\\midrule", *(" & ".join(line) + " \\\\" for line in body),
+                      "\\bottomrule", "\\end{tabular}"])
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
