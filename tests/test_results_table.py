@@ -75,3 +75,23 @@ def test_an_asymmetric_interval_is_shown_with_both_ends_not_as_one_half_width(sm
     row.update(offloaded_accuracy=0.95, offloaded_accuracy_ci=[0.70, 0.99], ceiling_ratio=0.9)
     table = format_table(res)
     assert "95.0 [70.0,99.0] (0.90)" in table and "+-" not in table
+
+
+def test_typed_results_as_a_long_and_a_wide_dataframe(small_run):
+    """`RunResults.to_dataframe()`: one row per (strategy, budget) with each interval's ends; wide=True:
+    strategies x budgets of one metric, with its interval's ends as column levels."""
+    from sagebench.results import RunResults
+
+    _, results = small_run
+    res = RunResults.from_json({k: v for k, v in results.items() if k not in ("output_dir", "report")})
+    long = res.to_dataframe()
+    assert len(long) == len(results["results"])
+    first = results["results"][0]
+    got = long[(long.strategy == first["strategy"]) & (long.budget == first["budget"])].iloc[0]
+    assert got["offloaded_accuracy"] == first["offloaded_accuracy"]
+    assert [got["offloaded_accuracy_low"], got["offloaded_accuracy_high"]] == first["offloaded_accuracy_ci"]
+    wide = res.to_dataframe(wide=True)
+    assert list(wide.index) == res.strategy_labels and sorted(wide.columns.levels[0]) == [
+        "high", "low", "offloaded_accuracy"]
+    assert wide.loc[first["strategy"], ("offloaded_accuracy", first["budget"])] == first["offloaded_accuracy"]
+    assert wide.loc[first["strategy"], ("low", first["budget"])] == first["offloaded_accuracy_ci"][0]

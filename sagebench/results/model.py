@@ -106,3 +106,28 @@ class RunResults:
     @property
     def budgets(self) -> list[int]:
         return sorted({int(r["budget"]) for r in self.results})
+
+    def to_dataframe(self, wide: bool = False, metric: str = "offloaded_accuracy") -> Any:
+        """The results as a pandas DataFrame: long (one row per strategy and budget, every figure, each
+        interval as ``<metric>_low`` / ``<metric>_high``) or ``wide`` (strategies x budgets of ``metric``,
+        with ``(metric, "low")`` / ``(metric, "high")`` column levels beside the value)."""
+        import pandas as pd
+
+        rows = []
+        for r in self.results:
+            row = {k: v for k, v in r.items() if not k.endswith("_ci") and not isinstance(v, (dict, list))}
+            for k, v in r.items():
+                if k.endswith("_ci") and isinstance(v, (list, tuple)) and len(v) == 2:
+                    row[f"{k[:-3]}_low"], row[f"{k[:-3]}_high"] = v
+            rows.append(row)
+        long = pd.DataFrame(rows)
+        if not wide:
+            return long
+        if metric not in long.columns:
+            raise KeyError(f"no metric {metric!r} in the results; known: {sorted(long.columns)}")
+        order = {label: i for i, label in enumerate(self.strategy_labels)}
+        parts = {name: long.pivot(index="strategy", columns="budget", values=column)
+                 for name, column in ((metric, metric), ("low", f"{metric}_low"), ("high", f"{metric}_high"))
+                 if column in long.columns}
+        table = pd.concat(parts, axis=1)
+        return table.sort_index(key=lambda idx: idx.map(order))
