@@ -264,7 +264,7 @@ def render(board: Board) -> Path:
     if series:
         ceilings = {r.ceiling for r in ranking.ranked if r.ceiling is not None}
         plots.plot_curves(series, board.path / plots.CURVES_FILE,
-                          title=f"{board.name} (dashed: reported, oracle or not verified)",
+                          title=f"{board.name} (grey, dotted: reported, oracle or not verified)",
                           ceiling=ceilings.pop() if len(ceilings) == 1 else None,
                           num_patches=meta.get("benchmark", {}).get("num_patches"), budget_unit=unit)
         lines += ["", f"![curves]({plots.CURVES_FILE})"]

@@ -59,12 +59,14 @@ class Example:
         return str(cls)
 
 
-def figure(width: float, height: float) -> Any:
-    """A matplotlib Figure on the Agg canvas (no pyplot: no global state, no display)."""
+def figure(width: float, height: float, layout: str = "tight") -> Any:
+    """A matplotlib Figure on the Agg canvas (no pyplot: no global state, no display).
+
+    ``layout="constrained"`` makes room for a legend placed outside the axes (``loc="outside ..."``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="tight")  # laid out once, while it is drawn
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)  # laid out once, while it is drawn
     FigureCanvasAgg(fig)
     return fig
 
@@ -86,25 +88,48 @@ def series_from_results(results: dict[str, Any]) -> list[Series]:
     """One :class:`Series` per strategy of a results dict, budgets ascending."""
     budgets = sorted({int(r["budget"]) for r in results["results"]})
     by_key = {(r["strategy"], int(r["budget"])): r for r in results["results"]}
+    oracles = {s.get("label") for s in results.get("strategies") or [] if s.get("oracle")}
     out = []
     for strategy in dict.fromkeys(r["strategy"] for r in results["results"]):
         rows = [by_key.get((strategy, b)) for b in budgets]
-        out.append(Series(strategy, budgets,
+        out.append(Series(strategy if strategy not in oracles else f"{strategy} (oracle)", budgets,
                           [r and r.get("offloaded_accuracy") for r in rows],
                           [r and r.get("ceiling_ratio") for r in rows],
                           offloaded_accuracy_ci=[r and r.get("offloaded_accuracy_ci") for r in rows],
-                          ceiling_ratio_ci=[r and r.get("ceiling_ratio_ci") for r in rows]))
+                          ceiling_ratio_ci=[r and r.get("ceiling_ratio_ci") for r in rows],
+                          dashed=strategy in oracles))
     return out
 
 
+#: Line styles that keep up to 30 strategies apart: 10 colours (matplotlib's tab10) x 3 dash patterns,
+#: with markers cycling too; references (oracles, reported or unverified rows) are grey and dotted.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+DASHES = ("-", "--", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+REFERENCE_STYLE = {"color": "0.45", "linestyle": ":", "marker": "x"}
+REFERENCE_MARKERS = ("x", "+", "1", "*", "|")
+REFERENCE_GREYS = ("0.45", "0.25", "0.6")
+
+
+def line_style(index: int, reference: bool = False) -> dict[str, Any]:
+    """The ``index``-th strategy's colour, dash pattern and marker (distinct for the first 30); a reference's
+    own style (a separate counter: references never take a strategy's colour)."""
+    if reference:  # the index-th reference: grey and dotted, told apart by its marker and shade
+        return {**REFERENCE_STYLE, "marker": REFERENCE_MARKERS[index % len(REFERENCE_MARKERS)],
+                "color": REFERENCE_GREYS[index % len(REFERENCE_GREYS)]}
+    return {"color": PALETTE[index % len(PALETTE)], "linestyle": DASHES[(index // len(PALETTE)) % len(DASHES)],
+            "marker": MARKERS[index % len(MARKERS)]}
+
+
 def _line(ax: Any, s: Series, values: list[float | None], scale: float,
-          intervals: list[Sequence[float] | None] | None = None) -> None:
+          intervals: list[Sequence[float] | None] | None = None, style: dict[str, Any] | None = None) -> None:
     pts = [(b, v * scale) for b, v in zip(s.budgets, values) if v is not None]
     if not pts:
         return
     xs, ys = zip(*pts)
-    (line,) = ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.6, linestyle="--" if s.dashed else "-",
-                      label=s.label)
+    style = style or line_style(0, s.dashed)
+    (line,) = ax.plot(xs, ys, markersize=4, linewidth=1.6, label=s.label, **style)
     band = [(b, ci[0] * scale, ci[1] * scale) for b, ci in zip(s.budgets, intervals or []) if ci]
     if len(band) >= 2:  # the 95% interval of each point, as a band
         bx, lo, hi = zip(*band)
@@ -112,35 +137,56 @@ def _line(ax: Any, s: Series, values: list[float | None], scale: float,
 
 
 def plot_curves(series: Sequence[Series], path: Path, *, title: str = "", ceiling: float | None = None,
-                num_patches: int | None = None, which: Sequence[str] = ("offloaded_accuracy", "ceiling_ratio"),
+                num_patches: int | None = None, which: Sequence[str] | None = None,
                 budget_unit: str = "patches") -> Path:
-    """Offloaded accuracy (%) and/or ceiling ratio against the patch budget, one line per series.
+    """Offloaded accuracy (%) against the budget, one line per series, the legend outside the data.
 
-    ``ceiling`` (offloaded accuracy of the server on all patches, a fraction) is drawn as a
-    dashed horizontal line on the accuracy panel; the ratio panel has a reference line at 1.
+    With a common ``ceiling`` (offloaded accuracy of the server on all patches, a fraction) the ceiling
+    ratio is the accuracy divided by it: it is read on a right-hand axis of the same panel (a second
+    panel would repeat the first), and the ceiling is a dotted line. Without one (rows measured on
+    different offloaded images), ``which`` defaults to both panels. Series flagged ``dashed``
+    (oracles, reported or unverified rows) are drawn apart (:data:`REFERENCE_STYLE`).
     """
-    fig = figure(5.2 * len(which), 4.0)
+    if which is None:
+        which = ("offloaded_accuracy",) if ceiling else ("offloaded_accuracy", "ceiling_ratio")
+    rows_of_legend = (len(series) + 1 + 2) // 3
+    fig = figure(max(8.5, 5.6 * len(which)), 4.0 + 0.2 * rows_of_legend, layout="constrained")
     axes = [fig.add_subplot(1, len(which), i + 1) for i in range(len(which))]
+    styles, counts = [], {False: 0, True: 0}  # strategies and references counted apart
+    for s in series:
+        styles.append(line_style(counts[s.dashed], s.dashed))
+        counts[s.dashed] += 1
+    budgets = sorted({b for s in series for b in s.budgets})
     for ax, metric in zip(axes, which):
         scale = 100.0 if metric == "offloaded_accuracy" else 1.0
-        for s in series:
-            _line(ax, s, getattr(s, metric), scale, getattr(s, f"{metric}_ci"))
+        for s, style in zip(series, styles):
+            _line(ax, s, getattr(s, metric), scale, getattr(s, f"{metric}_ci"), style)
         if metric == "offloaded_accuracy":
             if ceiling is not None:
-                ax.axhline(100.0 * ceiling, color="0.3", linestyle=":", linewidth=1.2,
+                ax.axhline(100.0 * ceiling, color="0.2", linestyle=(0, (1, 3)), linewidth=1.2,
                            label=f"ceiling (all {num_patches} patches)" if num_patches else "ceiling")
+                ratio = ax.twinx()  # the same lines read as ceiling ratio: accuracy / ceiling
+                low, high = ax.get_ylim()
+                ratio.set_ylim(low / (100.0 * ceiling), high / (100.0 * ceiling))
+                ratio.set_ylabel("ceiling ratio")
             ax.set_ylabel("offloaded accuracy (%)")
         else:
-            ax.axhline(1.0, color="0.3", linestyle=":", linewidth=1.2, label="ceiling")
+            ax.axhline(1.0, color="0.2", linestyle=(0, (1, 3)), linewidth=1.2, label="ceiling")
             ax.set_ylabel("ceiling ratio")
         ax.set_xlabel("budget B (patches sent)" if budget_unit == "patches" else "byte budget per request")
-        budgets = sorted({b for s in series for b in s.budgets})
         if budgets:
             ax.set_xticks(budgets)
+            if budget_unit != "patches":
+                ax.tick_params(axis="x", labelrotation=45)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    # below the panels, in columns: 20 strategies take seven short rows instead of covering the lines
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, max(1, len(labels))), fontsize=8,
+               frameon=False)
     if title:
-        fig.suptitle(title, fontsize=10)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 90)), fontsize=10)
     return save(fig, path)
 
 
