@@ -165,10 +165,11 @@ def plot_curves(series: Sequence[Series], path: Path, *, title: str = "", ceilin
             if ceiling is not None:
                 ax.axhline(100.0 * ceiling, color="0.2", linestyle=(0, (1, 3)), linewidth=1.2,
                            label=f"ceiling (all {num_patches} patches)" if num_patches else "ceiling")
-                ratio = ax.twinx()  # the same lines read as ceiling ratio: accuracy / ceiling
-                low, high = ax.get_ylim()
-                ratio.set_ylim(low / (100.0 * ceiling), high / (100.0 * ceiling))
-                ratio.set_ylabel("ceiling ratio")
+                if ceiling > 0:  # the same lines read as ceiling ratio: accuracy / ceiling (none for a zero ceiling)
+                    ratio = ax.twinx()
+                    low, high = ax.get_ylim()
+                    ratio.set_ylim(low / (100.0 * ceiling), high / (100.0 * ceiling))
+                    ratio.set_ylabel("ceiling ratio")
             ax.set_ylabel("offloaded accuracy (%)")
         else:
             ax.axhline(1.0, color="0.2", linestyle=(0, (1, 3)), linewidth=1.2, label="ceiling")
