@@ -56,12 +56,6 @@ class Sweep:
     server_weights: str
 
     @property
-    def with_rollout(self) -> bool:
-        """Whether a strategy requires (Abnar & Zuidema's) attention rollout (the edge computes it in the
-        same forward); all the rollouts the edge computes: ``self.edge.rollouts``."""
-        return "rollout" in required_evidence(self.strategies)
-
-    @property
     def num_patches(self) -> int:
         return self.server.grid[0] * self.server.grid[1]
 
