@@ -202,40 +202,87 @@ def plot_results_curves(results: dict[str, Any], path: Path) -> Path:
                        budget_unit=(results.get("transmission") or {}).get("budget_unit", "patches"))
 
 
-def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
-    """Offloaded accuracy against the mean request latency, one panel per channel, one line per strategy.
+def _bytes_of(row: dict[str, Any], channels: Sequence[dict[str, Any]]) -> float | None:
+    """A results row's mean bytes sent per offloaded image (from its latency on a channel when the row
+    predates ``bytes_sent``: the latency model is invertible)."""
+    if row.get("bytes_sent") is not None:
+        return float(row["bytes_sent"])
+    for c in channels:
+        latency = (row.get("latency_ms") or {}).get(c["name"])
+        if latency is not None:
+            return (float(latency) - float(c["rtt_ms"])) * float(c["uplink_kbps"]) / 8.0
+    return None
 
-    Each point is one budget; the x position is ``rtt + 8 * bytes_sent / uplink`` (sagebench.transmission.channels).
-    Returns ``None`` when the run reports no channel.
+
+LATENCY_AXIS_INCHES = 0.62  # one channel's latency axis below the panel: ticks, their labels and its name
+
+
+def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
+    """Offloaded accuracy against the mean request latency: one panel, one line per strategy, and one
+    latency axis per channel beneath it.
+
+    Why one panel: a request's latency is ``rtt + 8 * bytes_sent / uplink`` (sagebench.transmission.channels),
+    affine in the bytes sent, so one panel per channel drew the same curves again with a rescaled x axis (on a
+    fast link over a fraction of a millisecond, its tick labels overprinted). The curves are drawn once against
+    the mean bytes sent per offloaded image, and each channel's latency is read on its own axis below, its
+    ticks placed at round milliseconds. Strategies take :func:`line_style` (oracles styled apart), the
+    ceiling is a dotted line, the legend sits right of the panel. Returns ``None`` when the run reports no
+    channel.
     """
+    import math
+
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
     channels = (results.get("transmission") or {}).get("channels") or []
     if not channels:
         return None
-    strategies = list(dict.fromkeys(r["strategy"] for r in results["results"]))
-    cols = min(3, len(channels))
-    rows = (len(channels) + cols - 1) // cols
-    fig = figure(4.6 * cols, 4.2 * rows)
+    oracles = {s.get("label") for s in results.get("strategies") or [] if s.get("oracle")}
+    curves = []
+    for strategy in dict.fromkeys(r["strategy"] for r in results["results"]):
+        pts = sorted((x, 100.0 * r["offloaded_accuracy"]) for r in results["results"]
+                     if r["strategy"] == strategy and r.get("offloaded_accuracy") is not None
+                     and (x := _bytes_of(r, channels)) is not None)
+        if pts:
+            curves.append((strategy if strategy not in oracles else f"{strategy} (oracle)", strategy in oracles, pts))
     ceiling = (results.get("ceiling") or {}).get("offloaded_accuracy")
-    for k, channel in enumerate(channels):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        for strategy in strategies:
-            pts = sorted((r["latency_ms"][channel["name"]], 100.0 * r["offloaded_accuracy"])
-                         for r in results["results"] if r["strategy"] == strategy
-                         and r.get("latency_ms", {}).get(channel["name"]) is not None
-                         and r.get("offloaded_accuracy") is not None)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=strategy)
-        if ceiling is not None:
-            ax.axhline(100.0 * ceiling, color="0.3", linestyle=":", linewidth=1.2, label="ceiling")
-        ax.set_title(f"{channel.get('display_name', channel['name'])}: {channel['uplink_kbps']:g} kbit/s up, "
-                     f"RTT {channel['rtt_ms']:g} ms", fontsize=8)
-        ax.set_xlabel("mean request latency (ms)")
-        ax.set_ylabel("offloaded accuracy (%)")
-        ax.grid(True, alpha=0.3)
-        if k == 0:
-            ax.legend(fontsize=7)
+    labels = len(curves) + (ceiling is not None)
+    axes_h, top, bottom = 3.6, 0.55, 0.55 + LATENCY_AXIS_INCHES * len(channels)
+    per_column = max(1, int(axes_h / 0.19))  # legend rows that fit beside the panel
+    legend_cols = max(1, math.ceil(labels / per_column))
+    left, axes_w, legend_w = 0.75, 6.4, 2.5 * legend_cols
+    width, height = left + axes_w + 0.3 + legend_w, top + axes_h + bottom
+    fig = figure(width, height, layout="none")
+    ax = fig.add_axes((left / width, bottom / height, axes_w / width, axes_h / height))
+    counts = {False: 0, True: 0}
+    for label, reference, pts in curves:
+        style = line_style(counts[reference], reference)
+        counts[reference] += 1
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], markersize=4, linewidth=1.6, label=label, **style)
+    if ceiling is not None:
+        ax.axhline(100.0 * ceiling, color="0.2", linestyle=(0, (1, 3)), linewidth=1.2, label="ceiling (all patches)")
+    ax.set_ylabel("offloaded accuracy (%)")
+    ax.set_xlabel("mean bytes sent per offloaded image", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8))
+    ax.grid(True, alpha=0.3)
+    for k, c in enumerate(channels):
+        rate, rtt = float(c["uplink_kbps"]), float(c["rtt_ms"])
+
+        def to_ms(b: Any, rate: float = rate, rtt: float = rtt) -> Any:
+            return rtt + 8.0 * np.asarray(b, dtype=float) / rate
+
+        def to_bytes(ms: Any, rate: float = rate, rtt: float = rtt) -> Any:
+            return (np.asarray(ms, dtype=float) - rtt) * rate / 8.0
+
+        sec = ax.secondary_xaxis(-(0.5 + LATENCY_AXIS_INCHES * k) / axes_h - 0.02, functions=(to_ms, to_bytes))
+        sec.xaxis.set_major_locator(MaxNLocator(nbins=7))
+        sec.xaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+        sec.tick_params(labelsize=8)
+        sec.set_xlabel(f"{c.get('display_name', c['name'])} latency (ms): {rate:g} kbit/s up, RTT {rtt:g} ms",
+                       fontsize=8, labelpad=1)
+    fig.legend(*ax.get_legend_handles_labels(), loc="upper left", fontsize=8, frameon=False, ncols=legend_cols,
+               bbox_to_anchor=((left + axes_w + 0.3) / width, 1 - top / height))
     codec = (results.get("transmission") or {}).get("codec") or {}
-    fig.suptitle(f"accuracy vs uplink latency (codec {codec.get('name', 'raw')}"
+    fig.suptitle(f"accuracy vs uplink latency, one axis per channel (codec {codec.get('name', 'raw')}"
                  f"{' q' + str(codec['quality']) if 'quality' in codec else ''})", fontsize=10)
     return save(fig, path)
 
