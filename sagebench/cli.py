@@ -97,6 +97,18 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
               + ("" if entry.samples_path else " without a per-sample file (compare will not work on it)"))
     elif args.action == "show":
         print(lb.format_board(lb.get_board(args.board, root)))
+    elif args.action == "render" and args.html:  # the static site: reads the boards, writes only under DIR
+        from sagebench.leaderboard import site
+
+        index = site.write_site(root or lb.default_root(), Path(args.html), [args.board] if args.board else None)
+        print(f"wrote {index} (open it in a browser, or publish {args.html} as is on any static host)")
+    elif args.action == "init-repo":
+        from sagebench.leaderboard import site
+
+        written = site.init_repo(Path(args.dir))
+        print("\n".join(f"wrote {p}" for p in written))
+        print(f"next: cd {args.dir} && git init, add entries with `sagebench leaderboard --root leaderboards submit "
+              "RUN --create`, push to GitHub and enable Pages (Settings > Pages > GitHub Actions); README.md says more")
     elif args.action == "render":
         root = root or lb.default_root(for_writing=True)  # the shipped boards are read-only
         names = [args.board] if args.board else (lb.list_boards(root) or [None])
@@ -209,7 +221,8 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="submit, show, render, compare, verify or pull leaderboard entries")
+    p = sub.add_parser("leaderboard", help="submit, show, render (README or --html site), compare, verify or pull "
+                                               "leaderboard entries; init-repo: a board repository with its CI")
     p.add_argument("--root", help="leaderboards folder (default: $SAGEBENCH_LEADERBOARDS, else the enclosing "
                                   "repository's leaderboards/, else the boards shipped with sagebench, read-only)")
     lsub = p.add_subparsers(dest="action", required=True)
@@ -220,8 +233,14 @@ def _leaderboard_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--create", action="store_true", help="start the board if it does not exist yet")
     q = lsub.add_parser("show", help="print a board's ranked table")
     q.add_argument("board", nargs="?", help="board name (default: the only board)")
-    q = lsub.add_parser("render", help="rewrite leaderboards/<board>/README.md and curves.png")
+    q = lsub.add_parser("render", help="rewrite leaderboards/<board>/README.md and curves.png, or (--html DIR) "
+                                       "write the boards' static web site")
     q.add_argument("board", nargs="?", help="board name (default: every board)")
+    q.add_argument("--html", metavar="DIR", help="write a static, self-contained site to DIR instead (DIR/index.html "
+                                                 "and one page per board; opens from file://, publish DIR as is)")
+    q = lsub.add_parser("init-repo", help="start a board repository in DIR: README and a CI workflow that verifies "
+                                          "and reproduces each pull request and publishes the site (GitHub Pages)")
+    q.add_argument("dir", metavar="DIR", help="folder of the new repository (no file there is overwritten)")
     q = lsub.add_parser("compare", help="paired comparison on the same images: two entries, two strategies of "
                                          "one run (A -s X -s Y), or every pair (--matrix)")
     q.add_argument("a", help="entry name, run folder or results JSON (with --matrix: also a board name)")
