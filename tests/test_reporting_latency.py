@@ -70,8 +70,11 @@ def _visible_tick_labels(axis, renderer):
             if t.get_visible() and t.get_text() and low - 1e-9 <= loc <= high + 1e-9]
 
 
-def test_no_tick_label_or_axis_name_overprints_another(tmp_path, drawn):
-    plots.plot_latency(_results(), tmp_path / "latency.png")
+@pytest.mark.parametrize("budgets", [BUDGETS, [5]], ids=["five budgets", "one budget"])
+def test_no_tick_label_or_axis_name_overprints_another(tmp_path, drawn, budgets):
+    results = _results()
+    results["results"] = [r for r in results["results"] if r["budget"] in budgets]
+    plots.plot_latency(results, tmp_path / "latency.png")
     fig = drawn["fig"]
     renderer = fig.canvas.get_renderer()
     (ax,) = fig.axes

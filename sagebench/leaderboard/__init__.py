@@ -5,7 +5,8 @@ reproduce it), ``rank`` (one row per method, scores, simultaneous rank intervals
 (columns, README.md, curves, ``show``),
 ``compare`` (paired tests, every pair), ``verify`` (re-check boards on disk), ``record`` (the
 board's one record of its benchmark), ``reproduce`` (``verify --reproduce``: rerun entries on
-images the verifier draws), ``wandb_pull`` (entries from W&B runs).
+images the verifier draws), ``wandb_pull`` (entries from W&B runs), ``site`` (the boards as a static web
+page, ``render --html``, and the board-repository template of ``init-repo``).
 """
 
 from sagebench.errors import LeaderboardError
