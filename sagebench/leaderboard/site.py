@@ -28,7 +28,7 @@ import re
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from sagebench.errors import LeaderboardError
 from sagebench.leaderboard import reproduce as reproduce_lib
@@ -115,7 +115,7 @@ def _outcome_line(entry: str, outcome: Mapping[str, Any] | None) -> str | None:
         return str(outcome.get("status"))
 
 
-def _entry_info(entries: Sequence[Entry], names: Iterable[str], ranking: Ranking) -> dict[str, Any]:
+def _entry_info(entries: Sequence[Entry], names: Collection[str], ranking: Ranking) -> dict[str, Any]:
     """Per entry: what a reader checks before trusting a row (config, provenance, reproduction, per class)."""
     out = {}
     for e in entries:
@@ -159,7 +159,7 @@ def board_data(board: Board) -> dict[str, Any]:
             row_data.append({
                 "name": names[id(r)], "kind": kind, "reference": reference, "style": style,
                 "aliases": [list(a) for a in r.aliases], "entries": r.entries,
-                "score": _finite(r.score), "score_ci": list(r.score_ci) if r.score_ci else None,
+                "score": _finite(r.score), "score_ci": [_finite(v) for v in r.score_ci] if r.score_ci else None,
                 "rank": [r.rank_low, r.rank_high] if r.rank_low is not None else None,
                 "other_images": r.other_images,
                 "curve": {"budgets": budgets, "offloaded_accuracy": [_finite(r.cells[b][0]) for b in budgets],
