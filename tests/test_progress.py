@@ -62,7 +62,7 @@ def test_log_lines_come_at_the_interval_and_during_a_long_forward():
     lines = progress_lines(out.getvalue())
     assert len(lines) == 2
     # estimated totals: half of the 10 images offloaded so far -> ~5 ceiling images, ~20 image-cells
-    assert "edge 4/10 img" in lines[1] and "edge acc 75.0%" in lines[1]
+    assert "edge 4/10 img (0.40/s, edge acc 75.0%)" in lines[1]  # 4 images in 10 s, 3 right
     assert "ceiling 2/~5" in lines[1] and "server 2/~20 img-cells" in lines[1]
     assert "offloaded 50% so far (~: estimated)" in lines[1]
     # ETA: 6 edge images x 2.5 s + 3 ceiling x 9.95 s + 18 cells x 0.05 s = 45.75 s
@@ -81,7 +81,8 @@ def test_log_lines_come_at_the_interval_and_during_a_long_forward():
     assert last.startswith("sagebench: progress done [0:01:10]")
     # every image through the edge: the totals are exact (no ~), the share final
     assert "edge 10/10 img" in last and "ceiling 2/2 " in last and "server 8/8 img-cells" in last
-    assert "offloaded 20% |" in last and "edge acc 30.0%" in last
+    assert last.endswith("| offloaded 20%") and "edge acc 30.0%" in last  # no ETA once done
+    assert "edge 10/10 img (0.14/s" in last  # the edge's rate up to its last image (10 in 70 s)
 
 
 def test_totals_are_estimated_from_the_offload_share_until_every_image_is_seen():
@@ -194,3 +195,28 @@ def test_a_run_counts_its_real_work_and_keeps_its_records(random_models_override
     evaluate(load_config(None, [*args, "progress=true", "data.limit=16", f"output_dir={tmp_path / 'default'}"]))
     err = capsys.readouterr().err  # pytest's capture is no terminal: the log form, on stderr
     assert err.count("sagebench: progress") == 2 and "sagebench: progress done" in err and "edge 16/16" in err
+
+
+@pytest.mark.slow
+def test_two_processes_rank_zero_shows_the_total(random_models_overrides, tmp_path):
+    """torchrun, 2 nodes of one process each (as tests/test_multinode.py): only rank 0 writes progress, and its
+    last line counts every process's work exactly."""
+    import json
+
+    from test_multinode import COMMON, launch_nodes
+
+    out = tmp_path / "two"
+    procs = launch_nodes([*random_models_overrides, *COMMON, "progress=true", f"output_dir={out}"])
+    errs = []
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+        errs.append(err.decode())
+    res = json.loads((out / "results.json").read_text())
+    cells = len(res["results"])
+    zero = [line for line in errs[0].splitlines() if line.startswith("sagebench: progress")]
+    assert len(zero) >= 2 and not any("sagebench: progress" in line for line in errs[1].splitlines())
+    assert zero[0].startswith("sagebench: progress: 23 images")
+    offloaded = res["num_offloaded"]
+    assert ("edge 23/23 img" in zero[-1] and f"ceiling {offloaded}/{offloaded} " in zero[-1]
+            and f"server {offloaded * cells}/{offloaded * cells} img-cells" in zero[-1]), zero[-1]

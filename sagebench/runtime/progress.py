@@ -138,6 +138,7 @@ class Progress:
         self._others = Counts()  # the other processes, as last read from the store
         self.seconds = dict.fromkeys(KINDS, 0.0)  # wall seconds attributed to each kind (this process)
         self.timed = dict.fromkeys(KINDS, 0)      # units of each kind those seconds cover
+        self._latest: dict[str, float | None] = dict.fromkeys(KINDS)  # when each kind last advanced
         self._lock = threading.RLock()
         self._bar: Any = None
         self._thread: threading.Thread | None = None
@@ -206,7 +207,7 @@ class Progress:
         now = self.clock()
         self.seconds[kind] += now - self._last
         self.timed[kind] += n
-        self._last = now
+        self._last = self._latest[kind] = now
         if self.store is not None and self.world_size > 1:
             self._exchange(now)
         if self.displays:
@@ -255,24 +256,31 @@ class Progress:
                 left += remaining * self.seconds[kind] / self.timed[kind]
         return left / max(1, self.world_size)
 
-    def describe(self, now: float | None = None) -> str:
-        """The progress as one line of text (without the ``sagebench: progress`` prefix)."""
+    def describe(self, now: float | None = None, *, final: bool = False) -> str:
+        """The progress as one line of text (without the ``sagebench: progress`` prefix); ``final``: no ETA."""
         with self._lock:
             now = self.clock() if now is None else now
             counts = self.total_counts()
             tot = totals(counts, self.images, self.cells)
-            elapsed = max(1e-9, now - self._started)
             acc = f", edge acc {100 * counts.correct / counts.labelled:.1f}%" if counts.labelled else ""
-            parts = [f"edge {_count_text(counts.edge, tot.edge, True)} img ({counts.edge / elapsed:.2f}/s{acc})",
+            parts = [f"edge {_count_text(counts.edge, tot.edge, True)} img ({self._rate('edge', counts)}{acc})",
                      f"ceiling {_count_text(counts.ceiling, tot.ceiling, tot.exact)}",
                      f"server {_count_text(counts.server, tot.server, tot.exact)} img-cells "
-                     f"({counts.server / elapsed:.2f}/s)"]
+                     f"({self._rate('server', counts)})"]
             if tot.share is not None:
                 parts.append(f"offloaded {100 * tot.share:.0f}%" + ("" if tot.exact else " so far (~: estimated)"))
             if self.world_size > 1 and self.store is None:
                 parts.append(f"rank 0 x {self.world_size}")
-            parts.append(f"ETA {_clock_text(self.eta(counts, tot))}")
+            if not final:
+                parts.append(f"ETA {_clock_text(self.eta(counts, tot))}")
             return " | ".join(parts)
+
+    def _rate(self, kind: str, counts: Counts) -> str:
+        """Units per second from the start to this kind's latest advance (so that the edge's rate stays what it
+        was once every image went through, and the server's is the job's throughput of image-cells)."""
+        latest = self._latest[kind]
+        span = latest - self._started if latest is not None else 0.0
+        return f"{getattr(counts, kind) / span:.2f}/s" if span > 0 else "-/s"
 
     def fraction(self, now: float) -> float:
         """Share of the job done: by time when an ETA is known, else by units."""
@@ -334,7 +342,7 @@ class Progress:
                 self.counts, self._others, self.world_size = exact, Counts(), 1
             if self.displays:
                 now = self.clock()
-                line = f"[{_clock_text(now - self._started)}] {self.describe(now)}"
+                line = f"[{_clock_text(now - self._started)}] {self.describe(now, final=True)}"
                 if self._bar is not None:
                     self._bar.n = 1000 if self.images is not None and self.counts.edge >= self.images else self._bar.n
                     self._bar.set_postfix_str(line, refresh=False)
