@@ -9,6 +9,7 @@ process's counts; the records do not depend on the display.
 from __future__ import annotations
 
 import io
+import threading
 
 import pyarrow.parquet as pq
 import pytest
@@ -164,6 +165,21 @@ def test_rank_zero_shows_every_process_counts():
     assert "edge 20/20 img" in alone.describe() and "rank 0 x 2" in alone.describe()
 
 
+def test_the_heartbeat_writes_on_its_own_and_stops_with_the_display():
+    clock = FakeClock()
+    out = io.StringIO()
+    p = Progress(4, 2, every=0.04, stream=out, interactive=False, clock=clock)  # heartbeat every 0.01 s
+    p.start()
+    clock.now = 1  # no call from the sweep: a long forward
+    for _ in range(500):
+        if len(progress_lines(out.getvalue())) >= 2:
+            break
+        threading.Event().wait(0.01)
+    assert len(progress_lines(out.getvalue())) >= 2
+    p.close(stopped=True)
+    assert not p._thread.is_alive() and progress_lines(out.getvalue())[-1].startswith("sagebench: progress stopped")
+
+
 def test_bad_kind_is_refused():
     p, _ = log_progress(FakeClock())
     with pytest.raises(ValueError, match="ceiling or server"):
@@ -206,7 +222,8 @@ def test_two_processes_rank_zero_shows_the_total(random_models_overrides, tmp_pa
     from test_multinode import COMMON, launch_nodes
 
     out = tmp_path / "two"
-    procs = launch_nodes([*random_models_overrides, *COMMON, "progress=true", f"output_dir={out}"])
+    procs = launch_nodes([*random_models_overrides, *COMMON, "progress=true", "progress_every=0.5",
+                          f"output_dir={out}"])
     errs = []
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -215,7 +232,7 @@ def test_two_processes_rank_zero_shows_the_total(random_models_overrides, tmp_pa
     res = json.loads((out / "results.json").read_text())
     cells = len(res["results"])
     zero = [line for line in errs[0].splitlines() if line.startswith("sagebench: progress")]
-    assert len(zero) >= 2 and not any("sagebench: progress" in line for line in errs[1].splitlines())
+    assert len(zero) >= 3 and not any("sagebench: progress" in line for line in errs[1].splitlines())
     assert zero[0].startswith("sagebench: progress: 23 images")
     offloaded = res["num_offloaded"]
     assert ("edge 23/23 img" in zero[-1] and f"ceiling {offloaded}/{offloaded} " in zero[-1]

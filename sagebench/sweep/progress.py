@@ -117,6 +117,12 @@ class SweepProgress(ProgressBar):
             self._finish(trainer, pl_module)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._stop()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._stop()  # whatever ended the run: no heartbeat outlives it (a notebook would print on forever)
+
+    def _stop(self) -> None:
         if self.progress is not None and not self.progress.closed:
-            self.progress.close(stopped=True)  # the last line as far as this process knows; no collective after an error
+            self.progress.close(stopped=True)  # the last line as far as this process knows; no collective here
         self._detach()
