@@ -222,8 +222,8 @@ def test_two_processes_rank_zero_shows_the_total(random_models_overrides, tmp_pa
     from test_multinode import COMMON, launch_nodes
 
     out = tmp_path / "two"
-    procs = launch_nodes([*random_models_overrides, *COMMON, "progress=true", "progress_every=0.5",
-                          f"output_dir={out}"])
+    procs = launch_nodes([*random_models_overrides, *COMMON, "batch_size=2", "progress=true", "progress_every=0.5",
+                          f"output_dir={out}"], slow=True)  # 0.3 s per step: lines during the run
     errs = []
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -234,6 +234,8 @@ def test_two_processes_rank_zero_shows_the_total(random_models_overrides, tmp_pa
     zero = [line for line in errs[0].splitlines() if line.startswith("sagebench: progress")]
     assert len(zero) >= 3 and not any("sagebench: progress" in line for line in errs[1].splitlines())
     assert zero[0].startswith("sagebench: progress: 23 images")
+    # the lines during the run read the other process's counts through the store (no "rank 0 x 2" scaling)
+    assert not any("rank 0 x" in line for line in zero)
     offloaded = res["num_offloaded"]
     assert ("edge 23/23 img" in zero[-1] and f"ceiling {offloaded}/{offloaded} " in zero[-1]
             and f"server {offloaded * cells}/{offloaded * cells} img-cells" in zero[-1]), zero[-1]
