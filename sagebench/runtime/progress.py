@@ -101,6 +101,14 @@ def _clock_text(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _columns() -> int:
+    """The terminal's width (120 where it reports none: a pseudo-terminal without a size, where tqdm, left to
+    itself, hides the bar)."""
+    import shutil
+
+    return shutil.get_terminal_size(fallback=(120, 24)).columns
+
+
 def _count_text(done: int, total: float | None, exact: bool) -> str:
     if total is None:
         return f"{done}/?"
@@ -168,8 +176,8 @@ class Progress:
         if self.interactive:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=1000, file=self.stream, dynamic_ncols=True, leave=True, mininterval=0,
-                             bar_format="{desc} {percentage:3.0f}%|{bar:16}| {postfix}", desc="sagebench")
+            self._bar = tqdm(total=1000, file=self.stream, ncols=_columns(), nrows=24, leave=True, mininterval=0,
+                             bar_format="sagebench {percentage:3.0f}%|{bar:16}| {desc}", desc="")
             self._draw(now)
         else:
             cells = f"{self.cells} strategy x budget cell{'s' if self.cells != 1 else ''}"
@@ -305,8 +313,14 @@ class Progress:
             self._shown = now
 
     def _draw(self, now: float) -> None:
+        """The terminal line; the ETA first, as a narrow terminal cuts the end of the line."""
         self._bar.n = int(1000 * min(1.0, max(0.0, self.fraction(now))))
-        self._bar.set_postfix_str(f"[{_clock_text(now - self._started)}] {self.describe(now)}", refresh=False)
+        self._bar.ncols = _columns()  # follows a resized window
+        with self._lock:
+            counts = self.total_counts()
+            eta = _clock_text(self.eta(counts, totals(counts, self.images, self.cells)))
+        self._bar.set_description_str(f"ETA {eta} [{_clock_text(now - self._started)}] "
+                                      f"{self.describe(now, final=True)}", refresh=False)
         self._bar.refresh()
         self._shown = now
 
@@ -345,7 +359,7 @@ class Progress:
                 line = f"[{_clock_text(now - self._started)}] {self.describe(now, final=True)}"
                 if self._bar is not None:
                     self._bar.n = 1000 if self.images is not None and self.counts.edge >= self.images else self._bar.n
-                    self._bar.set_postfix_str(line, refresh=False)
+                    self._bar.set_description_str(f"done {line}", refresh=False)
                     self._bar.close()
                     self._bar = None
                 else:
