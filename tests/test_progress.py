@@ -122,7 +122,7 @@ def test_a_terminal_gets_one_redrawn_bar():
     drawn = out.getvalue()
     clock.now = 2
     p.advance("server", 1)
-    assert out.getvalue() != drawn and "server 1/2 img-cells" in out.getvalue()
+    assert out.getvalue() != drawn and "ceiling 1/1 | server 1/2 cells" in out.getvalue()
     p.close()
     assert "\r" in out.getvalue() and "sagebench: progress" not in out.getvalue()
 

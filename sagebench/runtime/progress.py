@@ -264,19 +264,23 @@ class Progress:
                 left += remaining * self.seconds[kind] / self.timed[kind]
         return left / max(1, self.world_size)
 
-    def describe(self, now: float | None = None, *, final: bool = False) -> str:
-        """The progress as one line of text (without the ``sagebench: progress`` prefix); ``final``: no ETA."""
+    def describe(self, now: float | None = None, *, final: bool = False, compact: bool = False) -> str:
+        """The progress as one line of text (without the ``sagebench: progress`` prefix); ``final``: no ETA;
+        ``compact``: shorter words (the terminal line, cut at the window's width)."""
         with self._lock:
             now = self.clock() if now is None else now
             counts = self.total_counts()
             tot = totals(counts, self.images, self.cells)
-            acc = f", edge acc {100 * counts.correct / counts.labelled:.1f}%" if counts.labelled else ""
-            parts = [f"edge {_count_text(counts.edge, tot.edge, True)} img ({self._rate('edge', counts)}{acc})",
+            img, cells, acc_word = ("", "cells", "acc") if compact else (" img", "img-cells", "edge acc")
+            acc = f", {acc_word} {100 * counts.correct / counts.labelled:.1f}%" if counts.labelled else ""
+            parts = [f"edge {_count_text(counts.edge, tot.edge, True)}{img} ({self._rate('edge', counts)}{acc})",
                      f"ceiling {_count_text(counts.ceiling, tot.ceiling, tot.exact)}",
-                     f"server {_count_text(counts.server, tot.server, tot.exact)} img-cells "
+                     f"server {_count_text(counts.server, tot.server, tot.exact)} {cells} "
                      f"({self._rate('server', counts)})"]
             if tot.share is not None:
-                parts.append(f"offloaded {100 * tot.share:.0f}%" + ("" if tot.exact else " so far (~: estimated)"))
+                share = f"{100 * tot.share:.0f}%"
+                parts.append((f"offloaded {share}" if tot.exact else f"offloaded ~{share} so far") if compact else
+                             f"offloaded {share}" + ("" if tot.exact else " so far (~: estimated)"))
             if self.world_size > 1 and self.store is None:
                 parts.append(f"rank 0 x {self.world_size}")
             if not final:
@@ -320,7 +324,7 @@ class Progress:
             counts = self.total_counts()
             eta = _clock_text(self.eta(counts, totals(counts, self.images, self.cells)))
         self._bar.set_description_str(f"ETA {eta} [{_clock_text(now - self._started)}] "
-                                      f"{self.describe(now, final=True)}", refresh=False)
+                                      f"{self.describe(now, final=True, compact=True)}", refresh=False)
         self._bar.refresh()
         self._shown = now
 
@@ -356,7 +360,8 @@ class Progress:
                 self.counts, self._others, self.world_size = exact, Counts(), 1
             if self.displays:
                 now = self.clock()
-                line = f"[{_clock_text(now - self._started)}] {self.describe(now, final=True)}"
+                line = (f"[{_clock_text(now - self._started)}] "
+                        f"{self.describe(now, final=True, compact=self._bar is not None)}")
                 if self._bar is not None:
                     self._bar.n = 1000 if self.images is not None and self.counts.edge >= self.images else self._bar.n
                     self._bar.set_description_str(f"done {line}", refresh=False)
