@@ -239,3 +239,11 @@ def test_two_processes_rank_zero_shows_the_total(random_models_overrides, tmp_pa
     offloaded = res["num_offloaded"]
     assert ("edge 23/23 img" in zero[-1] and f"ceiling {offloaded}/{offloaded} " in zero[-1]
             and f"server {offloaded * cells}/{offloaded * cells} img-cells" in zero[-1]), zero[-1]
+
+
+def test_a_bad_interval_is_a_clear_config_error():
+    from sagebench.config import load_config
+    from sagebench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="progress_every must be > 0 seconds"):
+        load_config(None, ["progress_every=0"])
