@@ -95,7 +95,8 @@ class SageBenchConfig:
     server_batch_size: Optional[int] = None
     seed: int = 0
     output_dir: Optional[str] = None
-    progress: bool = True
+    progress: bool = True  # sagebench's display of the work done (edge, ceiling, server image-cells), rate, ETA
+    progress_every: float = 30.0  # seconds between two progress lines when stderr is not a terminal (CI, SLURM)
     trainer: dict[str, Any] = field(default_factory=dict)
     resume: bool = False  # continue the unfinished run in output_dir (the newest under runs/ when unset)
     flush_seconds: float = 5.0  # finished per-sample rows are saved to <output_dir>/partial/ this often
@@ -362,6 +363,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.on_error not in ("fail", "skip"):
         raise ConfigError(f"data.on_error must be fail (stop at a corrupt image, naming it) or skip (count and "
                           f"report corrupt images), got {cfg.data.on_error!r}.")
+    if not cfg.progress_every > 0:
+        raise ConfigError(f"progress_every must be > 0 seconds (how often a progress line is written to a log), "
+                          f"got {cfg.progress_every}; progress=false turns the display off.")
     if cfg.flush_seconds < 0:
         raise ConfigError(f"flush_seconds must be >= 0 (0: save finished rows after every batch), got {cfg.flush_seconds}.")
     if cfg.data.num_workers is not None and cfg.data.num_workers < 0:
@@ -418,6 +422,8 @@ KEY_HELP = {
     "seed": "run seed (random strategy, random-init weights)",
     "output_dir": "output folder (default runs/<benchmark>-<time>)",
     "resume": "continue the unfinished run in output_dir",
+    "progress": "show the work done (edge images, ceiling, server image-cells) with rate and ETA",
+    "progress_every": "seconds between two progress lines in a non-terminal log",
     "logger": "wandb | none",
     "wandb.project": "W&B project", "wandb.entity": "W&B entity", "wandb.tags": "W&B tags",
     "trainer": "passed to lightning.Trainer (devices, accelerator, precision, logger, callbacks, ...)",

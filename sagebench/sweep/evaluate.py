@@ -193,7 +193,8 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
     callback and the module read in their own ``setup`` (Lightning runs them after the data module's).
     """
     trainer_kwargs = dict(trainer_kwargs)
-    trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), partial]
+    trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), partial,
+                                   *progress_display(sweep.cfg, trainer_kwargs)]
     if trainer_kwargs.get("use_distributed_sampler"):
         raise ConfigError("trainer.use_distributed_sampler=true is not supported: Lightning's distributed sampler "
                           "pads each process's share with repeated images, which would count some twice. sagebench "
@@ -226,6 +227,21 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
             raise SystemExit(143) from exc
         raise
     return Attempt(trainer, module, clock.stop(), datamodule.plan)
+
+
+def progress_display(cfg: DictConfig, trainer_kwargs: dict[str, Any]) -> list[Any]:
+    """sagebench's progress display (:class:`~sagebench.sweep.progress.SweepProgress`), in place of Lightning's
+    batch bar: none with ``progress=false``, ``trainer.enable_progress_bar=false`` or a progress bar of the
+    user's own among the callbacks (theirs is shown)."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from sagebench.sweep.progress import SweepProgress
+
+    if not cfg.progress or not trainer_kwargs.get("enable_progress_bar", True):
+        return []
+    if any(isinstance(c, ProgressBar) for c in trainer_kwargs.get("callbacks") or []):
+        return []
+    return [SweepProgress(every=float(cfg.get("progress_every", 30.0)))]
 
 
 @dataclass

@@ -20,6 +20,7 @@ from sagebench.edge.evidence import EdgeEvidence
 from sagebench.edge.model import EdgeModel
 from sagebench.gates import Gate, get_gate
 from sagebench.metrics import CELL_FIELDS, Sent, SweepLayout, flat_summary, summarize
+from sagebench.runtime.progress import NO_PROGRESS
 from sagebench.runtime.speed import PhaseTimer
 from sagebench.server.model import ServerModel
 from sagebench.server.passes import ServerPasses
@@ -45,6 +46,9 @@ class SageBenchModule(L.LightningModule):
     After the epoch, :attr:`records` holds one row per image of the whole data set (gathered
     from every process), sorted by sample id; :attr:`layout` names its columns.
     """
+
+    # counts the work done (sagebench.runtime.progress); the progress callback sets its own for a run
+    progress: Any = NO_PROGRESS
 
     def __init__(self, edge: EdgeModel, server: ServerModel, strategies: Sequence[Strategy],
                  budgets: Sequence[int], gate: Gate | None = None,
@@ -142,6 +146,7 @@ class SageBenchModule(L.LightningModule):
         # records.NONFINITE as the edge prediction for NaN/Inf logits
         rows = edge_rows(self.layout, sample_ids, labels, predictions(evidence.logits), offload)
         col = self.layout.column
+        self.progress.gated(rows[:, col("label")], rows[:, col("edge_pred")], offload)
         if self.offload_cache is not None and not self.offload_cache.serving:
             self.offload_cache.record_gate(sample_ids, labels, rows[:, col("edge_pred")], offload)
         sent = offload.nonzero().squeeze(1)
@@ -165,6 +170,7 @@ class SageBenchModule(L.LightningModule):
             rows[:, col("ceiling_pred")] = (predictions(self.server.vit(images)) if cached is None
                                             else cached.to(rows.device))
         self.timer.stop("ceiling", started)
+        self.progress.advance("ceiling", rows.shape[0])
         if self.offload_cache is not None and not self.offload_cache.serving:
             self.offload_cache.record_served(sub.sample_ids, images, rows[:, col("ceiling_pred")])
         patches = patchify(images, self.server.patch_size)
@@ -178,6 +184,7 @@ class SageBenchModule(L.LightningModule):
                 name = Cell(strategy.label, budget, self.budget_unit).name
                 if self.budget_unit == "bytes":
                     self._send_byte_budget(rows, sent, sub, passes, strategy, budget, j, name)
+                    self.progress.advance("server", sent.numel())
                     j += 1
                     continue
                 started = self.timer.start()
@@ -189,6 +196,7 @@ class SageBenchModule(L.LightningModule):
                     self._keep_examples(rows, images, sub, strategy.label, indices)
                 preds, sizes = passes.send(indices, f"server/{name}")
                 self._fill(rows, sent, j, Sent(indices, preds, sizes, passes.units(indices), self.server.grid))
+                self.progress.advance("server", sent.numel())
                 j += 1
         for k in self.server_passes:
             self.server_passes[k] += getattr(passes, k)
