@@ -17,9 +17,8 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -46,16 +45,16 @@ from sagebench.runtime import speed
 from sagebench.runtime.files import atomic_write_text, check_writable
 from sagebench.runtime.host_memory import keep_freed_memory
 from sagebench.runtime.log import warn
-from sagebench.sweep import records as records_lib
 from sagebench.sweep import resume as resume_lib
 from sagebench.sweep.build import Sweep, attach_data, build
-from sagebench.sweep.datamodule import SweepData, check_processes
-from sagebench.sweep.module import SageBenchModule
-from sagebench.sweep.partial import PartialResults
 from sagebench.sweep.plan import RunPlan, plan_of
 from sagebench.sweep.serving import CacheSettings
 from sagebench.sweep.trainer import build_trainer, lightning_objects
 from sagebench.transmission.channels import add_latency
+
+if TYPE_CHECKING:  # Lightning (and torchmetrics) load when a run starts, not when this module is imported
+    from sagebench.sweep.module import SageBenchModule
+    from sagebench.sweep.partial import PartialResults
 
 
 def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, *,
@@ -80,6 +79,10 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     """
     cfg = cfg if cfg is not None else load_config(None, overrides or [])
     started = time.perf_counter()
+    import lightning as L  # here, not at module level: a config mistake above answers without it
+
+    from sagebench.sweep.partial import PartialResults
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir, run_state = open_run_folder(cfg)
     configure_runtime(cfg)
@@ -168,6 +171,8 @@ class Attempt:
 
 def build_module(sweep: Sweep, partial: PartialResults, log_summary: bool) -> SageBenchModule:
     """The LightningModule, with every setting given to its constructor."""
+    from sagebench.sweep.module import SageBenchModule
+
     cfg = sweep.cfg
     if cfg.get("compile", False):
         speed.compile_server(sweep.server)
@@ -192,6 +197,8 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
     ``setup`` in every process and there builds the run's plan and serving decision, which the partial-results
     callback and the module read in their own ``setup`` (Lightning runs them after the data module's).
     """
+    from sagebench.sweep.datamodule import SweepData, check_processes
+
     trainer_kwargs = dict(trainer_kwargs)
     trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), partial]
     if trainer_kwargs.get("use_distributed_sampler"):
@@ -241,6 +248,8 @@ class Records:
 
 def finalise_records(attempt: Attempt, partial: PartialResults, num_images: int | None) -> Records:
     """Merge this attempt's records with earlier attempts', check each image is counted once."""
+    from sagebench.sweep import records as records_lib
+
     layout = attempt.module.layout
     # (no records at all when an earlier attempt had finished every image: Lightning skips an empty loop)
     this_attempt, _ = resume_lib.drop_redone(attempt.module.records, partial.done_ids, layout.num_columns)

@@ -14,11 +14,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import timm
 import torch
 
-import sagebench.demo.models  # noqa: F401  (registers the embedded benchmark's models with timm)
 from sagebench.errors import ModelLoadError
+
+
+def _timm() -> Any:
+    """timm, with the embedded benchmark's models registered in it.
+
+    Why on first use: importing timm takes seconds (and W&B with it, which timm's training utilities
+    load when installed); a config check, ``import sagebench.sweep.evaluate`` or ``sagebench --help``
+    needs none of it.
+    """
+    import timm
+
+    import sagebench.demo.models  # noqa: F401  (registers the embedded benchmark's models with timm)
+
+    return timm
 
 
 @dataclass
@@ -160,6 +172,7 @@ def create_model(spec: ModelSpec) -> torch.nn.Module:
     the file is loaded strictly (every tensor must match). ``pretrained`` uses timm's own loading
     (the hub for real models, the shipped file for the embedded benchmark's models).
     """
+    timm = _timm()
     kwargs = dict(spec.kwargs or {})
     hub_name = spec.name.startswith(("hf-hub:", "local-dir:"))  # timm's own forms: a hub repo or a local folder
     if not hub_name and spec.name not in timm.list_models() and spec.name not in timm.list_models(pretrained=True):
@@ -205,7 +218,7 @@ def create_model(spec: ModelSpec) -> torch.nn.Module:
 
 def _build(name: str, pretrained: bool, **kwargs: Any) -> torch.nn.Module:
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        return _timm().create_model(name, pretrained=pretrained, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"timm could not build {name!r} with kwargs {kwargs}: {exc}") from exc
     except OSError as exc:  # hub / file errors
