@@ -17,7 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -59,7 +59,8 @@ if TYPE_CHECKING:  # Lightning (and torchmetrics) load when a run starts, not wh
 
 def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, *,
              callbacks: list[Any] | None = None, logger: Any = None,
-             dataset: torch.utils.data.Dataset | None = None) -> dict[str, Any] | None:
+             dataset: torch.utils.data.Dataset | None = None,
+             on_results: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
     """Run the sweep described by ``cfg`` (default: the embedded benchmark) and write its results.
 
     ``callbacks`` and ``logger``: Lightning objects for the Trainer (as ``trainer.callbacks`` /
@@ -71,6 +72,9 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     :class:`~sagebench.data.images.EvalImages` yields (model input, label as a model index). Why: a
     benchmark that decoded the images once (``benchmarks/speed.py``) measures the sweep without the
     decode. ``cfg.data`` still names them (run key, fingerprint), so they must be the images it describes.
+
+    ``on_results``: called with the results once they are on disk, before the plots and W&B are made
+    (seconds, and tens of seconds with W&B): the CLI prints the table then, so plots never delay the numbers.
 
     Returns the results dict in the global-zero process (``None`` elsewhere). Writes
     ``<output_dir>/results.json``, ``samples.parquet`` and ``config.yaml``; while it runs,
@@ -104,6 +108,8 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     finally:
         partial.release()
     results["output_dir"] = str(out_dir)
+    if on_results is not None:
+        on_results(results)
     results["report"] = report(sweep, results, records, out_dir, attempt.module.examples)
     return results
 
