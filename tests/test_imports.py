@@ -236,6 +236,16 @@ def test_importing_the_sweep_loads_no_library_before_it_is_used():
     assert _loaded("import sagebench, sagebench.cli, sagebench.sweep.build, sagebench.sweep.evaluate") == ["torch"]
 
 
+def test_building_a_model_loads_timm_without_wandb_and_wandb_still_imports_afterwards():
+    """timm imports W&B for its training scripts; sagebench hides it while timm loads (seconds on a busy
+    machine, in every run): a model is built without W&B, and ``import wandb`` works as usual afterwards."""
+    code = ("import sys\nfrom sagebench.vit.loading import ModelSpec, create_model\n"
+            "create_model(ModelSpec('sagebench_fmnist_edge'))\nassert 'timm' in sys.modules\n"
+            "assert 'wandb' not in sys.modules, 'building a model loaded W&B'\n"
+            "import wandb\nassert callable(wandb.init) and callable(wandb.log)\n")
+    assert "wandb" in _loaded(code)
+
+
 def test_the_cli_answers_help_and_listings_without_torch():
     """``sagebench --help``, ``eval --help``, ``strategies`` and ``config`` load neither torch nor any :data:`LATE`."""
     code = ("import contextlib, io\nfrom sagebench.cli import main\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,20 @@ from sagebench.errors import ModelLoadError
 def _timm() -> Any:
     """timm, with the embedded benchmark's models registered in it.
 
-    Why on first use: importing timm takes seconds (and W&B with it, which timm's training utilities
-    load when installed); a config check, ``import sagebench.sweep.evaluate`` or ``sagebench --help``
-    needs none of it.
+    Why on first use: importing timm takes seconds; a config check, ``import sagebench.sweep.evaluate``
+    or ``sagebench --help`` needs none of it. And why W&B is hidden while timm loads: timm imports W&B
+    when it is installed, only for its training scripts' ``timm.utils.update_summary(log_wandb=True)``,
+    which sagebench never calls; that import cost 0.3 s on an idle core and 1-3 s on a busy machine, in
+    every run, ``logger=none`` included. W&B imports as usual afterwards (``logger=wandb``); only that timm
+    helper, in a process where sagebench loaded timm first, cannot log to W&B.
     """
+    if "timm" not in sys.modules and "wandb" not in sys.modules:
+        sys.modules["wandb"] = None  # type: ignore[assignment]  # `import wandb` raises ImportError meanwhile
+        try:
+            import timm
+        finally:
+            if sys.modules.get("wandb", 0) is None:
+                del sys.modules["wandb"]
     import timm
 
     import sagebench.demo.models  # noqa: F401  (registers the embedded benchmark's models with timm)
