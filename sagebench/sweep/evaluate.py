@@ -82,11 +82,11 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     be continued with ``resume=true`` (see :mod:`sagebench.sweep.resume`).
     """
     cfg = cfg if cfg is not None else load_config(None, overrides or [])
-    started = time.perf_counter()
-    import lightning as L  # here, not at module level: a config mistake above answers without it
+    import lightning as L  # here, not at module level: importing this module stays cheap
 
     from sagebench.sweep.partial import PartialResults
 
+    started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir, run_state = open_run_folder(cfg)
     configure_runtime(cfg)
