@@ -42,12 +42,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from sagebench.results import format_table
     from sagebench.sweep.evaluate import evaluate
 
-    results = evaluate(cfg)
-    if results is not None:
+    shown: list[bool] = []
+
+    def show(results: dict) -> None:  # as soon as results.json is written: the plots and W&B come after
         print()
         print(format_table(results))
         print(f"\nresults: {Path(results['output_dir']) / 'results.json'}  "
-              f"(wall {results['timing']['wall_seconds']:.1f} s)")
+              f"(wall {results['timing']['wall_seconds']:.1f} s)", flush=True)
+        shown.append(True)
+
+    results = evaluate(cfg, on_results=show)
+    if results is not None:
+        if not shown:  # resume=true on a finished run: its stored results
+            show(results)
         plots = [results.get("report", {}).get(k) for k in ("curves", "overlays", "latency")]
         if any(plots):
             print("plots: " + "  ".join(p for p in plots if p))

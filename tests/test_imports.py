@@ -12,6 +12,7 @@ module-level ``if``/``try`` blocks, but not ``if TYPE_CHECKING:``) can form a cy
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -207,6 +208,51 @@ def test_a_config_mistake_is_reported_before_lightning_loads():
     assert done.stdout.strip().splitlines()[-1] == "rc 2 False", done.stdout + done.stderr
     assert "no_such_key" in done.stderr
 
+
+
+#: Libraries that cost seconds to import and that only some jobs use: each must load when it is used
+#: (Lightning when a Trainer is built, W&B when a run logs to it, matplotlib when a figure is drawn,
+#: datasets/pyarrow/pandas when data or results files are read or written, scipy for an interval).
+#: timm loads W&B when installed (timm.utils.summary), so timm itself loads when a model is built.
+LATE = ("lightning", "pytorch_lightning", "torchmetrics", "wandb", "matplotlib", "datasets", "pyarrow", "pandas",
+        "scipy", "timm")
+
+
+def _loaded(code: str) -> list[str]:
+    """The :data:`LATE` libraries (and torch) that ``code`` loaded, run in a fresh interpreter."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {LATE + ('torch',)!r} if m in sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return ast.literal_eval(done.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_sweep_loads_no_library_before_it_is_used():
+    """``import sagebench.sweep.evaluate`` (and build) costs torch's import, not Lightning's, W&B's or matplotlib's.
+
+    Why: the fixed cost of every job (and of every notebook that imports the API) is what these imports
+    cost; Lightning alone (with torchmetrics, which loads scipy and matplotlib) costs seconds.
+    """
+    assert _loaded("import sagebench, sagebench.cli, sagebench.sweep.build, sagebench.sweep.evaluate") == ["torch"]
+
+
+def test_building_a_model_loads_timm_without_wandb_and_wandb_still_imports_afterwards():
+    """timm imports W&B for its training scripts; sagebench hides it while timm loads (seconds on a busy
+    machine, in every run): a model is built without W&B, and ``import wandb`` works as usual afterwards."""
+    code = ("import sys\nfrom sagebench.vit.loading import ModelSpec, create_model\n"
+            "create_model(ModelSpec('sagebench_fmnist_edge'))\nassert 'timm' in sys.modules\n"
+            "assert 'wandb' not in sys.modules, 'building a model loaded W&B'\n"
+            "import wandb\nassert callable(wandb.init) and callable(wandb.log)\n")
+    assert "wandb" in _loaded(code)
+
+
+def test_the_cli_answers_help_and_listings_without_torch():
+    """``sagebench --help``, ``eval --help``, ``strategies`` and ``config`` load neither torch nor any :data:`LATE`."""
+    code = ("import contextlib, io\nfrom sagebench.cli import main\n"
+            "for argv in (['--help'], ['eval', '--help'], ['strategies'], ['gates'], ['config']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "        try:\n            main(argv)\n        except SystemExit:\n            pass\n")
+    assert _loaded(code) == []
 
 
 def test_the_public_api_resolves_and_removed_paths_stay_removed():

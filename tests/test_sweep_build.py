@@ -81,3 +81,23 @@ def test_the_dry_forward_changes_no_random_state_and_no_mode():
     with pytest.raises(ConfigError, match="model.server.kwargs.img_size"):
         dry_forward(edge, ServerModel(timm.create_model("sagebench_fmnist_server", pretrained=False, img_size=32)),
                     {"input_size": (1, 28, 28)}, "e", "sagebench_fmnist_server")
+
+
+def test_the_cli_prints_the_results_before_it_draws_the_plots(random_models_overrides, tmp_path, capsys,
+                                                               monkeypatch):
+    """The table is printed once results.json is on disk, before the plots and W&B (seconds, tens with W&B)."""
+    from sagebench.reporting import report as report_lib
+
+    seen = {}
+
+    def report_run(config, results, out_dir, ctx=None):
+        seen["printed"] = capsys.readouterr().out
+        seen["on_disk"] = (out_dir / "results.json").is_file()
+        return {"curves": str(out_dir / "curves.png")}
+
+    monkeypatch.setattr(report_lib, "report_run", report_run)
+    code, out, err = cli([*random_models_overrides, *QUIET, "data.limit=8", "budgets=[4]", "gate.name=all",
+                          f"output_dir={tmp_path / 'run'}"], capsys)
+    assert code == 0, err
+    assert seen["on_disk"] and "offloaded accuracy" in seen["printed"] and "results: " in seen["printed"]
+    assert "offloaded accuracy" not in out and out.strip() == f"plots: {tmp_path / 'run' / 'curves.png'}"

@@ -17,9 +17,8 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
-import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -46,21 +45,22 @@ from sagebench.runtime import speed
 from sagebench.runtime.files import atomic_write_text, check_writable
 from sagebench.runtime.host_memory import keep_freed_memory
 from sagebench.runtime.log import warn
-from sagebench.sweep import records as records_lib
 from sagebench.sweep import resume as resume_lib
 from sagebench.sweep.build import Sweep, attach_data, build
-from sagebench.sweep.datamodule import SweepData, check_processes
-from sagebench.sweep.module import SageBenchModule
-from sagebench.sweep.partial import PartialResults
 from sagebench.sweep.plan import RunPlan, plan_of
 from sagebench.sweep.serving import CacheSettings
 from sagebench.sweep.trainer import build_trainer, lightning_objects
 from sagebench.transmission.channels import add_latency
 
+if TYPE_CHECKING:  # Lightning (and torchmetrics) load when a run starts, not when this module is imported
+    from sagebench.sweep.module import SageBenchModule
+    from sagebench.sweep.partial import PartialResults
+
 
 def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, *,
              callbacks: list[Any] | None = None, logger: Any = None,
-             dataset: torch.utils.data.Dataset | None = None) -> dict[str, Any] | None:
+             dataset: torch.utils.data.Dataset | None = None,
+             on_results: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
     """Run the sweep described by ``cfg`` (default: the embedded benchmark) and write its results.
 
     ``callbacks`` and ``logger``: Lightning objects for the Trainer (as ``trainer.callbacks`` /
@@ -73,12 +73,19 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     benchmark that decoded the images once (``benchmarks/speed.py``) measures the sweep without the
     decode. ``cfg.data`` still names them (run key, fingerprint), so they must be the images it describes.
 
+    ``on_results``: called with the results once they are on disk, before the plots and W&B are made
+    (seconds, and tens of seconds with W&B): the CLI prints the table then, so plots never delay the numbers.
+
     Returns the results dict in the global-zero process (``None`` elsewhere). Writes
     ``<output_dir>/results.json``, ``samples.parquet`` and ``config.yaml``; while it runs,
     finished per-sample records are saved in ``<output_dir>/partial/`` so that a killed run can
     be continued with ``resume=true`` (see :mod:`sagebench.sweep.resume`).
     """
     cfg = cfg if cfg is not None else load_config(None, overrides or [])
+    import lightning as L  # here, not at module level: importing this module stays cheap
+
+    from sagebench.sweep.partial import PartialResults
+
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir, run_state = open_run_folder(cfg)
@@ -101,6 +108,8 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     finally:
         partial.release()
     results["output_dir"] = str(out_dir)
+    if on_results is not None:
+        on_results(results)
     results["report"] = report(sweep, results, records, out_dir, attempt.module.examples)
     return results
 
@@ -168,6 +177,8 @@ class Attempt:
 
 def build_module(sweep: Sweep, partial: PartialResults, log_summary: bool) -> SageBenchModule:
     """The LightningModule, with every setting given to its constructor."""
+    from sagebench.sweep.module import SageBenchModule
+
     cfg = sweep.cfg
     if cfg.get("compile", False):
         speed.compile_server(sweep.server)
@@ -192,6 +203,8 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
     ``setup`` in every process and there builds the run's plan and serving decision, which the partial-results
     callback and the module read in their own ``setup`` (Lightning runs them after the data module's).
     """
+    from sagebench.sweep.datamodule import SweepData, check_processes
+
     trainer_kwargs = dict(trainer_kwargs)
     trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), partial,
                                    *progress_display(sweep.cfg, trainer_kwargs)]
@@ -257,6 +270,8 @@ class Records:
 
 def finalise_records(attempt: Attempt, partial: PartialResults, num_images: int | None) -> Records:
     """Merge this attempt's records with earlier attempts', check each image is counted once."""
+    from sagebench.sweep import records as records_lib
+
     layout = attempt.module.layout
     # (no records at all when an earlier attempt had finished every image: Lightning skips an empty loop)
     this_attempt, _ = resume_lib.drop_redone(attempt.module.records, partial.done_ids, layout.num_columns)

@@ -9,16 +9,39 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import timm
 import torch
 
-import sagebench.demo.models  # noqa: F401  (registers the embedded benchmark's models with timm)
 from sagebench.errors import ModelLoadError
+
+
+def _timm() -> Any:
+    """timm, with the embedded benchmark's models registered in it.
+
+    Why on first use: importing timm takes seconds; a config check, ``import sagebench.sweep.evaluate``
+    or ``sagebench --help`` needs none of it. And why W&B is hidden while timm loads: timm imports W&B
+    when it is installed, only for its training scripts' ``timm.utils.update_summary(log_wandb=True)``,
+    which sagebench never calls; that import cost 0.3 s on an idle core and 1-3 s on a busy machine, in
+    every run, ``logger=none`` included. W&B imports as usual afterwards (``logger=wandb``); only that timm
+    helper, in a process where sagebench loaded timm first, cannot log to W&B.
+    """
+    if "timm" not in sys.modules and "wandb" not in sys.modules:
+        sys.modules["wandb"] = None  # type: ignore[assignment]  # `import wandb` raises ImportError meanwhile
+        try:
+            import timm
+        finally:
+            if sys.modules.get("wandb", 0) is None:
+                del sys.modules["wandb"]
+    import timm
+
+    import sagebench.demo.models  # noqa: F401  (registers the embedded benchmark's models with timm)
+
+    return timm
 
 
 @dataclass
@@ -160,6 +183,7 @@ def create_model(spec: ModelSpec) -> torch.nn.Module:
     the file is loaded strictly (every tensor must match). ``pretrained`` uses timm's own loading
     (the hub for real models, the shipped file for the embedded benchmark's models).
     """
+    timm = _timm()
     kwargs = dict(spec.kwargs or {})
     hub_name = spec.name.startswith(("hf-hub:", "local-dir:"))  # timm's own forms: a hub repo or a local folder
     if not hub_name and spec.name not in timm.list_models() and spec.name not in timm.list_models(pretrained=True):
@@ -205,7 +229,7 @@ def create_model(spec: ModelSpec) -> torch.nn.Module:
 
 def _build(name: str, pretrained: bool, **kwargs: Any) -> torch.nn.Module:
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        return _timm().create_model(name, pretrained=pretrained, **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"timm could not build {name!r} with kwargs {kwargs}: {exc}") from exc
     except OSError as exc:  # hub / file errors
