@@ -71,7 +71,7 @@ class TensorView:
     """timm's evaluation transform (resize shorter side, centre crop, normalise) as numbers, for tensors."""
 
     resize: int  # the shorter side after resizing: floor(crop / crop_pct)
-    crop: tuple[int, int]  # (height, width)
+    crop_size: tuple[int, int]  # (height, width)
     interpolation: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -91,27 +91,31 @@ class TensorView:
                 f"data.decode=tensor reproduces timm's centre crop of a square input with {', '.join(_TENSOR_INTERPOLATIONS)} "
                 f"interpolation; this view has crop_mode {crop_mode!r}, input {height}x{width}, interpolation "
                 f"{interpolation!r}. Use data.decode=pil for it.")
-        return cls(resize=math.floor(height / crop_pct), crop=(height, width), interpolation=interpolation,
+        return cls(resize=math.floor(height / crop_pct), crop_size=(height, width), interpolation=interpolation,
                    mean=tuple(float(m) for m in data_config["mean"]),
                    std=tuple(float(s) for s in data_config["std"]), channels=channels)
 
-    def finish(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Model input (float32, C x H x W) from 8-bit pixels (C x h x w, uint8) on any device.
-
-        The same torchvision functions and order as timm's transform: ``Resize(shorter side)``
-        (antialiased; uint8 on the CPU, float then rounded to uint8 on CUDA), ``CenterCrop``,
-        ``to_tensor``'s ``/ 255``, ``Normalize``'s ``sub_(mean).div_(std)``.
-        """
+    def crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The resized, centre-cropped 8-bit pixels (C x H x W uint8) of 8-bit pixels of any size, on any device:
+        torchvision's ``Resize(shorter side)`` (antialiased; uint8 on the CPU, float rounded back to uint8 on
+        CUDA) and ``CenterCrop``, as timm's transform calls them."""
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms.v2 import functional as F
 
-        mode = InterpolationMode(self.interpolation)
-        pixels = F.resize(pixels, [self.resize], interpolation=mode, antialias=True)
-        pixels = F.center_crop(pixels, list(self.crop))
+        pixels = F.resize(pixels, [self.resize], interpolation=InterpolationMode(self.interpolation), antialias=True)
+        return F.center_crop(pixels, list(self.crop_size))
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Model input from cropped 8-bit pixels (one image or a batch): ``to_tensor``'s ``/ 255``, then
+        ``Normalize``'s ``sub_(mean).div_(std)``; element by element, so a batch equals its images one by one."""
         out = pixels.to(torch.float32).div(255)
         mean = torch.as_tensor(self.mean, dtype=torch.float32, device=out.device).view(-1, 1, 1)
         std = torch.as_tensor(self.std, dtype=torch.float32, device=out.device).view(-1, 1, 1)
         return out.sub_(mean).div_(std)
+
+    def finish(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Model input (float32, C x H x W) from 8-bit pixels (C x h x w, uint8) on any device."""
+        return self.normalize(self.crop(pixels))
 
 
 def pil_to_uint8(img: Image.Image) -> torch.Tensor:
@@ -266,10 +270,11 @@ def decode_batch(batch: Any, device: torch.device | str) -> Any:
                         break
                     except RuntimeError:
                         continue
-    images: list[torch.Tensor] = []
+    out = torch.empty(len(encoded), encoded.view.channels, *encoded.view.crop_size, device=device)
+    crops: dict[int, torch.Tensor] = {}
     for k, item in enumerate(encoded.items):
-        if item.dim() != 1:
-            images.append(item.to(device, non_blocking=True))
+        if item.dim() != 1:  # model input already (decoded in the worker)
+            out[k] = item.to(device, non_blocking=True)
             continue
         pixels = decoded.get(k)
         if pixels is None:
@@ -278,7 +283,10 @@ def decode_batch(batch: Any, device: torch.device | str) -> Any:
                 raise DataError(f"Image {sample} cannot be decoded as a JPEG on {device.type} or on the CPU; the file "
                                 "is corrupt. Repair or remove it, or set data.on_error=skip to skip such images.")
             labels[k], ids[k] = -1, skipped_sample_id(sample)
-            images.append(torch.zeros(encoded.view.channels, *encoded.view.crop, device=device))
+            out[k] = 0
             continue
-        images.append(encoded.view.finish(pixels))
-    return torch.stack(images), labels.to(device, non_blocking=True), ids.to(device, non_blocking=True)
+        crops[k] = encoded.view.crop(pixels)
+    if crops:  # one normalisation for the batch: element by element, the same numbers as image by image
+        index = torch.tensor(list(crops), device=device)
+        out[index] = encoded.view.normalize(torch.stack(list(crops.values())))
+    return out, labels.to(device, non_blocking=True), ids.to(device, non_blocking=True)
