@@ -244,3 +244,44 @@ def test_nvjpeg_agrees_with_pil_to_a_few_levels(jpegs, pil_transform):
     assert got["max"] <= 16 * LEVEL and got["mean"] <= 1.0 * LEVEL
     assert got["top1"] >= 0.9
 
+
+
+@pytest.mark.slow
+def test_a_sweep_records_its_decoder_and_the_device_flow_gives_the_worker_flows_records(tmp_path, monkeypatch,
+                                                                                       no_figures):
+    """Three runs of one sweep on synthetic JPEGs: pil, tensor decoded in the workers, and tensor left encoded
+    by the workers and decoded in Lightning's move to the device (the CUDA data flow, run here on the CPU by
+    declaring the device CUDA to the data set, so the decoder is torchvision's CPU one). The last two decode
+    with the same decoder: their records are identical, bit for bit; each run is its own benchmark."""
+    import pyarrow.parquet as pq
+
+    from sagebench.config import load_config
+    from sagebench.data.synthetic import jpeg_parquet
+    from sagebench.sweep import datamodule, plan
+    from sagebench.sweep.evaluate import evaluate
+
+    data = jpeg_parquet(tmp_path / "photos.parquet", 10, seed=5)
+    common = [f"data.path={data}", "data.name=null", "model.edge.name=deit_tiny_patch16_224",
+              "model.edge.pretrained=false", "model.server.name=deit_tiny_patch16_224",
+              "model.server.pretrained=false", "strategies=[sage]", "budgets=[32]", "gate.name=all", "batch_size=4",
+              "data.num_workers=0", "logger=none", "progress=false", "trainer.accelerator=cpu"]
+    runs = {}
+    for name, decode in (("pil", "pil"), ("tensor", "tensor"), ("encoded", "tensor")):
+        if name == "encoded":
+            monkeypatch.setattr(datamodule, "device_type", lambda trainer: "cuda")
+            monkeypatch.setattr(plan, "device_type", lambda trainer: "cuda")
+        cfg = load_config("imagenet_deit", [*common, f"data.decode={decode}", f"output_dir={tmp_path / name}"])
+        runs[name] = (evaluate(cfg), pq.read_table(tmp_path / name / "samples.parquet"))
+    # resume=true on the finished run: its plan, made without a data module, names the same decoder
+    again = evaluate(load_config("imagenet_deit", [*common, "data.decode=tensor", f"output_dir={tmp_path / 'encoded'}",
+                                                   "resume=true"]))
+    assert again["benchmark"] == runs["encoded"][0]["benchmark"]
+    assert "decoder" not in runs["pil"][0]["benchmark"]
+    assert runs["tensor"][0]["benchmark"]["decoder"] == "tensor:cpu"
+    assert runs["encoded"][0]["benchmark"]["decoder"] == "tensor:cuda"
+    assert runs["encoded"][0]["resume"]["key"]["decoder"] == "tensor:cuda"
+    assert len({r[0]["benchmark"]["fingerprint"] for r in runs.values()}) == 3
+    assert runs["tensor"][1].equals(runs["encoded"][1])
+    # random-init logits are nearly flat: the rare one-level pixel differences flip a prediction now and then
+    same = np.equal(runs["pil"][1].column("edge_pred").to_numpy(), runs["tensor"][1].column("edge_pred").to_numpy())
+    assert same.mean() >= 0.8

@@ -24,7 +24,7 @@ _LAZY = {
     "build_transform": "transforms", "resolve_data_config": "transforms", "to_model_mode": "transforms",
     "DataError": "_errors",
     "TensorTransform": "decode", "collate_for": "decode", "decode_batch": "decode", "decode_device": "decode",
-    "decoder_of": "decode",
+    "decoder_of": "decode", "decoder_name": "decode",
 }
 __all__ = sorted(_LAZY)
 

@@ -58,11 +58,18 @@ def decode_device(decode: str, device_type: str) -> str | None:
     return "cuda" if on_cuda else "cpu"
 
 
+def decoder_name(decode: str, device_type: str) -> str:
+    """The decoder a run on ``device_type`` uses for ``data.decode``, as its identity records it:
+    ``pil`` | ``tensor:cpu`` | ``tensor:cuda``."""
+    where = decode_device(decode, device_type)
+    return "pil" if where is None else f"tensor:{where}"
+
+
 def decoder_of(dataset: Any) -> str:
-    """The decoder ``dataset`` runs, as :func:`decoder_identity` names it (``pil`` for a data set given decoded)."""
+    """The decoder ``dataset`` was built with, named as by :func:`decoder_name` (``pil`` for PIL transforms)."""
     transform = getattr(dataset, "transform", None)
     if isinstance(transform, TensorTransform):
-        return "tensor:cuda" if transform.on_device else "tensor:cpu"
+        return decoder_name("tensor", "cuda" if transform.on_device else "cpu")
     return "pil"
 
 

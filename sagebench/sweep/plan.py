@@ -287,6 +287,9 @@ def plan_of(sweep: Any, trainer: Any) -> RunPlan:
         device_type=device_type(trainer),
         torch_version=torch.__version__,
         compiled=bool(cfg.get("compile", False)),
-        decoder=data_lib.decoder_of(sweep.dataset),
+        # from the settings and the device (a finished run's plan, built without a data module, agrees with
+        # the run's); a data set given decoded (evaluate(dataset=...)) went through no decoder of ours
+        decoder=(data_lib.decoder_name(spec.decode, device_type(trainer)) if hasattr(sweep.dataset, "transform")
+                 else DEFAULT_DECODER),
         matmul_precision=torch.get_float32_matmul_precision(),
     )
