@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sagebench.data.spec import DECODERS  # the values of data.decode, declared with the spec
+from sagebench.data.spec import check_decode  # data.decode's values are declared with the spec
 from sagebench.errors import DataError
 
 #: A JPEG file starts with the SOI marker and the first segment's marker.
@@ -38,15 +38,6 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 #: timm interpolation names the tensor resize reproduces (PIL's other filters have no tensor kernel).
 _TENSOR_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 _EXIF_ORIENTATION = 0x0112
-
-
-def check_decode(value: object) -> str:
-    """``value`` if it is one of :data:`DECODERS`, else a :class:`DataError` naming them."""
-    if value not in DECODERS:
-        raise DataError(f"data.decode must be one of {', '.join(DECODERS)}; got {value!r}. pil: PIL in the "
-                        "DataLoader workers (the reference); tensor: torchvision's JPEG decoder, on the GPU on a "
-                        "CUDA run; auto: tensor on CUDA, pil elsewhere.")
-    return str(value)
 
 
 def decode_device(decode: str, device_type: str) -> str | None:

@@ -83,10 +83,16 @@ class DataSpec:
         if self.num_workers is not None and (isinstance(self.num_workers, bool) or int(self.num_workers) < 0):
             raise DataError(f"data.num_workers must be >= 0 (or null: chosen for the device), got {self.num_workers}.")
         self.label_map = _label_map(self.label_map)
-        if self.decode not in DECODERS:
-            from sagebench.data.decode import check_decode
+        check_decode(self.decode)
 
-            check_decode(self.decode)
+
+def check_decode(value: object) -> str:
+    """``value`` if it is one of :data:`DECODERS` (``data.decode``), else a :class:`DataError` naming them."""
+    if value not in DECODERS:
+        raise DataError(f"data.decode must be one of {', '.join(DECODERS)}; got {value!r}. pil: PIL in the "
+                        "DataLoader workers (the reference); tensor: torchvision's JPEG decoder, on the GPU on a "
+                        "CUDA run; auto: tensor on CUDA, pil elsewhere.")
+    return str(value)
 
 
 def check_name_or_path(name: object, path: object) -> None:
