@@ -120,6 +120,19 @@ def test_everything_but_an_rgb_or_gray_jpeg_is_decoded_by_pil_as_before(pil_tran
     assert (composited - pil_transform(to_model_mode(rgba, 3))).abs().max() <= 2 * LEVEL + 1e-6
 
 
+def test_an_image_feature_with_its_own_mode_is_decoded_by_pil_as_the_data_set_would():
+    """datasets.Image(mode="L") converts on decode: the tensor decoder does not skip that conversion."""
+    import datasets
+
+    from sagebench.data.images import _decode_item
+
+    raw = jpeg_bytes(np.random.default_rng(6))
+    tensor = TensorTransform(VIEW)
+    assert isinstance(_decode_item(tensor, {"bytes": raw, "path": None}, datasets.Image(), "x"), torch.Tensor)
+    img = _decode_item(tensor, {"bytes": raw, "path": None}, datasets.Image(mode="L"), "x")
+    assert isinstance(img, Image.Image) and img.mode == "L"
+
+
 def test_a_grayscale_jpeg_becomes_three_equal_channels_as_pils_conversion_makes_it(pil_transform):
     buf = io.BytesIO()
     photo(np.random.default_rng(2), 300, 400, gray=True).save(buf, "JPEG", quality=90)
@@ -285,3 +298,27 @@ def test_a_sweep_records_its_decoder_and_the_device_flow_gives_the_worker_flows_
     # random-init logits are nearly flat: the rare one-level pixel differences flip a prediction now and then
     same = np.equal(runs["pil"][1].column("edge_pred").to_numpy(), runs["tensor"][1].column("edge_pred").to_numpy())
     assert same.mean() >= 0.8
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG, bf16)")
+def test_on_cuda_the_imagenet_policy_runs_bf16_and_nvjpeg_and_says_so(tmp_path, no_figures):
+    """imagenet_deit on CUDA: precision auto -> bf16-mixed, decode auto -> tensor:cuda, both in the benchmark;
+    the edge predictions mostly agree with a pil run's (random-init logits are nearly flat)."""
+    import pyarrow.parquet as pq
+
+    from sagebench.config import load_config
+    from sagebench.data.synthetic import jpeg_parquet
+    from sagebench.sweep.evaluate import evaluate
+
+    data = jpeg_parquet(tmp_path / "photos.parquet", 32, seed=9)
+    common = [f"data.path={data}", "data.name=null", "model.edge.name=deit_tiny_patch16_224",
+              "model.edge.pretrained=false", "model.server.name=deit_base_patch16_224",
+              "model.server.pretrained=false", "strategies=[sage]", "budgets=[32]", "gate.name=all", "batch_size=16", "logger=none", "progress=false"]
+    gpu = evaluate(load_config("imagenet_deit", [*common, f"output_dir={tmp_path / 'gpu'}"]))
+    assert gpu["benchmark"]["decoder"] == "tensor:cuda" and gpu["benchmark"]["precision"] == "bf16-mixed"
+    ref = evaluate(load_config("imagenet_deit", [*common, "data.decode=pil", f"output_dir={tmp_path / 'pil'}"]))
+    assert "decoder" not in ref["benchmark"]
+    a, b = (pq.read_table(tmp_path / n / "samples.parquet").column("edge_pred").to_numpy() for n in ("gpu", "pil"))
+    assert np.mean(a == b) >= 0.8

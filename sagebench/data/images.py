@@ -71,8 +71,9 @@ def _decode_image(value: Any, feature: Any, where: str) -> Image.Image:
 
 def _decode_item(transform: Any, value: Any, feature: Any, where: str) -> Any:
     """The row's image, decoded: a PIL image (``data.decode=pil``, and what the tensor decoder does not read),
-    or, with a tensor transform (:mod:`sagebench.data.decode`), model input or the encoded JPEG already."""
-    if getattr(transform, "encoded_output", False):
+    or, with a tensor transform (:mod:`sagebench.data.decode`), model input or the encoded JPEG already.
+    An image feature with its own mode (``datasets.Image(mode=...)``, a conversion on decode) stays with PIL."""
+    if getattr(transform, "encoded_output", False) and not getattr(feature, "mode", None):
         decoded = transform.decode(value, where)
         if decoded is not None:
             return decoded
