@@ -181,6 +181,13 @@ def main(argv: list[str] | None = None) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = args.workers if args.workers is not None else (max(1, min(8, cores - 1)) if args.device == "cuda" else 0)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every step: a run cut short by its time limit still leaves what it measured
+        report["wall_seconds"] = round(time.perf_counter() - started, 1)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
     report: dict = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                     "torch": torch.__version__, "cuda": torch.version.cuda, "cores": cores, "workers": workers,
                     "images": args.images, "batch_size": args.batch_size, "config": args.config}
@@ -190,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     edge_ckpt, server_ckpt = checkpoints(folder, args.edge, args.server)
     report["data"] = {"seconds": round(time.perf_counter() - t, 1), "bytes": data.stat().st_size}
     log(f"{args.images} JPEGs ({data.stat().st_size / 2**20:.0f} MiB) and checkpoints in {time.perf_counter() - t:.0f} s")
+    save()
 
     cfg = load_config(args.config, [f"data.path={data}", "data.name=null"])
     spec_fields = {"path": str(data), "limit": args.images, "crop_pct": cfg.data.crop_pct,
@@ -204,9 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
     for decode in ("pil", "tensor"):
         report["decode"][decode] = decode_pass(spec_fields, view, args.device, decode, workers, args.batch_size)
         log(f"decode {decode}: {report['decode'][decode]}")
+        save()
     report["agreement"], x = agreement(spec_fields, view, args.device, [("edge", edge), ("server", server)],
                                        min(args.agreement_images, args.images))
     log(f"agreement pil vs tensor: {report['agreement']}")
+    save()
     eta = threshold_for(edge, x, args.device, args.offload_share)
     del x, edge, server
 
@@ -265,10 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["gpu_memory_mb"] = None
     report["host_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     report["threads"] = speed.apply_threads(None)
-    report["wall_seconds"] = round(time.perf_counter() - started, 1)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    save()
     log(f"wrote {out}: sweep {report['sweep']['images_per_s']}, projected {report['projected_full_sweep_s']}")
     return report
 
