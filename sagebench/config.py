@@ -401,6 +401,7 @@ KEY_HELP = {
     "data.input_size": "override [channels, height, width]",
     "data.num_workers": "DataLoader workers (null: chosen for the device)",
     "data.on_error": "a corrupt image: fail | skip",
+    "data.decode": "pil | tensor (torchvision; nvJPEG on CUDA) | auto (tensor on CUDA, else pil)",
     "data.config_name": "the hub data set's configuration / subset",
     "data.data_files": "load_dataset's data_files",
     "data.token_env": "environment variable holding a hub token (never written to results)",

@@ -23,6 +23,35 @@ SUBSET_OPTIONS = {"limit_test_batches": (1.0, None), "limit_val_batches": (1.0, 
                   "fast_dev_run": (False, 0, None), "overfit_batches": (0, 0.0, None)}
 
 
+#: ``trainer.precision: auto``: the precision policy of the ImageNet experiments (docs/performance.md)
+AUTO_PRECISION = "auto"
+
+
+def auto_precision(accelerator: Any) -> str:
+    """What ``trainer.precision: auto`` runs: ``bf16-mixed`` where the run is on a CUDA GPU with bf16
+    (Ampere and later), ``32-true`` elsewhere (CPU, MPS, older GPUs).
+
+    Why: on an H100 an fp32 ViT forward runs at a fraction of its bf16 tensor-core rate, while on a CPU
+    bf16 autocast is slower than fp32 unless the cores have bf16 units. The resolved value is what the
+    run's identity records (:func:`sagebench.sweep.plan.resolved_precision`), so fp32 and bf16 runs are
+    never the same benchmark; ``trainer.precision=32-true`` keeps fp32 on a GPU.
+    """
+    import torch
+
+    name = accelerator.lower() if isinstance(accelerator, str) else type(accelerator).__name__.lower()
+    on_cuda = name in ("auto", "gpu", "cuda", "nonetype") or "cuda" in name
+    if on_cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def resolve_precision(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``precision: auto`` replaced by :func:`auto_precision` of its accelerator."""
+    if str(options.get("precision")) != AUTO_PRECISION:
+        return options
+    return {**options, "precision": auto_precision(options.get("accelerator", "auto"))}
+
+
 def check_trainer_keys(keys: Iterable[str]) -> None:
     """Refuse a ``trainer.*`` key that ``lightning.Trainer`` does not take, with the closest one as a hint."""
     import lightning as L
@@ -75,7 +104,7 @@ def check_trainer_options(options: Any) -> None:
                               "share of the images under this benchmark's name. Use data.limit=N to evaluate the "
                               "first N images (e.g. data.limit=1000).")
     if "precision" in options and options["precision"] is not None:
-        allowed = valid_precisions()
+        allowed = [*valid_precisions(), AUTO_PRECISION]
         if str(options["precision"]) not in allowed:
             raise ConfigError(f"trainer.precision={options['precision']!r} is not a precision Lightning knows; "
                               f"valid precisions: {', '.join(allowed)} (e.g. trainer.precision=32-true).")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from sagebench.sweep.plan import (
     BENCHMARK,
@@ -48,6 +49,7 @@ CHANGED = {
     "server_weights_sha256": "t" * 8, "gate": {"gate": "min_entropy", "threshold": 0.5}, "codec": {"name": "png"},
     "budget_unit": "bytes", "budgets": (4, 16), "seed": 1, "strategies": ({"label": "random", "options": {}},),
     "precision": "bf16-mixed", "device_type": "cuda", "torch_version": "3.x", "compiled": True,
+    "decoder": "tensor:cuda", "matmul_precision": "high",
 }
 
 
@@ -126,6 +128,41 @@ def test_full_precision_runs_keep_the_historical_fingerprint_of_the_shipped_boar
 def test_reduced_precision_is_its_own_benchmark():
     assert "precision" not in a_plan().benchmark_fields(100)
     assert a_plan(precision="bf16-mixed").benchmark_fields(100)["precision"] == "bf16-mixed"
+
+
+def test_another_decoder_or_tf32_is_its_own_benchmark_and_the_defaults_keep_old_keys():
+    """data.decode and torch's float32 matmul precision change the pixels / logits: named in every key that
+    records decides, and only when they are not the defaults (pil, highest), so earlier keys stay valid."""
+    plain = a_plan()
+    assert plain.decoder == "pil" and plain.matmul_precision == "highest"
+    for key in (plain.run_key(), plain.benchmark_fields(100), plain.edge_cache_key()):
+        assert "decoder" not in key and "matmul_precision" not in key
+    for name, value in (("decoder", "tensor:cuda"), ("decoder", "tensor:cpu"), ("matmul_precision", "high")):
+        changed = a_plan(**{name: value})
+        assert changed.benchmark_fields(100)[name] == changed.run_key()[name] == value
+    assert len({digest(a_plan(decoder=d).benchmark_fields(100)) for d in ("pil", "tensor:cpu", "tensor:cuda")}) == 3
+
+
+def test_precision_auto_is_fp32_off_cuda_and_the_plan_records_what_ran():
+    """The ImageNet experiments' policy (trainer.precision: auto): bf16-mixed on a CUDA GPU with bf16, else
+    32-true; the Trainer gets the resolved value, so the plan (and the fingerprint) say what ran."""
+    from sagebench.sweep.trainer import build_trainer
+    from sagebench.trainer_options import auto_precision
+
+    assert auto_precision("cpu") == "32-true"
+    trainer = build_trainer(accelerator="cpu", devices=1, precision="auto", logger=False, enable_progress_bar=False,
+                            enable_checkpointing=False, enable_model_summary=False)
+    assert resolved_precision(trainer) == "32-true"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()), reason="needs a CUDA GPU with bf16")
+def test_precision_auto_is_bf16_mixed_on_a_cuda_gpu():
+    from sagebench.sweep.trainer import build_trainer
+
+    trainer = build_trainer(accelerator="auto", devices=1, precision="auto", logger=False, enable_progress_bar=False,
+                            enable_checkpointing=False, enable_model_summary=False)
+    assert resolved_precision(trainer) == "bf16-mixed"
 
 
 def test_the_plan_records_the_precision_lightning_runs_not_the_one_asked():

@@ -1,9 +1,9 @@
 """Stage 1 of the data path: images and labels, in the model's preprocessing, each exactly once.
 
 ``spec`` (what to read, checked once), ``sources`` (hub or local), ``transforms`` (timm's eval
-transform), ``images`` (the evaluation data sets), ``samplers`` (one process per image, no
-padding), ``labels`` (labels in the model's label space), ``fingerprint`` (what makes two runs'
-data the same).
+transform), ``decode`` (``data.decode``: torchvision / nvJPEG decoding on tensors), ``images`` (the
+evaluation data sets), ``samplers`` (one process per image, no padding), ``labels`` (labels in the
+model's label space), ``fingerprint`` (what makes two runs' data the same).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ _LAZY = {
     "ON_ERROR_POLICIES": "spec", "DataSpec": "spec",
     "build_transform": "transforms", "resolve_data_config": "transforms", "to_model_mode": "transforms",
     "DataError": "_errors",
+    "TensorTransform": "decode", "collate_for": "decode", "decode_batch": "decode", "decode_device": "decode",
+    "decoder_of": "decode", "decoder_name": "decode",
 }
 __all__ = sorted(_LAZY)
 

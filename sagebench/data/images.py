@@ -69,6 +69,24 @@ def _decode_image(value: Any, feature: Any, where: str) -> Image.Image:
     )
 
 
+def _decode_item(transform: Any, value: Any, feature: Any, where: str) -> Any:
+    """The row's image, decoded: a PIL image (``data.decode=pil``, and what the tensor decoder does not read),
+    or, with a tensor transform (:mod:`sagebench.data.decode`), model input or the encoded JPEG already.
+    An image feature with its own mode (``datasets.Image(mode=...)``, a conversion on decode) stays with PIL."""
+    if getattr(transform, "encoded_output", False) and not getattr(feature, "mode", None):
+        decoded = transform.decode(value, where)
+        if decoded is not None:
+            return decoded
+    return _decode_image(value, feature, where)
+
+
+def _model_input(transform: Any, img: Any, channels: int) -> torch.Tensor:
+    """What the data set yields for a decoded image: ``transform(to_model_mode(img))``, or the tensor as it is."""
+    if isinstance(img, torch.Tensor):
+        return img
+    return transform(to_model_mode(img, channels))
+
+
 def _label(value: Any, where: str) -> torch.Tensor:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise DataError(
@@ -154,7 +172,8 @@ class EvalImages(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {self._len} images")
         row = self.dataset[i]
         try:
-            img = _decode_image(row[self.image_column], self._image_feature, f"Image {i} (column {self.image_column!r})")
+            img = _decode_item(self.transform, row[self.image_column], self._image_feature,
+                               f"Image {i} (column {self.image_column!r})")
         except DataError:
             if self.on_error != "skip":
                 raise
@@ -162,7 +181,7 @@ class EvalImages(torch.utils.data.Dataset):
         label = _label(row[self.label_column], f"The label of image {i} (column {self.label_column!r})")
         if self.label_map is not None:
             label = torch.tensor(int(self.label_map.apply(np.array([int(label)]), i)[0]), dtype=torch.int64)
-        return self.transform(to_model_mode(img, self.channels)), label, torch.tensor(i, dtype=torch.int64)
+        return _model_input(self.transform, img, self.channels), label, torch.tensor(i, dtype=torch.int64)
 
     def label_array(self) -> np.ndarray:
         """The labels of the evaluated images (the first ``len(self)``, as model indices), read as one column."""
@@ -280,7 +299,8 @@ class StreamingEvalImages(torch.utils.data.IterableDataset):
                             "-1) and that the model was trained on this data set's classes."
                         )
                     try:
-                        img = _decode_image(image, self._image_feature, f"Image {i} (column {self.image_column!r})")
+                        img = _decode_item(self.transform, image, self._image_feature,
+                                           f"Image {i} (column {self.image_column!r})")
                     except DataError:
                         if self.on_error != "skip":
                             raise
@@ -288,7 +308,7 @@ class StreamingEvalImages(torch.utils.data.IterableDataset):
                         i += 1
                         continue
                     yield (
-                        self.transform(to_model_mode(img, self.channels)),
+                        _model_input(self.transform, img, self.channels),
                         target,
                         torch.tensor(i, dtype=torch.int64),
                     )

@@ -13,6 +13,8 @@ _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"
 
 
 ON_ERROR_POLICIES = ("fail", "skip")
+#: data.decode's values (sagebench.data.decode, which imports torch: the config loader reads this module)
+DECODERS = ("pil", "tensor", "auto")
 
 
 @dataclass
@@ -54,6 +56,7 @@ class DataSpec:
     data_files: Optional[Any] = None  # load_dataset's data_files (a path, a list, or {split: paths})
     token_env: Optional[str] = None  # environment variable holding a hub token (read at load time, never written)
     label_map: Any = None  # {data name or index: model index} | "identity" | null (by name, when both sides are named)
+    decode: str = "pil"  # pil | tensor (torchvision; nvJPEG on a CUDA run) | auto (tensor on CUDA, else pil)
 
     @classmethod
     def from_config(cls, node) -> "DataSpec":
@@ -80,6 +83,16 @@ class DataSpec:
         if self.num_workers is not None and (isinstance(self.num_workers, bool) or int(self.num_workers) < 0):
             raise DataError(f"data.num_workers must be >= 0 (or null: chosen for the device), got {self.num_workers}.")
         self.label_map = _label_map(self.label_map)
+        check_decode(self.decode)
+
+
+def check_decode(value: object) -> str:
+    """``value`` if it is one of :data:`DECODERS` (``data.decode``), else a :class:`DataError` naming them."""
+    if value not in DECODERS:
+        raise DataError(f"data.decode must be one of {', '.join(DECODERS)}; got {value!r}. pil: PIL in the "
+                        "DataLoader workers (the reference); tensor: torchvision's JPEG decoder, on the GPU on a "
+                        "CUDA run; auto: tensor on CUDA, pil elsewhere.")
+    return str(value)
 
 
 def check_name_or_path(name: object, path: object) -> None:

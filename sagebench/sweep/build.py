@@ -192,18 +192,23 @@ def build_budgets(cfg: DictConfig, num_patches: int) -> tuple[list[int], str]:
 
 def build_dataset(spec: data_lib.DataSpec, view: dict[str, Any], num_classes: int, *,
                   model_labels: data_lib.ModelLabels | None = None, model_name: str = "the model",
-                  trained: bool = True, source: Any = None) -> tuple[torch.utils.data.Dataset, int | None]:
+                  trained: bool = True, source: Any = None,
+                  device_type: str = "cpu") -> tuple[torch.utils.data.Dataset, int | None]:
     """The evaluation images (a stream when ``data.streaming``) and their number (None for a stream).
 
     Labels become the model's indices (``dataset.label_map``): by ``data.label_map``, or by name when the
     data's labels and the model's classes (``model_labels``) are named (:mod:`sagebench.data.labels`).
+    ``device_type``: where the run computes (``cpu`` | ``cuda`` ...): with ``data.decode`` ``tensor`` (or
+    ``auto``) on ``cuda`` the workers leave JPEGs encoded for the device (:mod:`sagebench.data.decode`).
     """
     source = source if source is not None else data_lib.load_source(spec)  # given: prepared by this process
     features = getattr(source, "features", None) or {}
     label_map = data_lib.resolve_label_map(
         data_lib.data_label_names(features.get(spec.label_column)), model_labels, num_classes,
         explicit=spec.label_map, model_name=model_name, trained=trained)
-    transform = data_lib.build_transform(view)
+    decode_on = data_lib.decode_device(spec.decode, device_type)
+    transform = (data_lib.build_transform(view) if decode_on is None
+                 else data_lib.TensorTransform(view, on_device=decode_on == "cuda"))
     if spec.streaming:
         dataset: torch.utils.data.Dataset = data_lib.StreamingEvalImages(source, transform, spec, view,
                                                                          label_map=label_map)
@@ -257,14 +262,15 @@ def build(cfg: DictConfig, *, load_data: bool = True) -> Sweep:
     return sweep
 
 
-def attach_data(sweep: Sweep, source: Any = None, *,
-                dataset: torch.utils.data.Dataset | None = None) -> torch.utils.data.Dataset:
+def attach_data(sweep: Sweep, source: Any = None, *, dataset: torch.utils.data.Dataset | None = None,
+                device_type: str = "cpu") -> torch.utils.data.Dataset:
     """Load the evaluation images of ``sweep`` (labels mapped into the models' label space) into it.
 
     ``source``: the data set this process already loaded (:func:`sagebench.data.prepare_source`), if any.
     ``dataset``: an in-memory evaluation set to use as it is (items ``(image, label, sample_id)`` as
     :class:`~sagebench.data.EvalImages` yields them, labels already in the model's label space): the seam
-    for benchmarks and notebooks that hold decoded images.
+    for benchmarks and notebooks that hold decoded images. ``device_type``: where the run computes (for
+    ``data.decode``; see :func:`build_dataset`).
     """
     if dataset is not None:
         data_lib.check_labels([int(dataset[i][1]) for i in range(len(dataset))], sweep.server.vit.num_classes)
@@ -274,5 +280,6 @@ def attach_data(sweep: Sweep, source: Any = None, *,
         sweep.data, sweep.view, sweep.server.vit.num_classes,
         model_labels=model_labels(sweep.edge_spec, sweep.edge, sweep.server_spec, sweep.server),
         model_name=sweep.server_spec.name,
-        trained=bool(sweep.server_spec.pretrained or sweep.server_spec.checkpoint), source=source)
+        trained=bool(sweep.server_spec.pretrained or sweep.server_spec.checkpoint), source=source,
+        device_type=device_type)
     return sweep.dataset

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from sagebench import data as data_lib
 from sagebench.errors import ConfigError
-from sagebench.sweep.plan import RunPlan, plan_of
+from sagebench.sweep.plan import RunPlan, device_type, plan_of
 from sagebench.sweep.serving import CacheSettings, Serving, decide
 
 Dataset = torch.utils.data.Dataset
@@ -60,7 +60,7 @@ class SweepData(L.LightningDataModule):
 
         trainer = self.trainer
         source, self._prepared = self._prepared, None
-        dataset = attach_data(self.sweep, source, dataset=self.given)
+        dataset = attach_data(self.sweep, source, dataset=self.given, device_type=device_type(trainer))
         check_processes(self.sweep.num_images, trainer.world_size)
         self.plan = plan_of(self.sweep, trainer)
         self.serving = decide(self.plan, self.sweep.edge, dataset, self.sweep.num_images, self.cache,
@@ -77,7 +77,7 @@ class SweepData(L.LightningDataModule):
             raise RuntimeError("SweepData.setup() has not run: no data set is loaded")
         kwargs: dict[str, Any] = dict(batch_size=self.batch_size, num_workers=self.num_workers,
                                       pin_memory=torch.cuda.is_available(),
-                                      persistent_workers=False)
+                                      persistent_workers=False, collate_fn=data_lib.collate_for(self.dataset))
         if self.num_workers > 0:
             kwargs["prefetch_factor"] = 4
         done = self.done_ids
@@ -92,6 +92,14 @@ class SweepData(L.LightningDataModule):
             sampler = data_lib.RemainingSampler(remaining, pad=None if done is None else int(done[0]))
             return DataLoader(data_lib.PaddedView(self.dataset), sampler=sampler, **kwargs)
         return DataLoader(self.dataset, sampler=data_lib.UnrepeatedSampler(len(self.dataset)), **kwargs)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Lightning's move to ``device``; a batch the workers left encoded (``data.decode=tensor`` on CUDA)
+        is decoded there instead (:func:`sagebench.data.decode.decode_batch`: nvJPEG, resize, crop)."""
+        decoded = data_lib.decode_batch(batch, device)
+        if decoded is not batch:
+            return decoded
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader()

@@ -37,14 +37,17 @@ OFFLOAD_CACHE_VERSION = 1
 
 #: Lightning's full-precision names: the fingerprint names the precision only when it is something else.
 FULL_PRECISION = ("32-true", "32", "64-true", "64")
+#: Defaults of fields added after the layouts were fixed: a key names them only when they differ.
+DEFAULT_DECODER = "pil"
+DEFAULT_MATMUL_PRECISION = "highest"
 
 
-def identity(*kinds: str, doc: str = "") -> Any:
-    """A plan field that belongs to the identities ``kinds``."""
+def identity(*kinds: str, doc: str = "", default: Any = dataclasses.MISSING) -> Any:
+    """A plan field that belongs to the identities ``kinds`` (``default``: for fields added later)."""
     unknown = set(kinds) - set(IDENTITIES)
     if unknown:
         raise ValueError(f"unknown identities {sorted(unknown)}; known: {IDENTITIES}")
-    return field(metadata={"identity": frozenset(kinds), "doc": doc})
+    return field(default=default, metadata={"identity": frozenset(kinds), "doc": doc})
 
 
 def _plain(obj: Any) -> Any:
@@ -93,6 +96,11 @@ class RunPlan:
     device_type: str = identity(EDGE_CACHE, doc="cpu | cuda | mps: evidence differs in rounding")
     torch_version: str = identity(EDGE_CACHE)
     compiled: bool = identity(OFFLOAD_CACHE, doc="torch.compile of the server (rounding)")
+    decoder: str = identity(RECORDS, BENCHMARK, EDGE_CACHE, default=DEFAULT_DECODER,
+                            doc="pil | tensor:cpu | tensor:cuda: data.decode where it ran (the pixels differ)")
+    matmul_precision: str = identity(RECORDS, BENCHMARK, EDGE_CACHE, default=DEFAULT_MATMUL_PRECISION,
+                                     doc="torch.get_float32_matmul_precision(): high/medium let CUDA use TF32 "
+                                         "(or bf16) for float32 matmuls")
 
     # -- the fields of each identity
 
@@ -116,6 +124,16 @@ class RunPlan:
                              budget_unit=self.budget_unit)
         return tuple(layout.names())
 
+    def _later_fields(self) -> dict[str, Any]:
+        """Fields added after the layouts were fixed, each only when it differs from its default (so
+        the keys of earlier runs stay what they were): the decoder and the float32 matmul precision."""
+        out: dict[str, Any] = {}
+        if self.decoder != DEFAULT_DECODER:
+            out["decoder"] = self.decoder
+        if self.matmul_precision != DEFAULT_MATMUL_PRECISION:
+            out["matmul_precision"] = self.matmul_precision
+        return out
+
     def run_key(self) -> dict[str, Any]:
         """Everything that decides the per-sample records: an unfinished run resumes only if all is unchanged."""
         data = dict(self.data)
@@ -134,6 +152,7 @@ class RunPlan:
             "seed": int(self.seed),
             "precision": self.precision,
             "columns": list(self.columns),
+            **self._later_fields(),
         })
 
     def benchmark_fields(self, num_images: int, num_skipped: int = 0) -> dict[str, Any]:
@@ -168,6 +187,7 @@ class RunPlan:
             fields["precision"] = self.precision
         if self.label_map is not None:
             fields["label_map"] = self.label_map
+        fields.update(self._later_fields())  # another decoder or TF32 changes the pixels / the logits
         if num_skipped:  # not comparable with a run over every image
             fields["num_skipped"] = int(num_skipped)
         return _plain(fields)
@@ -193,6 +213,7 @@ class RunPlan:
             "precision": self.precision,
             "device_type": self.device_type,
             "torch": self.torch_version,
+            **self._later_fields(),
         })
 
     def offload_cache_key(self) -> dict[str, Any]:
@@ -266,4 +287,9 @@ def plan_of(sweep: Any, trainer: Any) -> RunPlan:
         device_type=device_type(trainer),
         torch_version=torch.__version__,
         compiled=bool(cfg.get("compile", False)),
+        # from the settings and the device (a finished run's plan, built without a data module, agrees with
+        # the run's); a data set given decoded (evaluate(dataset=...)) went through no decoder of ours
+        decoder=(data_lib.decoder_name(spec.decode, device_type(trainer)) if hasattr(sweep.dataset, "transform")
+                 else DEFAULT_DECODER),
+        matmul_precision=torch.get_float32_matmul_precision(),
     )

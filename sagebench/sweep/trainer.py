@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from sagebench.errors import ConfigError
-from sagebench.trainer_options import check_trainer_options
+from sagebench.trainer_options import check_trainer_options, resolve_precision
 
 
 def cpu_cores() -> int:
@@ -27,6 +27,8 @@ def available_devices() -> str:
 def build_trainer(**kwargs: Any) -> Any:
     """``lightning.Trainer(**kwargs)``, with device/accelerator mistakes as a :class:`ConfigError`.
 
+    ``precision="auto"`` is resolved first (:func:`sagebench.trainer_options.auto_precision`).
+
     Lightning accepts any number of CPU "devices" (one process each); more processes than CPU
     cores is refused here too, as it is almost always a GPU count given on a machine without one.
     """
@@ -37,6 +39,7 @@ def build_trainer(**kwargs: Any) -> Any:
     except ImportError:  # pragma: no cover
         MisconfigurationException = ValueError  # type: ignore[misc,assignment]
     check_trainer_options(kwargs)
+    kwargs = resolve_precision(kwargs)  # trainer.precision: auto -> bf16-mixed on CUDA, 32-true elsewhere
     settings = ", ".join(f"trainer.{k}={kwargs[k]!r}" for k in ("accelerator", "devices", "strategy", "num_nodes",
                                                                   "precision") if k in kwargs)
     try:
