@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,20 @@ from typing import Any
 from sagebench.cells import Cell
 from sagebench.errors import SageBenchError
 
+#: what ``evaluate`` adds to the results it returns, never written to results.json
+RUNTIME_FIELDS = ("output_dir", "report")
+
 
 @dataclass
-class RunResults:
-    """Everything ``results.json`` holds. ``results`` rows: one per (strategy, budget) cell."""
+class RunResults(MutableMapping):
+    """Everything ``results.json`` holds. ``results`` rows: one per (strategy, budget) cell.
+
+    Also a mapping with the keys of ``results.json`` (``res["results"]``, ``res.get("ceiling")``,
+    ``"timing" in res``, ``dict(res)``), plus ``output_dir`` and ``report`` once ``evaluate`` set
+    them. Why: ``evaluate`` returned a plain dict before it returned this object, and the callers
+    written for the dict keep working; new code reads the attributes. It is not a ``dict``:
+    ``json.dumps`` needs :meth:`to_json`.
+    """
 
     schema_version: str
     benchmark: dict[str, Any]
@@ -42,15 +53,20 @@ class RunResults:
     warnings: list[str] = field(default_factory=list)
     timing: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not declare (kept as they are)
+    # set by evaluate on what it returns (the run folder; what report_run produced); never in results.json
+    output_dir: str | None = field(default=None, compare=False)
+    report: dict[str, Any] | None = field(default=None, compare=False)
 
     REQUIRED = ("schema_version", "benchmark", "results", "num_images")
 
     # -- the file
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any] | str | os.PathLike) -> "RunResults":
-        """From a results dict, a results.json path or a run folder."""
-        if not isinstance(obj, dict):
+    def from_json(cls, obj: Mapping[str, Any] | str | os.PathLike) -> "RunResults":
+        """From a results dict (or another ``RunResults``), a results.json path or a run folder."""
+        if isinstance(obj, RunResults):
+            obj = {**obj.to_json(), **{k: getattr(obj, k) for k in RUNTIME_FIELDS if getattr(obj, k) is not None}}
+        elif not isinstance(obj, Mapping):
             path = Path(obj)
             path = path / "results.json" if path.is_dir() else path
             obj = json.loads(path.read_text())
@@ -63,7 +79,7 @@ class RunResults:
 
     def to_json(self) -> dict[str, Any]:
         """The results dict, in the order results.json has always had (undeclared keys last)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", *RUNTIME_FIELDS)}
         order = ("schema_version", "benchmark", "config", "strategies", "provenance", "num_images", "num_offloaded",
                  "edge_accuracy", "ceiling", "results", "transmission", "strategy_stats", "nonfinite", "skipped",
                  "resume", "warnings", "timing")
@@ -72,6 +88,38 @@ class RunResults:
     def __post_init__(self) -> None:
         if self.num_offloaded is not None and self.num_images and self.num_offloaded > self.num_images:
             raise SageBenchError(f"results claim {self.num_offloaded} offloaded of {self.num_images} images")
+
+    # -- the mapping of old callers (the keys of results.json, then output_dir and report when set)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in RUNTIME_FIELDS:
+            if getattr(self, key) is None:
+                raise KeyError(key)
+            return getattr(self, key)
+        if key in _FILE_FIELDS:
+            return getattr(self, key)
+        return self.extra[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _FILE_FIELDS or key in RUNTIME_FIELDS:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key in RUNTIME_FIELDS and getattr(self, key) is not None:
+            setattr(self, key, None)
+        elif key in _FILE_FIELDS:
+            raise KeyError(f"{key!r} is a field every results file has: it cannot be deleted")
+        else:
+            del self.extra[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.to_json()
+        yield from (k for k in RUNTIME_FIELDS if getattr(self, k) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
     # -- reading it
 
@@ -131,3 +179,7 @@ class RunResults:
                  if column in long.columns}
         table = pd.concat(parts, axis=1)
         return table.sort_index(key=lambda idx: idx.map(order))
+
+
+#: the fields of results.json (the mapping's keys besides ``extra``'s and the runtime ones)
+_FILE_FIELDS = frozenset(f.name for f in fields(RunResults)) - {"extra", *RUNTIME_FIELDS}
