@@ -155,11 +155,15 @@ class RunResults(MutableMapping):
     def budgets(self) -> list[int]:
         return sorted({int(r["budget"]) for r in self.results})
 
-    def to_dataframe(self, wide: bool = False, metric: str = "offloaded_accuracy") -> Any:
+    def to_dataframe(self, wide: bool = False, metric: str = "offloaded_accuracy", channel: str | None = None) -> Any:
         """The results as a pandas DataFrame: long (one row per strategy and budget, every figure, each
-        interval as ``<metric>_low`` / ``<metric>_high``) or ``wide`` (strategies x budgets of ``metric``,
-        with ``(metric, "low")`` / ``(metric, "high")`` column levels beside the value)."""
+        interval as ``<metric>_low`` / ``<metric>_high``, each channel's mean request latency as
+        ``latency_ms_<channel>``) or ``wide`` (strategies x budgets of ``metric``, with ``(metric, "low")`` /
+        ``(metric, "high")`` column levels beside the value). ``metric`` takes the names and aliases of
+        ``sagebench report`` (``ratio``; ``latency`` over ``channel``, default the first listed)."""
         import pandas as pd
+
+        from sagebench.reporting.paper_table import ALIASES
 
         rows = []
         for r in self.results:
@@ -167,10 +171,18 @@ class RunResults(MutableMapping):
             for k, v in r.items():
                 if k.endswith("_ci") and isinstance(v, (list, tuple)) and len(v) == 2:
                     row[f"{k[:-3]}_low"], row[f"{k[:-3]}_high"] = v
+            for ch, ms in (r.get("latency_ms") or {}).items():
+                row[f"latency_ms_{ch}"] = ms
             rows.append(row)
         long = pd.DataFrame(rows)
         if not wide:
             return long
+        metric = ALIASES.get(metric, metric)
+        if metric == "latency":
+            channels = [c for c in long.columns if c.startswith("latency_ms_")]
+            if not channels:
+                raise KeyError("these results report no latency (no transmission.channels)")
+            metric = f"latency_ms_{channel}" if channel is not None else channels[0]
         if metric not in long.columns:
             raise KeyError(f"no metric {metric!r} in the results; known: {sorted(long.columns)}")
         order = {label: i for i, label in enumerate(self.strategy_labels)}
