@@ -110,8 +110,8 @@ def _pick_split(splits: Any, split: str, where: str, *, strict: bool) -> Any:
     raise DataError(f"{where} has the splits {names}, not {split!r}: set data.split to one of them.")
 
 
-_LOCAL_WHAT = {"parquet": "a local parquet copy", "parquet_dir": "a local folder of parquet files",
-               "arrow": "a local save_to_disk copy", "imagefolder": "local images"}
+_LOCAL_WHAT = {"parquet": "a local parquet file", "parquet_dir": "local parquet files",
+               "arrow": "a local save_to_disk folder", "imagefolder": "local images"}
 
 
 @contextlib.contextmanager
