@@ -40,7 +40,9 @@ def test_rows_tied_with_the_best_are_marked_by_their_rank_interval_and_the_marks
     assert "\u2020" not in md[4] and "**" not in md[4]
     assert "dagger: not separated from the best" in md[-1] and "rank interval" in md[-1]
     tex = paper_table.format_wide(rows, "latex")
-    assert tex.count("$^\\dagger$") == 1 and tex.count("\\textbf") == 1 and "% offloaded acc" in tex
+    *table, footnote = tex.splitlines()
+    assert "\n".join(table).count("$^\\dagger$") == 1 and tex.count("\\textbf") == 1 and "% offloaded acc" in tex
+    assert footnote.startswith("\\par\\smallskip{\\footnotesize Bold: the highest") and "$^\\dagger$: not separated" in footnote
     csv_lines = paper_table.format_wide(rows, "csv").splitlines()
     assert csv_lines[0].endswith("B=4 best,B=4 tied")
     assert [line.split(",")[-2:] for line in csv_lines[1:]] == [["1", "0"], ["0", "1"], ["0", "0"]]

@@ -482,9 +482,15 @@ def format_wide(rows: Sequence[dict[str, Any]], fmt: str = "md", metric: str = "
     if fmt == "md":
         return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
                           *("| " + " | ".join(line) + " |" for line in body), "", note + "."])
+    marks_line = []  # what the marks mean, printed under the table (the comment line above it says it all)
+    if m.better:
+        marks_line.append(f"Bold: the {'highest' if m.better == 'high' else 'lowest'} value of each budget")
+    if any_tied:
+        marks_line.append("$^\\dagger$: not separated from it (95\\% simultaneous rank interval includes rank 1)")
+    footnote = ["\\par\\smallskip{\\footnotesize " + "; ".join(marks_line) + ".}"] if marks_line else []
     return "\n".join(["% " + note, "\\begin{tabular}{l" + "r" * len(budgets) + "}", "\\toprule",
                       " & ".join(header) + " \\\\", "\\midrule", *(" & ".join(line) + " \\\\" for line in body),
-                      "\\bottomrule", "\\end{tabular}"])
+                      "\\bottomrule", "\\end{tabular}", *footnote])
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
