@@ -27,7 +27,7 @@ import numpy as np
 from sagebench.cells import Cell
 from sagebench.errors import SageBenchError
 from sagebench.results.check import checked_results, samples_path_of
-from sagebench.results.model import RunResults
+from sagebench.results.model import METRIC_ALIASES, RunResults
 from sagebench.stats import paired_bootstrap, rank_sets, ratio_bootstrap_interval, wilson_interval
 
 if TYPE_CHECKING:
@@ -61,9 +61,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("latency", "latency ms", 1.0, 1, False, better=None),  # equal at a patch budget: context, not a contest
     Metric("num_correct", "correct", 1.0, 0, False),
 )}
-#: short names the CLI also accepts (``--metric ratio``)
-ALIASES = {"accuracy": "offloaded_accuracy", "ratio": "ceiling_ratio", "overall": "overall_accuracy",
-           "bytes": "bytes_sent", "latency_ms": "latency"}
+ALIASES = METRIC_ALIASES  # short names the CLI also accepts (``--metric ratio``)
 DEFAULT_METRICS = ("offloaded_accuracy", "ceiling_ratio", "overall_accuracy", "bytes_sent", "latency")
 
 

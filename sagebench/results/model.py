@@ -22,6 +22,10 @@ from sagebench.errors import SageBenchError
 
 #: what ``evaluate`` adds to the results it returns, never written to results.json
 RUNTIME_FIELDS = ("output_dir", "report")
+#: short names of a results row's figures, as ``sagebench report --metric`` and :meth:`RunResults.to_dataframe` take
+#: them (``ratio``); ``latency`` is the ``latency_ms`` of one uplink channel
+METRIC_ALIASES = {"accuracy": "offloaded_accuracy", "ratio": "ceiling_ratio", "overall": "overall_accuracy",
+                  "bytes": "bytes_sent", "latency_ms": "latency"}
 
 
 @dataclass
@@ -163,8 +167,6 @@ class RunResults(MutableMapping):
         ``sagebench report`` (``ratio``; ``latency`` over ``channel``, default the first listed)."""
         import pandas as pd
 
-        from sagebench.reporting.paper_table import ALIASES
-
         rows = []
         for r in self.results:
             row = {k: v for k, v in r.items() if not k.endswith("_ci") and not isinstance(v, (dict, list))}
@@ -177,7 +179,7 @@ class RunResults(MutableMapping):
         long = pd.DataFrame(rows)
         if not wide:
             return long
-        metric = ALIASES.get(metric, metric)
+        metric = METRIC_ALIASES.get(metric, metric)
         if metric == "latency":
             channels = [c for c in long.columns if c.startswith("latency_ms_")]
             if not channels:
