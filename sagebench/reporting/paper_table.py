@@ -1,7 +1,10 @@
-"""``sagebench report``: one tidy table of several runs, with 95% intervals, as Markdown, CSV or LaTeX.
+"""``sagebench report``: one table of several runs or of a board, with 95% intervals, as Markdown, CSV or LaTeX.
 
-One row per (run, strategy, budget); the runs of one (strategy, budget) cell are adjacent, so
-several runs read side by side. Each metric comes with its interval: the ``*_ci`` field of the
+Long (:func:`format_table`): one row per (run, strategy, budget); the runs of one (strategy, budget)
+cell are adjacent, so several runs read side by side; latency is one column per uplink channel.
+Wide (:func:`format_wide`): strategies x budgets, the best of each budget in bold and the rows tied
+with it (simultaneous rank interval holding rank 1: :func:`run_ranks`, or the board's) marked. A
+board's rows come from :func:`board_rows`. Each metric comes with its interval: the ``*_ci`` field of the
 results row when the run wrote one (``offloaded_accuracy_ci``, ``overall_accuracy_ci``,
 ``ceiling_ratio_ci``), else computed here: the Wilson score interval
 (:func:`sagebench.stats.wilson_interval`) of the counts behind an accuracy (``num_correct`` of
