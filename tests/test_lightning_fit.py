@@ -48,6 +48,7 @@ def test_a_csv_logger_from_python_receives_the_exact_summary_intervals_and_confi
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res.to_json() == on_disk and res["results"] == on_disk["results"] == res.results
     assert res["output_dir"] == str(tmp_path / "run") and "report" in res and set(on_disk) <= set(res)
+    assert json.loads(json.dumps(res)) == {**on_disk, "output_dir": res.output_dir, "report": res.report}  # still a dict
     got = _csv_text(tmp_path / "logs")
     for r in on_disk["results"]:
         key = f"{r['strategy']}/B{r['budget']}"

@@ -51,6 +51,7 @@ from sagebench.leaderboard.validate import (
     load_samples,
     validate_entry,
 )
+from sagebench.results.model import RunResults
 from sagebench.runtime.files import atomic_write_bytes
 from sagebench.runtime.log import warn
 
@@ -369,8 +370,8 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
     reproduce every summary figure, a reported entry with one, a duplicate of an existing entry.
     """
     root = Path(root or default_root())
-    if isinstance(run, Mapping) and not isinstance(run, dict):  # what evaluate() returns (RunResults)
-        folder = run.get("output_dir")
+    if isinstance(run, RunResults):  # what evaluate() returns: its run folder holds the per-sample records
+        folder = run.output_dir
         if samples is None and folder and (Path(folder) / "samples.parquet").is_file():
             samples = Path(folder) / "samples.parquet"
         run = dict(run)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,15 @@ METRIC_ALIASES = {"accuracy": "offloaded_accuracy", "ratio": "ceiling_ratio", "o
 
 
 @dataclass
-class RunResults(MutableMapping):
+class RunResults(dict):
     """Everything ``results.json`` holds. ``results`` rows: one per (strategy, budget) cell.
 
-    Also a mapping with the keys of ``results.json`` (``res["results"]``, ``res.get("ceiling")``,
-    ``"timing" in res``, ``dict(res)``), plus ``output_dir`` and ``report`` once ``evaluate`` set
-    them. Why: ``evaluate`` returned a plain dict before it returned this object, and the callers
-    written for the dict keep working; new code reads the attributes. It is not a ``dict``:
-    ``json.dumps`` needs :meth:`to_json`.
+    Also the dict ``evaluate`` used to return: the keys of ``results.json`` (``res["results"]``,
+    ``res.get("ceiling")``, ``"timing" in res``, ``json.dumps(res)``), plus ``output_dir`` and ``report``
+    once ``evaluate`` set them. Why: callers written for the dict keep working; new code reads the
+    attributes. The two views are one: setting an attribute or an item updates both (nested values
+    are shared). Write an undeclared key through the mapping (``res["key"] = v``), not into
+    :attr:`extra` in place, so that the dict view sees it.
     """
 
     schema_version: str
@@ -92,23 +93,28 @@ class RunResults(MutableMapping):
     def __post_init__(self) -> None:
         if self.num_offloaded is not None and self.num_images and self.num_offloaded > self.num_images:
             raise SageBenchError(f"results claim {self.num_offloaded} offloaded of {self.num_images} images")
+        object.__setattr__(self, "_ready", True)
+        self._sync()
 
-    # -- the mapping of old callers (the keys of results.json, then output_dir and report when set)
+    # -- the dict of old callers (the keys of results.json, then output_dir and report when set)
 
-    def __getitem__(self, key: str) -> Any:
-        if key in RUNTIME_FIELDS:
-            if getattr(self, key) is None:
-                raise KeyError(key)
-            return getattr(self, key)
-        if key in _FILE_FIELDS:
-            return getattr(self, key)
-        return self.extra[key]
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if self.__dict__.get("_ready"):
+            self._sync()
+
+    def _sync(self) -> None:
+        """The dict view rebuilt from the attributes, in results.json's order."""
+        dict.clear(self)
+        dict.update(self, self.to_json())
+        dict.update(self, {k: getattr(self, k) for k in RUNTIME_FIELDS if getattr(self, k) is not None})
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key in _FILE_FIELDS or key in RUNTIME_FIELDS:
             setattr(self, key, value)
         else:
             self.extra[key] = value
+            dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         if key in RUNTIME_FIELDS and getattr(self, key) is not None:
@@ -117,13 +123,40 @@ class RunResults(MutableMapping):
             raise KeyError(f"{key!r} is a field every results file has: it cannot be deleted")
         else:
             del self.extra[key]
+            dict.__delitem__(self, key)
 
-    def __iter__(self) -> Iterator[str]:
-        yield from self.to_json()
-        yield from (k for k in RUNTIME_FIELDS if getattr(self, k) is not None)
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
 
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    _MISSING = object()
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:  # type: ignore[override]
+        if key not in self:
+            if default is RunResults._MISSING:
+                raise KeyError(key)
+            return default
+        value = self[key]
+        del self[key]
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        raise TypeError("RunResults has fields every results file needs: delete undeclared keys by name")
+
+    def clear(self) -> None:
+        raise TypeError("RunResults has fields every results file needs: it cannot be cleared")
+
+    def __reduce__(self) -> tuple:
+        """Copied and pickled by its fields (a dict subclass's default would replay the items first)."""
+        return (_from_fields, (type(self), {f.name: getattr(self, f.name) for f in fields(self)}))
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:  # type: ignore[override]
+        return self.__reduce__()
 
     # -- reading it
 
@@ -193,6 +226,10 @@ class RunResults(MutableMapping):
                  if column in long.columns}
         table = pd.concat(parts, axis=1)
         return table.sort_index(key=lambda idx: idx.map(order))
+
+
+def _from_fields(cls: type, values: dict[str, Any]) -> "RunResults":
+    return cls(**values)
 
 
 #: the fields of results.json (the mapping's keys besides ``extra``'s and the runtime ones)
