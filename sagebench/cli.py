@@ -161,10 +161,14 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from sagebench.reporting.paper_table import format_table, format_wide, table_rows
+    from sagebench.reporting.paper_table import board_at, board_rows, format_table, format_wide, table_rows
 
-    rows = table_rows(args.run_dirs, metrics=args.metrics)
-    text = (format_wide(rows, args.format, metric=args.metrics[0]) if args.wide
+    if not args.run_dirs and not args.board:
+        raise SageBenchError("give run folders (RUN_DIR ...) or a board (--board NAME_OR_FOLDER) to report.")
+    rows = table_rows(args.run_dirs, metrics=args.metrics) if args.run_dirs else []
+    if args.board:
+        rows += board_rows(board_at(args.board, args.root), metrics=args.metrics)
+    text = (format_wide(rows, args.format, metric=args.metrics[0], channel=args.channel) if args.wide
             else format_table(rows, args.format, metrics=args.metrics))
     if args.out:
         from sagebench.runtime.files import atomic_write_text
@@ -177,17 +181,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report_parser(sub: argparse._SubParsersAction) -> None:
-    from sagebench.reporting.paper_table import DEFAULT_METRICS, METRICS
+    from sagebench.reporting.paper_table import ALIASES, DEFAULT_METRICS, METRICS
 
-    p = sub.add_parser("report", help="one table of several runs (run, strategy, budget, metrics with 95%% "
-                                      "intervals) as Markdown, CSV or LaTeX")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of finished `sagebench eval` runs "
-                                                                  "(or their results.json)")
+    p = sub.add_parser("report", help="one table of runs or of a board (long: run, strategy, budget, metrics with "
+                                      "95%% intervals and latency; --wide: strategies x budgets, best and ties "
+                                      "marked) as Markdown, CSV or LaTeX")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="output_dir of finished `sagebench eval` runs "
+                                                                  "(or their results.json), or one board folder")
+    p.add_argument("--board", help="a board: its folder (leaderboards/<board>) or its name under --root")
+    p.add_argument("--root", help="the leaderboards folder holding --board NAME (default: as `sagebench leaderboard`)")
     p.add_argument("--format", "-f", choices=["md", "csv", "latex"], default="md", help="output format (default md)")
-    p.add_argument("--metrics", nargs="+", choices=list(METRICS), default=list(DEFAULT_METRICS),
-                   help=f"columns (default: {' '.join(DEFAULT_METRICS)})")
+    p.add_argument("--metrics", "--metric", nargs="+", choices=[*METRICS, *ALIASES], default=list(DEFAULT_METRICS),
+                   help=f"columns (default: {' '.join(DEFAULT_METRICS)}; ratio = ceiling_ratio; latency: one column "
+                        "per uplink channel); with --wide the first is the cell")
     p.add_argument("--wide", action="store_true", help="strategies x budgets (the first --metrics value; default "
-                                                        "offloaded accuracy), each cell with its interval, best marked")
+                                                        "offloaded accuracy), each cell with its interval, the best "
+                                                        "in bold, rows tied with it (rank interval holding 1) marked")
+    p.add_argument("--channel", help="with --wide --metric latency: the uplink channel (default: the first listed)")
     p.add_argument("--out", help="write the table to this file instead of printing it")
     p.set_defaults(func=_cmd_report)
 

@@ -8,6 +8,8 @@ checked against its signature; ``model.*.kwargs`` go to ``timm.create_model`` un
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -169,6 +171,73 @@ def _group_file(entry: Any, source: str) -> Path:
     return path
 
 
+def _is_shipped(path: Path) -> bool:
+    """A config file shipped with sagebench (``conf/``), not the user's own."""
+    return path.resolve().is_relative_to(_conf_dir().resolve())
+
+
+_UNSET = object()
+
+
+class _Naming:
+    """Whether a run's benchmark name must be its own: it reads its own data under a shipped benchmark's name.
+
+    Why: a shipped experiment names its benchmark (``imagenet1k-val-deit``) after the data it describes;
+    run with ``data.path`` pointing at the user's own folder or file, the results kept that name, so a
+    custom data set's run looked like (and could be submitted as) the official benchmark's. Fed each config
+    layer in order: the name is derived (:func:`own_benchmark_name`) when the final ``data.path`` differs
+    from the one the shipped files set and no user file or override set ``benchmark``.
+    """
+
+    def __init__(self) -> None:
+        self.shipped_path: Any = None
+        self.user_named = False
+
+    def saw(self, layer: DictConfig, shipped: bool) -> None:
+        path = OmegaConf.select(layer, "data.path", default=_UNSET, throw_on_missing=False)
+        if shipped and path is not _UNSET:
+            self.shipped_path = path
+        if not shipped and OmegaConf.select(layer, "benchmark", default=_UNSET, throw_on_missing=False) is not _UNSET:
+            self.user_named = True
+
+    def derive(self, cfg: DictConfig) -> bool:
+        if self.user_named or not cfg.data.path:
+            return False
+        shipped = self.shipped_path
+        if isinstance(shipped, str) and "${" in shipped:  # e.g. ${asset:demo/x.parquet}: compared resolved
+            try:
+                shipped = OmegaConf.to_container(OmegaConf.create({"v": shipped}), resolve=True)["v"]
+            except OmegaConfBaseException:
+                pass
+        return str(cfg.data.path) != str(shipped)
+
+
+def official_benchmarks() -> set[str]:
+    """The benchmark names of the shipped experiments (the official boards')."""
+    names = set()
+    for path in (_conf_dir() / "experiment").glob("*.yaml"):
+        name = OmegaConf.select(OmegaConf.load(path), "benchmark", default=None)
+        if isinstance(name, str):
+            names.add(name)
+    return names
+
+
+def own_benchmark_name(cfg: DictConfig) -> str:
+    """``<data folder or file name>-<edge model>-<server model>``, e.g. ``my-photos-deit_tiny_patch16_224-
+    deit_base_patch16_224``: the benchmark name of a run on the user's own data (see :class:`_Naming`);
+    never one of :func:`official_benchmarks` (``-local`` is added if it would be)."""
+    raw = os.path.expanduser(str(cfg.data.path)).rstrip("/\\")
+    path = Path(raw)
+    if any(ch in raw for ch in "*?["):  # a glob: the folder it starts in
+        prefix = re.split(r"[*?\[]", raw, maxsplit=1)[0]
+        path = Path(prefix) if prefix.endswith(("/", os.sep)) else Path(prefix).parent
+        path = path if path.name else Path(prefix or ".").resolve()
+    stem = path.stem if path.suffix in (".parquet", ".arrow") else path.name
+    parts = [stem or "data", str(cfg.model.edge.name), str(cfg.model.server.name)]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-.") or "custom"
+    return f"{name}-local" if name in official_benchmarks() else name
+
+
 def _read_layers(source: str, path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, DictConfig]]:
     """A config file as the layers it stands for: its ``defaults`` (group files, in order), then itself.
 
@@ -231,16 +300,21 @@ def load_config(config_file: str | Sequence[str] | None = None, overrides: Seque
     for node in (cfg.trainer, cfg.model.edge.kwargs, cfg.model.server.kwargs, cfg.codec, cfg.gate):
         OmegaConf.set_struct(node, False)
     files_in = [config_file] if isinstance(config_file, str) else list(config_file or [])
-    layers = _read_layers("conf/config.yaml", _conf_dir() / "config.yaml")
+    layers = [(source, layer, True) for source, layer in _read_layers("conf/config.yaml", _conf_dir() / "config.yaml")]
     for name in files_in:
-        layers += _read_layers(name, _resolve_config_file(name))
-    for source, layer in layers:
+        path = _resolve_config_file(name)
+        read = _read_layers(name, path)  # its defaults are shipped group files; the file itself may be the user's
+        layers += [(source, layer, True) for source, layer in read[:-1]]
+        layers.append((*read[-1], _is_shipped(path)))
+    naming = _Naming()
+    for source, layer, shipped in layers:
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as exc:
             key = getattr(exc, "full_key", None)
             value = OmegaConf.select(layer, str(key), default=None, throw_on_missing=False) if key else None
             raise _explain(exc, source, None if value is None else str(value)) from exc
+        naming.saw(layer, shipped)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"Override {_clip(item)!r} is not KEY=VALUE (e.g. budgets=[8,16] or gate.threshold=0.5).")
@@ -253,10 +327,13 @@ def load_config(config_file: str | Sequence[str] | None = None, overrides: Seque
             cfg = OmegaConf.merge(cfg, dot)
         except OmegaConfBaseException as exc:
             raise _explain(exc, f"override {item!r}", item.split("=", 1)[1].strip()) from exc
+        naming.saw(dot, shipped=False)
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"Could not resolve the config: {exc}") from exc
+    if naming.derive(cfg):
+        cfg.benchmark = own_benchmark_name(cfg)
     validate(cfg)
     fill_plugin_defaults(cfg)
     return cfg

@@ -249,21 +249,48 @@ def per_class(rows: np.ndarray, layout: SweepLayout, class_names: list[str]) -> 
     return out
 
 
-def flat_summary(summary: dict) -> dict[str, float]:
-    """A summary (:func:`summarize`) as flat ``{key: number}``, the keys W&B and Lightning loggers get.
+def interval_keys(row: dict) -> dict[str, float]:
+    """The 95% interval ends of a results row as flat keys: ``<key>_low/<strategy>/<token>`` and ``_high``
+    for each :data:`ROW_METRICS` figure with a ``<name>_ci`` (``offloaded_acc_low/sage/B8``)."""
+    cell = Cell.from_row(row)
+    out: dict[str, float] = {}
+    for m in ROW_METRICS:
+        ci = row.get(f"{m.name}_ci")
+        if isinstance(ci, (list, tuple)) and len(ci) == 2 and ci[0] is not None and ci[1] is not None:
+            out[cell.key(f"{m.wandb_key}_low")], out[cell.key(f"{m.wandb_key}_high")] = float(ci[0]), float(ci[1])
+    return out
+
+
+def flat_summary(summary: dict, intervals: bool = False) -> dict[str, float]:
+    """A summary (:func:`summarize`, or the results.json dict) as flat ``{key: number}``, the keys W&B and
+    Lightning loggers get.
 
     ``offloaded_acc/<strategy>/<budget token>`` and the other :data:`ROW_METRICS` per cell,
     ``ceiling/offloaded_acc``, ``ceiling/overall_acc``, ``edge_acc``, ``num_images``,
-    ``num_offloaded``, ``offload_rate``; ``None`` values are left out.
+    ``num_offloaded``, ``offload_rate``; with ``intervals`` also each 95% interval's ends
+    (:func:`interval_keys`, ``edge_acc_low``, ``ceiling/offloaded_acc_low``, ...). ``None`` values are
+    left out; every value is a Python float, exactly the summary's.
     """
-    out: dict[str, float] = {
-        "num_images": summary.get("num_images"), "num_offloaded": summary.get("num_offloaded"),
-        "offload_rate": summary.get("offload_rate"), "edge_acc": summary.get("edge_accuracy"),
-        "ceiling/offloaded_acc": (summary.get("ceiling") or {}).get("offloaded_accuracy"),
-        "ceiling/overall_acc": (summary.get("ceiling") or {}).get("overall_accuracy"),
+    ceiling = summary.get("ceiling") or {}
+    n, n_off = summary.get("num_images"), summary.get("num_offloaded")
+    rate = summary.get("offload_rate")
+    out: dict[str, Any] = {
+        "num_images": n, "num_offloaded": n_off,
+        "offload_rate": rate if rate is not None or not n or n_off is None else n_off / n,
+        "edge_acc": summary.get("edge_accuracy"),
+        "ceiling/offloaded_acc": ceiling.get("offloaded_accuracy"),
+        "ceiling/overall_acc": ceiling.get("overall_accuracy"),
     }
+    if intervals:
+        for key, ci in (("edge_acc", summary.get("edge_accuracy_ci")),
+                        ("ceiling/offloaded_acc", ceiling.get("offloaded_accuracy_ci")),
+                        ("ceiling/overall_acc", ceiling.get("overall_accuracy_ci"))):
+            if isinstance(ci, (list, tuple)) and len(ci) == 2:
+                out[f"{key}_low"], out[f"{key}_high"] = ci
     for row in summary.get("results") or []:
         cell = Cell.from_row(row)
         for m in ROW_METRICS:
             out[cell.key(m.wandb_key)] = row.get(m.name)
+        if intervals:
+            out.update(interval_keys(row))
     return {k: float(v) for k, v in out.items() if v is not None}

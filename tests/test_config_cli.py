@@ -249,3 +249,28 @@ def test_the_imagenet_data_config_takes_its_worker_count_from_the_machine():
     cfg = load_config("imagenet_deit", [])
     assert cfg.data.num_workers is None
     assert num_workers(None) == num_workers(cfg.data.num_workers) <= 8
+
+
+def test_own_data_under_a_shipped_experiment_gets_its_own_benchmark_name(tmp_path):
+    """`--config imagenet_deit data.path=<my folder>` kept the name imagenet1k-val-deit: the run of a custom
+    data set looked like (and could be submitted as) the official benchmark's."""
+    from sagebench.config import official_benchmarks
+
+    own = ["data.name=null", f"data.path={tmp_path / 'my-photos'}"]
+    name = load_config("imagenet_deit", own).benchmark
+    assert name == "my-photos-deit_tiny_patch16_224.fb_in1k-deit_base_patch16_224.fb_in1k"
+    assert name not in official_benchmarks() and "imagenet1k-val-deit" in official_benchmarks()
+    assert load_config("imagenet_deit", [*own, "benchmark=mine"]).benchmark == "mine"  # the user's choice stands
+    assert load_config(None, [f"data.path={tmp_path / 'val.parquet'}"]).benchmark.startswith("val-sagebench_cifar10")
+    assert load_config(None, [f"data.path={tmp_path}/shards/*.parquet"]).benchmark.startswith("shards-")
+    # the shipped data (also when named again) keeps the shipped name
+    assert load_config("imagenet_deit", []).benchmark == "imagenet1k-val-deit"
+    assert load_config(None, ["data.path=${asset:demo/cifar10_test.parquet}"]).benchmark == "cifar10-embedded"
+    # names that would spell an official board's name: never that name
+    clash = load_config("paper_table3", ["data.name=null", f"data.path={tmp_path}/imagenet1k",
+                                         "model.edge.name=val", "model.server.name=deit"])
+    assert clash.benchmark == "imagenet1k-val-deit-local"
+    user_file = tmp_path / "mine.yaml"
+    user_file.write_text(f"defaults: [experiment/imagenet_deit]\nbenchmark: my-bench\ndata:\n  name: null\n"
+                         f"  path: {tmp_path / 'x'}\n")
+    assert load_config(str(user_file)).benchmark == "my-bench"

@@ -452,3 +452,19 @@ def test_hub_loading_passes_the_subset_data_files_and_a_token_from_the_environme
     monkeypatch.delenv("MY_HF_TOKEN")
     with pytest.raises(DataError, match="MY_HF_TOKEN"):
         load_source(spec)
+
+
+def test_a_local_image_folder_is_read_without_hub_wording(tmp_path, capfd):
+    """A local folder printed datasets' "Downloading data" bar (its download manager reads local files too);
+    now one sagebench line says what is read, and datasets' bars are on again afterwards."""
+    for c in CLASSES[:2]:
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(40):  # enough files for datasets to show its bar
+            Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    datasets.enable_progress_bars()
+    ds = load_source(DataSpec(path=str(tmp_path / "imgs"), split="validation"))
+    assert len(ds) == 80
+    err = capfd.readouterr().err
+    assert "Downloading" not in err and "Generating" not in err
+    assert f"sagebench: info: Reading local images from {(tmp_path / 'imgs').resolve()}" in err
+    assert datasets.is_progress_bar_enabled()

@@ -337,3 +337,12 @@ def test_boards_are_found_from_another_directory_and_submit_needs_create(small_r
     assert main(["leaderboard", "--root", str(root), "submit", str(run_dir), "--board", "mine", "--create"]) == 0
     monkeypatch.setenv("SAGEBENCH_LEADERBOARDS", str(root))
     assert main(["leaderboard", "show", "mine"]) == 0
+
+
+def test_what_evaluate_returns_is_submitted_as_is_with_its_records(small_run, tmp_path):
+    """`lb.submit(evaluate(cfg))`: the typed results (not a dict) were taken for a path and failed."""
+    run_dir, res = small_run
+    saved = lb.submit(res, root=tmp_path / "boards")
+    assert saved.samples_path is not None and saved.samples_path.is_file()
+    assert saved.data["results"] == json.loads((run_dir / "results.json").read_text())["results"]
+    assert "output_dir" not in saved.data and "report" not in saved.data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 from lightning.pytorch.loggers import CSVLogger
@@ -21,19 +22,47 @@ def _csv_metrics(folder):
     return {k: float(v) for row in rows for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")}
 
 
+def _csv_text(folder):
+    """``{key: the text the CSV holds}``: the exact digits, not a float parsed back."""
+    (path,) = list(folder.rglob("metrics.csv"))
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: v for row in rows for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")}
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_figures")
-def test_a_csv_logger_from_python_receives_the_exact_summary(random_models_overrides, tmp_path):
+def test_a_csv_logger_from_python_receives_the_exact_summary_intervals_and_config(random_models_overrides,
+                                                                                  tmp_path):
+    """A CSVLogger got float32 values through ``self.log_dict`` (0.3958333432674408 for 19/48), no interval and
+    no config. Now it holds the float64 figures of results.json digit for digit, their interval ends, and the
+    resolved config in hparams.yaml; evaluate returns the typed results, still readable as a dict."""
+    import yaml
+
+    from sagebench.results import RunResults
+
     logger = CSVLogger(save_dir=str(tmp_path / "logs"), name="sb")
     res = evaluate(load_config(None, [*random_models_overrides, *BASE, f"output_dir={tmp_path / 'run'}"]),
                    logger=logger)
-    got = _csv_metrics(tmp_path / "logs")
-    for r in res["results"]:
+    assert isinstance(res, RunResults)
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res.to_json() == on_disk and res["results"] == on_disk["results"] == res.results
+    assert res["output_dir"] == str(tmp_path / "run") and "report" in res and set(on_disk) <= set(res)
+    assert json.loads(json.dumps(res)) == {**on_disk, "output_dir": res.output_dir, "report": res.report}  # still a dict
+    got = _csv_text(tmp_path / "logs")
+    for r in on_disk["results"]:
         key = f"{r['strategy']}/B{r['budget']}"
-        assert got[f"offloaded_acc/{key}"] == pytest.approx(r["offloaded_accuracy"])
-        assert got[f"ceiling_ratio/{key}"] == pytest.approx(r["ceiling_ratio"])
-    assert got["ceiling/offloaded_acc"] == pytest.approx(res["ceiling"]["offloaded_accuracy"])
-    assert got["num_images"] == res["num_images"] == 30
+        assert got[f"offloaded_acc/{key}"] == repr(r["offloaded_accuracy"])  # exact: the same digits
+        assert got[f"ceiling_ratio/{key}"] == repr(r["ceiling_ratio"])
+        assert got[f"offloaded_acc_low/{key}"] == repr(r["offloaded_accuracy_ci"][0])
+        assert got[f"offloaded_acc_high/{key}"] == repr(r["offloaded_accuracy_ci"][1])
+        assert got[f"ceiling_ratio_low/{key}"] == repr(r["ceiling_ratio_ci"][0])
+    assert got["ceiling/offloaded_acc"] == repr(on_disk["ceiling"]["offloaded_accuracy"])
+    assert got["edge_acc_low"] == repr(on_disk["edge_accuracy_ci"][0])
+    assert float(got["num_images"]) == res["num_images"] == 30
+    (hparams,) = list((tmp_path / "logs").rglob("hparams.yaml"))
+    config = yaml.safe_load(hparams.read_text())
+    assert config["budgets"] == [4, 8] and config["data"]["limit"] == 30 == on_disk["config"]["data"]["limit"]
 
 
 @pytest.mark.slow

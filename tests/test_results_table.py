@@ -95,3 +95,21 @@ def test_typed_results_as_a_long_and_a_wide_dataframe(small_run):
         "high", "low", "offloaded_accuracy"]
     assert wide.loc[first["strategy"], ("offloaded_accuracy", first["budget"])] == first["offloaded_accuracy"]
     assert wide.loc[first["strategy"], ("low", first["budget"])] == first["offloaded_accuracy_ci"][0]
+
+
+def test_the_dataframe_has_latency_per_channel_and_takes_the_report_metric_names(small_run):
+    """Latency (a dict per row) was dropped from the long frame; ``metric="ratio"`` / ``"latency"`` as in `report`."""
+    from sagebench.results import RunResults
+
+    _, results = small_run
+    res = RunResults.from_json(results)
+    first = results["results"][0]
+    channels = list(first["latency_ms"])
+    long = res.to_dataframe()
+    got = long[(long.strategy == first["strategy"]) & (long.budget == first["budget"])].iloc[0]
+    assert [got[f"latency_ms_{ch}"] for ch in channels] == [first["latency_ms"][ch] for ch in channels]
+    ratio = res.to_dataframe(wide=True, metric="ratio")
+    assert ratio.loc[first["strategy"], ("ceiling_ratio", first["budget"])] == first["ceiling_ratio"]
+    latency = res.to_dataframe(wide=True, metric="latency", channel=channels[-1])
+    assert latency.loc[first["strategy"], (f"latency_ms_{channels[-1]}", first["budget"])] == \
+        first["latency_ms"][channels[-1]]

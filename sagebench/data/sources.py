@@ -110,11 +110,42 @@ def _pick_split(splits: Any, split: str, where: str, *, strict: bool) -> Any:
     raise DataError(f"{where} has the splits {names}, not {split!r}: set data.split to one of them.")
 
 
+_LOCAL_WHAT = {"parquet": "a local parquet file", "parquet_dir": "local parquet files",
+               "arrow": "a local save_to_disk folder", "imagefolder": "local images"}
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """``datasets``' progress bars off while it reads a local copy (restored after).
+
+    Why: reading a local image folder or parquet file, ``datasets`` shows "Downloading data" (its
+    download manager handles local files too) and "Generating train split" bars, hub wording for data
+    that never leaves the disk; sagebench prints its own line instead (:func:`_load_local`).
+    """
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
 def _load_local(spec: DataSpec) -> Any:
+    from sagebench.runtime.log import info
+
+    kind, target, files = _resolve_local(spec.path)  # type: ignore[arg-type]
+    info(f"Reading {_LOCAL_WHAT[kind]} from {target}" + (f" ({len(files)} files)" if len(files) > 1 else ""))
+    with _quiet_datasets():
+        return _read_local(spec, kind, target, files)
+
+
+def _read_local(spec: DataSpec, kind: str, target: Path, files: list[Path]) -> Any:
     import datasets
     import pyarrow as pa
 
-    kind, target, files = _resolve_local(spec.path)  # type: ignore[arg-type]
     where = f"data.path {spec.path!r}"
     try:
         if kind == "parquet":

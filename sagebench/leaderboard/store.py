@@ -51,6 +51,7 @@ from sagebench.leaderboard.validate import (
     load_samples,
     validate_entry,
 )
+from sagebench.results.model import RunResults
 from sagebench.runtime.files import atomic_write_bytes
 from sagebench.runtime.log import warn
 
@@ -360,7 +361,8 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
                      create: bool = True) -> Entry:
     """Validate a run's results and copy them (and their per-sample file) into a board.
 
-    ``run`` is a run folder, a results JSON file, or an already loaded results dict. The board
+    ``run`` is a run folder, a results JSON file, an already loaded results dict, or what ``evaluate``
+    returned (its run folder's per-sample file is taken unless ``samples`` is given). The board
     defaults to the sanitised ``benchmark.name`` and is created by its first entry. Refused:
     schema errors, a fingerprint that differs from the board's, a measured entry without its
     per-sample file (unless ``allow_unverified``: ``pull`` of a W&B run whose records could not
@@ -368,6 +370,11 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
     reproduce every summary figure, a reported entry with one, a duplicate of an existing entry.
     """
     root = Path(root or default_root())
+    if isinstance(run, RunResults):  # what evaluate() returns: its run folder holds the per-sample records
+        folder = run.output_dir
+        if samples is None and folder and (Path(folder) / "samples.parquet").is_file():
+            samples = Path(folder) / "samples.parquet"
+        run = dict(run)
     if isinstance(run, dict):
         if json_depth(run) > MAX_JSON_DEPTH:
             raise LeaderboardError(f"the entry nests JSON more than {MAX_JSON_DEPTH} levels deep: not a results file.")

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
 from sagebench.cells import Cell
-from sagebench.metrics import ROW_METRICS
+from sagebench.metrics import ROW_METRICS, interval_keys
 from sagebench.reporting import plots
 from sagebench.reporting.guard import Guard
 from sagebench.results.model import RunResults
@@ -243,10 +243,7 @@ def strategy_summary(results: dict[str, Any], label: str) -> dict[str, Any]:
         cell = Cell.from_row(r)
         for f in row_fields(results):
             out[cell.key(METRIC_KEYS.get(f, f))] = r.get(f)
-        for f in CI_FIELDS:
-            if r.get(f):
-                out[cell.key(METRIC_KEYS.get(f[:-3], f[:-3]) + "_low")] = float(r[f][0])
-                out[cell.key(METRIC_KEYS.get(f[:-3], f[:-3]) + "_high")] = float(r[f][1])
+        out.update(interval_keys(r))
     out[META_KEY] = {**{k: v for k, v in results.items() if k not in _NOT_META},
                      "strategies": [s for s in results.get("strategies") or [] if s.get("label") == label],
                      ROW_FIELDS_KEY: {METRIC_KEYS.get(f, f): f for f in row_fields(results)}}

@@ -49,7 +49,7 @@ from sagebench.sweep import resume as resume_lib
 from sagebench.sweep.build import Sweep, attach_data, build
 from sagebench.sweep.plan import RunPlan, plan_of
 from sagebench.sweep.serving import CacheSettings
-from sagebench.sweep.trainer import build_trainer, lightning_objects
+from sagebench.sweep.trainer import build_trainer, lightning_objects, log_results
 from sagebench.transmission.channels import add_latency
 
 if TYPE_CHECKING:  # Lightning (and torchmetrics) load when a run starts, not when this module is imported
@@ -60,12 +60,15 @@ if TYPE_CHECKING:  # Lightning (and torchmetrics) load when a run starts, not wh
 def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, *,
              callbacks: list[Any] | None = None, logger: Any = None,
              dataset: torch.utils.data.Dataset | None = None,
-             on_results: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+             on_results: Callable[[RunResults], None] | None = None) -> RunResults | None:
     """Run the sweep described by ``cfg`` (default: the embedded benchmark) and write its results.
 
     ``callbacks`` and ``logger``: Lightning objects for the Trainer (as ``trainer.callbacks`` /
     ``trainer.logger`` entries with ``class_path``/``init_args`` do from a config); every logger
-    receives the exact summary once, from rank 0, and ``Trainer.test`` returns it.
+    receives, once, from rank 0 and after the results are assembled, the resolved config as
+    hyperparameters and the exact float64 summary with its 95% interval ends
+    (:func:`~sagebench.sweep.trainer.log_results`). The module logs nothing through ``self.log``, so
+    the ``Trainer.test`` inside returns no metrics (``[{}]``): the figures are this function's return.
 
     ``dataset``: the evaluation images already in memory, served instead of loading ``cfg.data``: a
     map-style data set whose item ``i`` is ``(image, label, sample_id=i)`` as
@@ -76,7 +79,9 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     ``on_results``: called with the results once they are on disk, before the plots and W&B are made
     (seconds, and tens of seconds with W&B): the CLI prints the table then, so plots never delay the numbers.
 
-    Returns the results dict in the global-zero process (``None`` elsewhere). Writes
+    Returns the typed results (:class:`~sagebench.results.RunResults`, also readable as the dict it
+    used to be: ``res["results"]``, ``res["output_dir"]``, ``res.get("report")``) in the global-zero
+    process (``None`` elsewhere). Writes
     ``<output_dir>/results.json``, ``samples.parquet`` and ``config.yaml``; while it runs,
     finished per-sample records are saved in ``<output_dir>/partial/`` so that a killed run can
     be continued with ``resume=true`` (see :mod:`sagebench.sweep.resume`).
@@ -107,11 +112,13 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
         write_run(out_dir, cfg, records, results, partial)
     finally:
         partial.release()
-    results["output_dir"] = str(out_dir)
+    log_results(attempt.trainer.loggers, results)
+    typed = RunResults.from_json(results)
+    typed.output_dir = str(out_dir)
     if on_results is not None:
-        on_results(results)
-    results["report"] = report(sweep, results, records, out_dir, attempt.module.examples)
-    return results
+        on_results(typed)
+    typed.report = report(sweep, results, records, out_dir, attempt.module.examples)
+    return typed
 
 
 def open_run_folder(cfg: DictConfig) -> tuple[Path, resume_lib.RunState]:
@@ -138,7 +145,7 @@ def finished_plan(sweep: Sweep, trainer_kwargs: dict[str, Any], dataset: Any = N
                                             "enable_checkpointing": False, "enable_model_summary": False}))
 
 
-def stored_results(run_state: resume_lib.RunState, plan: RunPlan, out_dir: Path) -> dict[str, Any] | None:
+def stored_results(run_state: resume_lib.RunState, plan: RunPlan, out_dir: Path) -> RunResults | None:
     """``resume=true`` on a finished run: its stored results (checked to be this run's)."""
     from sagebench.results.check import checked_results
 
@@ -149,8 +156,9 @@ def stored_results(run_state: resume_lib.RunState, plan: RunPlan, out_dir: Path)
         shutil.rmtree(run_state.partial, ignore_errors=True)
         warn(f"removed {run_state.partial}, left behind by a run that had finished writing its results.")
         redraw_plots(stored, out_dir)
-    stored["output_dir"] = str(out_dir)
-    return stored if os.environ.get("RANK", "0") == "0" else None
+    typed = RunResults.from_json(stored)
+    typed.output_dir = str(out_dir)
+    return typed if os.environ.get("RANK", "0") == "0" else None
 
 
 def redraw_plots(results: dict[str, Any], out_dir: Path) -> None:
@@ -175,7 +183,7 @@ class Attempt:
     plan: RunPlan  # what the run is (built by the data module once the data was loaded)
 
 
-def build_module(sweep: Sweep, partial: PartialResults, log_summary: bool) -> SageBenchModule:
+def build_module(sweep: Sweep, partial: PartialResults) -> SageBenchModule:
     """The LightningModule, with every setting given to its constructor."""
     from sagebench.sweep.module import SageBenchModule
 
@@ -192,7 +200,7 @@ def build_module(sweep: Sweep, partial: PartialResults, log_summary: bool) -> Sa
                            codec=sweep.codec, dedupe=bool(cfg.get("dedupe", True)),
                            timer=speed.PhaseTimer(bool(cfg.get("profile", False))), earlier=partial,
                            server_batch_size=int(cfg.get("server_batch_size") or cfg.batch_size),
-                           examples=examples, log_summary=log_summary)
+                           examples=examples)
 
 
 def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResults, out_dir: Path,
@@ -216,8 +224,7 @@ def run_sweep(sweep: Sweep, trainer_kwargs: dict[str, Any], partial: PartialResu
                                       enable_progress_bar=bool(sweep.cfg.progress), inference_mode=True),
                                **trainer_kwargs, "use_distributed_sampler": False})
     check_processes(sweep.data.limit, trainer.world_size)  # known before any process is started
-    # evaluate() returns the results itself: the module logs its summary only for a logger
-    module = build_module(sweep, partial, log_summary=bool(trainer.loggers))
+    module = build_module(sweep, partial)
     datamodule = SweepData(sweep, sweep.cfg.batch_size, speed.num_workers(sweep.cfg.data.num_workers, trainer),
                            earlier=partial, cache=CacheSettings.from_config(sweep.cfg.get("cache")), dataset=dataset)
     clock = speed.Stopwatch()  # wall and CPU seconds of the sweep itself

@@ -54,8 +54,8 @@ class SageBenchModule(L.LightningModule):
                  budgets: Sequence[int], gate: Gate | None = None,
                  seed: int = 0, budget_unit: str = "patches", codec: Codec | None = None, *,
                  dedupe: bool = True, timer: PhaseTimer | None = None, edge_source: EdgeSource | None = None,
-                 earlier: Any = None, server_batch_size: int = 1, examples: tuple[int, int | None] = (0, None),
-                 log_summary: bool = True) -> None:
+                 earlier: Any = None, server_batch_size: int = 1,
+                 examples: tuple[int, int | None] = (0, None)) -> None:
         super().__init__()
         if tuple(edge.grid) != tuple(server.grid):
             raise ValueError(f"edge grid {edge.grid} and server grid {server.grid} differ")
@@ -113,10 +113,9 @@ class SageBenchModule(L.LightningModule):
         # prediction, each strategy's patches at example_budget), so that the report computes nothing again
         self.examples_wanted, self.example_budget = int(examples[0]), examples[1]
         self.examples: dict[int, dict] = {}
-        # log the summary through Lightning (loggers, trainer.test's return); evaluate() turns it off when the
-        # Trainer has no logger and nobody reads the return (Lightning's per-key bookkeeping costs ~0.5 s)
-        self.log_summary = bool(log_summary)
-        self.summary: tuple[np.ndarray, dict] | None = None  # (rows, summarize(rows)) logged at the epoch's end
+        # nothing goes through self.log: evaluate() gives the loggers the exact float64 summary with its intervals
+        # once the results are assembled (Lightning's self.log would turn each figure into a float32 tensor)
+        self.summary: tuple[np.ndarray, dict] | None = None  # (rows, summarize(rows)) computed at the epoch's end
 
     def setup(self, stage: str) -> None:
         """Take the serving decision the data module made in its ``setup`` (Lightning runs it before this)."""
@@ -326,10 +325,8 @@ class SageBenchModule(L.LightningModule):
             self.strategy_stats.reset()
         self.sweep.reset()
         self.edge_images.reset()
-        if self.trainer.is_global_zero:  # the exact summary, once, so that any Lightning logger receives it
-            metrics = self.summary_metrics()
-            if self.log_summary:
-                self.log_dict(metrics, rank_zero_only=True, batch_size=1)
+        if self.trainer.is_global_zero:  # the summary, once, while the records are here (the results reuse it)
+            self.summary_metrics()
 
     def summary_metrics(self) -> dict[str, float]:
         """The flat exact summary (:func:`sagebench.metrics.flat_summary`) of every image, this attempt's

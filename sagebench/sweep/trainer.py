@@ -108,3 +108,24 @@ def lightning_objects(trainer_kwargs: dict[str, Any], callbacks: Any = None, log
         cfg_logger = logger
     out["logger"] = cfg_logger
     return out
+
+
+def log_results(loggers: Any, results: Any) -> None:
+    """Give every Lightning logger the run's config as hyperparameters and its exact summary, once.
+
+    Called by ``evaluate`` on global rank 0 after the results are assembled, with Python floats straight
+    to ``logger.log_metrics`` (the keys of :func:`sagebench.metrics.flat_summary`, interval ends included):
+    ``LightningModule.log`` would have turned each figure into a float32 tensor (0.3958333432674408 for
+    19/48), and the intervals and the config would have been missing. Lightning finalised the loggers when
+    ``Trainer.test`` ended, so each is saved and finalised again here.
+    """
+    from sagebench.metrics import flat_summary
+
+    if not loggers:
+        return
+    metrics = flat_summary(results, intervals=True)
+    for logger in loggers:
+        logger.log_hyperparams(results.get("config") or {})
+        logger.log_metrics(metrics)
+        logger.save()
+        logger.finalize("success")
