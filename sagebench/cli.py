@@ -46,6 +46,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if results is not None:
         print()
         print(format_table(results))
+        if results.get("operating_curve"):
+            from sagebench.operating_curve import format_curve
+
+            print()
+            print(format_curve(results["operating_curve"]))
         print(f"\nresults: {Path(results['output_dir']) / 'results.json'}  "
               f"(wall {results['timing']['wall_seconds']:.1f} s)")
         plots = [results.get("report", {}).get(k) for k in ("curves", "overlays", "latency")]

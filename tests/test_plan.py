@@ -48,6 +48,7 @@ CHANGED = {
     "server_weights_sha256": "t" * 8, "gate": {"gate": "min_entropy", "threshold": 0.5}, "codec": {"name": "png"},
     "budget_unit": "bytes", "budgets": (4, 16), "seed": 1, "strategies": ({"label": "random", "options": {}},),
     "precision": "bf16-mixed", "device_type": "cuda", "torch_version": "3.x", "compiled": True,
+    "gate_thresholds": (0.5, 1.0),
 }
 
 

@@ -88,7 +88,7 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     if run_state.finished:  # resume=true on a finished run: nothing to evaluate
         return stored_results(run_state, finished_plan(sweep, trainer_kwargs, dataset), out_dir)
     layout = SweepLayout(tuple((s.label, b) for s in sweep.strategies for b in sweep.budgets),
-                         budget_unit=sweep.budget_unit)
+                         budget_unit=sweep.budget_unit, scored=sweep.gate.curve)
     partial = PartialResults(out_dir, resume=bool(cfg.resume), flush_seconds=cfg.flush_seconds,
                              num_columns=layout.num_columns)
     try:  # the output-folder lock is released when evaluate returns or fails
@@ -293,7 +293,8 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         ceiling=summary["ceiling"],
         extra={"edge_accuracy_ci": summary["edge_accuracy_ci"], "intervals": summary["intervals"],
                **({"class_names": names, "per_class": per_class(records.rows, records.layout, names)}
-                  if names else {})},
+                  if names else {}),
+               **({"operating_curve": curve_of(sweep, records)} if records.layout.scored else {})},
         results=summary["results"],
         # how requests were packed, and the uplinks their latency is reported for (sagebench.transmission.channels)
         transmission={"codec": sweep.codec.describe(), "budget_unit": sweep.budget_unit,
@@ -310,6 +311,19 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
                 "edge_forwards_per_image": (module.edge_images_total() + previous_evaluated) / max(1, num_images),
                 **speed.timing_report(module, attempt.clock)},
     ).to_json()
+
+
+def curve_of(sweep: Sweep, records: Records) -> dict[str, Any]:
+    """The ``operating_curve`` block of a run with a list of gate thresholds (:mod:`sagebench.operating_curve`)."""
+    from sagebench.operating_curve import operating_curve
+
+    full = None
+    if sweep.codec.describe().get("name") == "raw":  # the server-only point sends every unit's 8-bit pixels
+        rows, cols = sweep.server.grid
+        ph, pw = sweep.server.patch_size
+        full = float(rows * cols * ph * pw * int(sweep.view["input_size"][0]))
+    return operating_curve(records.rows, records.layout, sweep.gate.thresholds, gate=sweep.gate.name,
+                           full_image_bytes=full, rule=sweep.gate.offload_at)
 
 
 def write_run(out_dir: Path, cfg: DictConfig, records: Records, results: dict[str, Any],

@@ -39,12 +39,12 @@ OFFLOAD_CACHE_VERSION = 1
 FULL_PRECISION = ("32-true", "32", "64-true", "64")
 
 
-def identity(*kinds: str, doc: str = "") -> Any:
-    """A plan field that belongs to the identities ``kinds``."""
+def identity(*kinds: str, doc: str = "", default: Any = dataclasses.MISSING) -> Any:
+    """A plan field that belongs to the identities ``kinds`` (``default``: for fields added later)."""
     unknown = set(kinds) - set(IDENTITIES)
     if unknown:
         raise ValueError(f"unknown identities {sorted(unknown)}; known: {IDENTITIES}")
-    return field(metadata={"identity": frozenset(kinds), "doc": doc})
+    return field(default=default, metadata={"identity": frozenset(kinds), "doc": doc})
 
 
 def _plain(obj: Any) -> Any:
@@ -93,6 +93,9 @@ class RunPlan:
     device_type: str = identity(EDGE_CACHE, doc="cpu | cuda | mps: evidence differs in rounding")
     torch_version: str = identity(EDGE_CACHE)
     compiled: bool = identity(OFFLOAD_CACHE, doc="torch.compile of the server (rounding)")
+    gate_thresholds: tuple[float, ...] = identity(
+        RECORDS, default=(), doc="an operating curve's thresholds (empty for one): the records hold the gate's score; "
+        "the served set, the results and the fingerprint are the primary (lowest) threshold's, as in `gate`")
 
     # -- the fields of each identity
 
@@ -113,7 +116,7 @@ class RunPlan:
         from sagebench.metrics import SweepLayout
 
         layout = SweepLayout(tuple((s["label"], b) for s in self.strategies for b in self.budgets),
-                             budget_unit=self.budget_unit)
+                             budget_unit=self.budget_unit, scored=bool(self.gate_thresholds))
         return tuple(layout.names())
 
     def run_key(self) -> dict[str, Any]:
@@ -129,6 +132,7 @@ class RunPlan:
             "server": {"name": self.server_name, "weights": self.server_weights, "kwargs": self.server_kwargs},
             "preprocessing": self.preprocessing,
             **self.gate,
+            **({"thresholds": [float(t) for t in self.gate_thresholds]} if self.gate_thresholds else {}),
             "strategies": list(self.strategies),
             "budgets": [int(b) for b in self.budgets],
             "seed": int(self.seed),
@@ -266,4 +270,5 @@ def plan_of(sweep: Any, trainer: Any) -> RunPlan:
         device_type=device_type(trainer),
         torch_version=torch.__version__,
         compiled=bool(cfg.get("compile", False)),
+        gate_thresholds=tuple(sweep.gate.thresholds) if sweep.gate.curve else (),
     )
