@@ -53,7 +53,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(format_curve(results["operating_curve"]))
         print(f"\nresults: {Path(results['output_dir']) / 'results.json'}  "
               f"(wall {results['timing']['wall_seconds']:.1f} s)")
-        plots = [results.get("report", {}).get(k) for k in ("curves", "overlays", "latency")]
+        plots = [results.get("report", {}).get(k) for k in ("curves", "overlays", "latency", "operating_curve")]
         if any(plots):
             print("plots: " + "  ".join(p for p in plots if p))
     return 0

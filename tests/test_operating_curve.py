@@ -143,3 +143,18 @@ def test_a_threshold_list_equals_separate_runs_record_for_record(tmp_path):
     assert passes == lowest["timing"]["server_passes"]
     assert passes["images_run"] + passes["images_reused"] == lowest["num_offloaded"] * len(cells)
     assert passes["images_run"] < sum(r["timing"]["server_passes"]["images_run"] for r in separate.values())
+
+
+def test_the_system_view_is_drawn_with_both_reference_points(tmp_path):
+    from sagebench.reporting.plots import plot_operating_curve
+
+    rows, layout = _rows()
+    results = {"benchmark": {"name": "hand"}, "strategies": [{"label": "s"}],
+               "operating_curve": operating_curve(rows, layout, [0.0, 1.0, 2.5], gate="min_entropy",
+                                                  full_image_bytes=3072.0)}
+    path = plot_operating_curve(results, tmp_path / "curve.png")
+    assert path is not None and path.stat().st_size > 1000
+    rows[0, layout.column("offloaded")] = 0.0  # server-only point known as bounds only: still drawn
+    results["operating_curve"] = operating_curve(rows, layout, [0.5, 1.0])
+    assert plot_operating_curve(results, tmp_path / "bounds.png") is not None
+    assert plot_operating_curve({"results": []}, tmp_path / "none.png") is None

@@ -148,7 +148,8 @@ def redraw_plots(results: dict[str, Any], out_dir: Path) -> None:
     """The figures that need only results.json (curves, latency), when a crash left them undrawn."""
     from sagebench.reporting import plots
 
-    for name, draw in ((plots.CURVES_FILE, plots.plot_results_curves), (plots.LATENCY_FILE, plots.plot_latency)):
+    for name, draw in ((plots.CURVES_FILE, plots.plot_results_curves), (plots.LATENCY_FILE, plots.plot_latency),
+                       (plots.OPERATING_CURVE_FILE, plots.plot_operating_curve)):
         if not (out_dir / name).is_file():
             try:
                 draw(results, out_dir / name)
