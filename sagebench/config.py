@@ -75,6 +75,15 @@ class CacheConfig:
 
 
 @dataclass
+class EdgeCostConfig:
+    # after the sweep, each strategy's selection is timed on this many offloaded images with one CPU thread
+    # (sagebench.cost; results.json edge_cost, e2e_latency_ms); 0: not timed (the operation counts need no timing)
+    images: int = 8
+    repeats: int = 5  # the median of this many calls per image
+    max_seconds: float = 20.0  # the timing stops here; cells not reached are reported as not timed
+
+
+@dataclass
 class SageBenchConfig:
     benchmark: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
@@ -108,6 +117,7 @@ class SageBenchConfig:
     reuse_host_memory: bool = True  # glibc: keep freed tensor memory for the next forward (sagebench.runtime.host_memory)
     profile: bool = False  # record per-phase seconds (edge, selection, server) in results.json timing
     cache: CacheConfig = field(default_factory=CacheConfig)
+    edge_cost: EdgeCostConfig = field(default_factory=EdgeCostConfig)
 
 
 def _conf_dir() -> Path:
@@ -424,7 +434,8 @@ KEY_HELP = {
     "dedupe": "one server pass per distinct patch set", "compile": "torch.compile the server blocks",
     "threads": "torch CPU threads", "profile": "per-phase seconds in results.json",
     "cache.edge": "keep edge evidence (and the offloaded images' pixels) on disk: a rerun reads only the offloaded images",
-    "cache.max_gb": "bound on the cache folder's size (GB)", "flush_seconds": "how often finished rows are saved",
+    "cache.max_gb": "bound on the cache folder's size (GB)",
+    "edge_cost.images": "offloaded images each strategy's selection is timed on, one CPU thread (0: off)", "flush_seconds": "how often finished rows are saved",
 }
 
 

@@ -68,3 +68,7 @@ class RandomStrategy(Strategy):
         scores = patch_hash(evidence.seed, evidence.sample_ids.to(evidence.attention.device), evidence.num_patches)
         order = torch.sort(scores, dim=1, stable=True).indices  # ties (rare) -> lower patch index
         return order[:, :budget].contiguous()
+
+    def selection_macs(self, budget: int, edge) -> int:
+        """0: an integer hash per patch and a sort, no multiply-accumulate of evidence."""
+        return 0

@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sagebench.config import load_config
+from sagebench.cost import add_e2e_latency
 from sagebench.data.labels import class_names
 from sagebench.errors import (
     ConfigError,
@@ -276,6 +277,8 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
     for entry, cell in zip(summary["results"], records.nonfinite["cells"]):
         entry["nonfinite"] = cell["count"]
     add_latency(summary["results"], sweep.channels)
+    edge_cost = edge_cost_of(sweep, records)  # the edge's cost of choosing, then the latency it adds
+    add_e2e_latency(summary["results"], edge_cost)
     previous_evaluated = int((partial.previous_rows[:, records.layout.column("label")] >= 0).sum())
     bench = attempt.plan.benchmark_fields(num_images, len(records.skipped))
     names = class_names(sweep.dataset)
@@ -295,7 +298,8 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         extra={"edge_accuracy_ci": summary["edge_accuracy_ci"], "intervals": summary["intervals"],
                **({"class_names": names, "per_class": per_class(records.rows, records.layout, names)}
                   if names else {}),
-               **({"operating_curve": curve_of(sweep, records)} if records.layout.scored else {})},
+               **({"operating_curve": curve_of(sweep, records)} if records.layout.scored else {}),
+               **({"edge_cost": edge_cost} if edge_cost is not None else {})},
         results=summary["results"],
         # how requests were packed, and the uplinks their latency is reported for (sagebench.transmission.channels)
         transmission={"codec": sweep.codec.describe(), "budget_unit": sweep.budget_unit,
@@ -325,6 +329,39 @@ def curve_of(sweep: Sweep, records: Records) -> dict[str, Any]:
         full = float(rows * cols * ph * pw * int(sweep.view["input_size"][0]))
     return operating_curve(records.rows, records.layout, sweep.gate.thresholds, gate=sweep.gate.name,
                            full_image_bytes=full, rule=sweep.gate.offload_at)
+
+
+def edge_cost_of(sweep: Sweep, records: Records) -> dict[str, Any] | None:
+    """The ``edge_cost`` block (:mod:`sagebench.cost`): each strategy's selection timed on a few offloaded images
+    with one CPU thread, and its operation count; None when ``edge_cost.images=0``. A problem (a streamed data
+    set, nothing offloaded) is recorded in the block, never a failed run."""
+    from sagebench.cost import EdgeDims, edge_forward_ms, measure_edge_cost, offloaded_evidence
+
+    settings = sweep.cfg.get("edge_cost") or {}
+    wanted = int(settings.get("images", 0) or 0)
+    if wanted <= 0:
+        return None
+    col = records.layout.column
+    served = records.rows[records.rows[:, col("offloaded")] > 0.5, col("sample_id")].astype(np.int64)[:wanted]
+    dims = EdgeDims.of(sweep.edge.vit)
+    repeats = max(1, int(settings.get("repeats", 5)))
+    try:
+        if not len(served) or sweep.dataset is None or sweep.data.streaming:
+            raise ValueError("no offloaded image to time" if not len(served) else "a streamed data set")
+        evidence, images = offloaded_evidence(sweep.edge, sweep.dataset, served.tolist(), int(sweep.cfg.seed))
+        block = measure_edge_cost(sweep.strategies, sweep.budgets, evidence, images, sweep.server.patch_size,
+                                  sweep.codec, dims, repeats=repeats,
+                                  max_seconds=float(settings.get("max_seconds", 20.0)), budget_unit=sweep.budget_unit)
+        block["edge_model"]["forward_ms"] = edge_forward_ms(sweep.edge, images, int(sweep.cfg.seed), repeats)
+        return block
+    except (ValueError, IndexError, KeyError, TypeError, RuntimeError, OSError) as exc:
+        warn(f"the edge's selection was not timed ({type(exc).__name__}: {exc}); edge_cost holds the counts only.")
+        from sagebench.cost import edge_forward_macs
+
+        return {"skipped": f"{type(exc).__name__}: {exc}", "edge_model": {"macs": edge_forward_macs(dims)},
+                "cells": [{"strategy": s.label, "budget": b, "budget_unit": sweep.budget_unit,
+                           "selection_macs": s.selection_macs(int(b), dims) if sweep.budget_unit == "patches" else None,
+                           "select_ms": None, "encode_ms": None} for s in sweep.strategies for b in sweep.budgets]}
 
 
 def write_run(out_dir: Path, cfg: DictConfig, records: Records, results: dict[str, Any],
