@@ -306,9 +306,6 @@ def plot_operating_curve(results: dict[str, Any], path: Path, budget: int | None
         ax.grid(True, alpha=0.3)
     axes[0].set_xlabel("offload share (% of images sent to the server)")
     axes[1].set_xlabel("uplink bytes per image (mean over all images)")
-    if server.get("bytes_per_image"):
-        axes[1].set_xscale("symlog", linthresh=max(1.0, min((r["bytes_per_image"] for r in rows
-                                                               if r["bytes_per_image"]), default=1.0)))
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, max(1, len(labels))), fontsize=8,
                frameon=False)
