@@ -51,6 +51,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
             print()
             print(format_curve(results["operating_curve"]))
+        if results.get("seeds"):
+            from sagebench.seeds import format_seeds
+
+            print()
+            print(format_seeds(results["seeds"]))
+        if results.get("edge_cost"):
+            from sagebench.cost import format_edge_cost
+
+            print()
+            print(format_edge_cost(results))
         print(f"\nresults: {Path(results['output_dir']) / 'results.json'}  "
               f"(wall {results['timing']['wall_seconds']:.1f} s)")
         plots = [results.get("report", {}).get(k) for k in ("curves", "overlays", "latency", "operating_curve")]

@@ -103,6 +103,9 @@ class SageBenchConfig:
     # do not depend on it, speed does: at the real gate a data batch offloads only a share of its images
     server_batch_size: Optional[int] = None
     seed: int = 0
+    # e.g. [0, 1, 2, 3, 4]: strategies that draw randomness (random, ...) evaluated at each seed (sagebench.seeds);
+    # the run's seed must be among them (its draw stays each one's usual row)
+    seeds: Optional[list[int]] = None
     output_dir: Optional[str] = None
     progress: bool = True
     trainer: dict[str, Any] = field(default_factory=dict)
@@ -426,6 +429,7 @@ KEY_HELP = {
     "batch_size": "images per data batch",
     "server_batch_size": "offloaded images per server batch, across data batches (null: batch_size)",
     "seed": "run seed (random strategy, random-init weights)",
+    "seeds": "seeds at which strategies that draw randomness are also evaluated, with their spread (null: off)",
     "output_dir": "output folder (default runs/<benchmark>-<time>)",
     "resume": "continue the unfinished run in output_dir",
     "logger": "wandb | none",

@@ -21,9 +21,10 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: What results.json says the figures are.
 METHOD = ("select_ms / encode_ms: median over images of the median over repeats of one image's Strategy.choose "
@@ -125,6 +126,8 @@ def _cpu(evidence: Any) -> Any:
     """The evidence with every tensor on the CPU (timings are of the edge device's CPU)."""
     import dataclasses
 
+    import torch
+
     moved = {}
     for f in dataclasses.fields(evidence):
         if f.init:
@@ -153,6 +156,8 @@ def measure_edge_cost(strategies: Sequence[Any], budgets: Sequence[int], evidenc
     spent; the cells left are reported with ``select_ms: null``. Byte budgets are timed at no count (their
     unit count differs per image).
     """
+    import torch
+
     from sagebench.transmission.patches import patchify
 
     evidence = _cpu(evidence)
@@ -212,6 +217,8 @@ def measure_edge_cost(strategies: Sequence[Any], budgets: Sequence[int], evidenc
 def offloaded_evidence(edge: Any, dataset: Any, sample_ids: Sequence[int], seed: int) -> tuple[Any, torch.Tensor]:
     """The edge evidence and model input of these images, read again from ``dataset`` (item ``i`` is
     ``(image, label, sample_id=i)``, as :class:`~sagebench.data.images.EvalImages` gives)."""
+    import torch
+
     items = [dataset[int(i)] for i in sample_ids]
     if any(int(item[2]) != int(i) for item, i in zip(items, sample_ids)):
         raise ValueError("the data set's items are not indexed by sample id")
@@ -225,6 +232,8 @@ def offloaded_evidence(edge: Any, dataset: Any, sample_ids: Sequence[int], seed:
 def edge_forward_ms(edge: Any, images: torch.Tensor, seed: int, repeats: int) -> float | None:
     """Median wall ms of the edge's forward on one image, on the CPU with one thread (None when the edge is
     not on the CPU: its time would not be the device's)."""
+    import torch
+
     if next(edge.parameters()).device.type != "cpu":
         return None
     threads = torch.get_num_threads()
@@ -252,3 +261,41 @@ def add_e2e_latency(results: list[dict[str, Any]], edge_cost: dict[str, Any] | N
                    else cell["select_ms"] + cell["encode_ms"])
         entry["e2e_latency_ms"] = {name: (None if ms is None or edge_ms is None else round(ms + edge_ms, 3))
                                    for name, ms in (entry.get("latency_ms") or {}).items()}
+
+
+def macs_text(n: int | None) -> str:
+    """``49.2k``, ``32M``: a count of MACs for a table (``?`` when unknown)."""
+    if n is None:
+        return "?"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return str(int(n))
+
+
+def format_edge_cost(results: dict[str, Any]) -> str:
+    """Terminal lines: per strategy and budget, the selection's MACs and its single-thread ms, then the end-to-end
+    latency on one channel (LTE when reported, else the first)."""
+    block = results["edge_cost"]
+    edge = block.get("edge_model") or {}
+    hw = block.get("hardware") or {}
+    forward = edge.get("forward_ms")
+    lines = [f"edge cost of choosing per image: selection MACs (comparable) / select + encode ms on 1 CPU thread "
+             f"(machine-dependent: {hw.get('cpu', '?')}); edge forward {macs_text(edge.get('macs'))} MACs"
+             + ("" if forward is None else f", {forward:.2f} ms")
+             + (f"; not timed: {block['skipped']}" if block.get("skipped") else "")]
+    by: dict[str, list[str]] = {}
+    for c in block.get("cells") or []:
+        ms = "-" if c.get("select_ms") is None else f"{c['select_ms']:.2f}+{c['encode_ms']:.2f}ms"
+        by.setdefault(c["strategy"], []).append(f"B={c['budget']}: {macs_text(c.get('selection_macs'))}/{ms}")
+    lines += [f"{label}: " + "; ".join(cells) for label, cells in by.items()]
+    channels = [name for r in results.get("results") or [] for name in (r.get("e2e_latency_ms") or {})]
+    if channels:
+        channel = "lte" if "lte" in channels else channels[0]
+        e2e: dict[str, list[str]] = {}
+        for r in results["results"]:
+            ms = (r.get("e2e_latency_ms") or {}).get(channel)
+            e2e.setdefault(r["strategy"], []).append(f"{'-' if ms is None else f'{ms:.1f}'}")
+        lines.append(f"end-to-end latency ms on {channel} (request + selection + encoding), per budget: "
+                     + "; ".join(f"{label}: {' '.join(v)}" for label, v in e2e.items()))
+    return "\n".join(lines)

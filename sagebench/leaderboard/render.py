@@ -68,15 +68,6 @@ def _budget_column(budget: int, unit: str) -> Column:
 MACHINE_MARK = "†"
 
 
-def _macs(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= scale:
-            return f"{n / scale:.3g}{suffix}"
-    return str(int(n))
-
-
 def cost_budget(ranking: Ranking) -> int | None:
     """The budget the edge-cost column shows: the middle of the declared (ranked) budgets."""
     budgets = sorted(ranking.rank_budgets or ranking.budgets)
@@ -92,7 +83,9 @@ def _edge_cost_column(ranking: Ranking, unit: str) -> Column:
         macs, ms = row.edge_cost.get(budget, (None, None)) if budget is not None else (None, None)
         if macs is None and ms is None:
             return "-"
-        return _macs(macs) + ("" if ms is None else f" ({ms:.2f} ms{MACHINE_MARK})")
+        from sagebench.cost import macs_text
+
+        return macs_text(macs) + ("" if ms is None else f" ({ms:.2f} ms{MACHINE_MARK})")
 
     return Column(f"edge cost @{'B=' if unit == 'patches' else 'bytes='}{budget}: MACs (ms{MACHINE_MARK})", value)
 

@@ -62,6 +62,9 @@ class Strategy(ABC):
     #: A strategy that requires anything only the server has is an **oracle**: results and boards show it as
     #: a reference, never ranked with deployable strategies.
     requires: frozenset[str] = frozenset()
+    #: True when :meth:`select` draws randomness from ``evidence.seed``: ``seeds=[...]`` then evaluates it at
+    #: every seed of the list in one run (:mod:`sagebench.seeds`), and results give its spread over seeds.
+    seeded: bool = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

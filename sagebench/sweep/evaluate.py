@@ -47,6 +47,7 @@ from sagebench.runtime import speed
 from sagebench.runtime.files import atomic_write_text, check_writable
 from sagebench.runtime.host_memory import keep_freed_memory
 from sagebench.runtime.log import warn
+from sagebench.seeds import seed_summary
 from sagebench.sweep import records as records_lib
 from sagebench.sweep import resume as resume_lib
 from sagebench.sweep.build import Sweep, attach_data, build
@@ -299,7 +300,8 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
                **({"class_names": names, "per_class": per_class(records.rows, records.layout, names)}
                   if names else {}),
                **({"operating_curve": curve_of(sweep, records)} if records.layout.scored else {}),
-               **({"edge_cost": edge_cost} if edge_cost is not None else {})},
+               **({"edge_cost": edge_cost} if edge_cost is not None else {}),
+               **({"seeds": seed_summary(summary["results"], list(cfg.seeds), int(cfg.seed))} if cfg.get("seeds") else {})},
         results=summary["results"],
         # how requests were packed, and the uplinks their latency is reported for (sagebench.transmission.channels)
         transmission={"codec": sweep.codec.describe(), "budget_unit": sweep.budget_unit,
