@@ -84,3 +84,13 @@ def test_e2e_latency_adds_the_edge_time_to_each_channel():
                                         {"strategy": "oracle", "budget": 4, "select_ms": None, "encode_ms": None}]})
     assert results[0]["e2e_latency_ms"] == {"lte": 51.5, "wifi": 6.5}
     assert results[1]["e2e_latency_ms"] == {"lte": None}
+
+
+def test_wandb_gets_the_edge_cost_per_cell():
+    from sagebench.reporting.wandb import edge_cost_metrics
+
+    results = {"edge_cost": {"cells": [{"strategy": "sage", "budget": 16, "selection_macs": 49152, "select_ms": 0.5,
+                                        "encode_ms": None}]},
+               "results": [{"strategy": "sage", "budget": 16, "e2e_latency_ms": {"lte": 21.0, "wifi": None}}]}
+    assert edge_cost_metrics(results) == {"edge_selection_macs/sage/B16": 49152, "edge_select_ms/sage/B16": 0.5,
+                                          "e2e_latency_ms_lte/sage/B16": 21.0}

@@ -206,7 +206,9 @@ def plot_results_curves(results: dict[str, Any], path: Path) -> Path:
 def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
     """Offloaded accuracy against the mean request latency, one panel per channel, one line per strategy.
 
-    Each point is one budget; the x position is ``rtt + 8 * bytes_sent / uplink`` (sagebench.transmission.channels).
+    Each point is one budget; the x position is ``rtt + 8 * bytes_sent / uplink`` (sagebench.transmission.channels);
+    dashed, in the same colour, the end-to-end latency: that plus the edge's selection and encoding time
+    (``e2e_latency_ms``, :mod:`sagebench.cost`), when the run measured it.
     Returns ``None`` when the run reports no channel.
     """
     channels = (results.get("transmission") or {}).get("channels") or []
@@ -225,7 +227,16 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
                          and r.get("latency_ms", {}).get(channel["name"]) is not None
                          and r.get("offloaded_accuracy") is not None)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=strategy)
+                (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=strategy)
+                # end to end: the same request plus the edge's selection and encoding time (sagebench.cost)
+                e2e = sorted((r["e2e_latency_ms"][channel["name"]], 100.0 * r["offloaded_accuracy"])
+                             for r in results["results"] if r["strategy"] == strategy
+                             and (r.get("e2e_latency_ms") or {}).get(channel["name"]) is not None
+                             and r.get("offloaded_accuracy") is not None)
+                if e2e:
+                    ax.plot([p[0] for p in e2e], [p[1] for p in e2e], marker=".", markersize=3, linestyle="--",
+                            linewidth=0.9, color=line.get_color(),
+                            label="dashed: + edge selection and encoding" if strategy == strategies[0] else None)
         if ceiling is not None:
             ax.axhline(100.0 * ceiling, color="0.3", linestyle=":", linewidth=1.2, label="ceiling")
         ax.set_title(f"{channel.get('display_name', channel['name'])}: {channel['uplink_kbps']:g} kbit/s up, "
