@@ -104,11 +104,22 @@ def farthest_point_macs(budget: int, candidates: int, dim: int) -> int:
     return budget * candidates * dim
 
 
+def safe_macs(strategy: Any, budget: int, dims: EdgeDims) -> int | None:
+    """``strategy.selection_macs``, or None when it fails (a plug-in's count never fails a run)."""
+    try:
+        macs = strategy.selection_macs(int(budget), dims)
+    except Exception:
+        return None
+    return None if macs is None else int(macs)
+
+
 # ------------------------------------------------------------------------------------ measuring
 
 
 def hardware() -> dict[str, Any]:
     """What the timings ran on: CPU model, cores, the torch threads used."""
+    import torch
+
     model = platform.processor() or ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -172,12 +183,7 @@ def measure_edge_cost(strategies: Sequence[Any], budgets: Sequence[int], evidenc
         with torch.inference_mode():
             for strategy in strategies:
                 for budget in budgets:
-                    macs = None
-                    if budget_unit == "patches":
-                        try:
-                            macs = strategy.selection_macs(int(budget), dims)
-                        except NotImplementedError:
-                            macs = None
+                    macs = safe_macs(strategy, budget, dims) if budget_unit == "patches" else None
                     row = {"strategy": strategy.label, "budget": budget, "budget_unit": budget_unit,
                            "selection_macs": None if macs is None else int(macs),
                            "selection_macs_per_edge_forward": None if macs is None else macs / edge_macs,

@@ -11,8 +11,8 @@ from sagebench.strategies import get_strategy
 from sagebench.testing import make_evidence
 from sagebench.transmission.codecs import RawCodec
 
-# the embedded CIFAR-10 edge: 8x8 = 64 patches of 4x4x3 pixels, width 96, 4 blocks of 3 heads, MLP 384, 10 classes
-EDGE = EdgeDims(num_patches=64, dim=96, depth=4, heads=3, num_prefix=1, patch_pixels=48, mlp_hidden=384,
+# the embedded CIFAR-10 edge: 8x8 = 64 patches of 4x4x3 pixels, width 96, 4 blocks of 3 heads, MLP 192, 10 classes
+EDGE = EdgeDims(num_patches=64, dim=96, depth=4, heads=3, num_prefix=1, patch_pixels=48, mlp_hidden=192,
                 num_classes=10)
 
 
@@ -50,10 +50,15 @@ def test_content_blind_strategies_cost_nothing_and_unknown_is_none():
 
 
 def test_the_edge_forward_count_by_hand():
-    # T = 65 tokens, D = 96, M = 384: per block qkv 3*65*96^2 = 1797120, scores and attention x values
-    # 2 * 65^2 * 96 = 811200, projection 65*96^2 = 599040, MLP 2*65*96*384 = 4792320 -> 7999680;
-    # 4 blocks = 31998720; patch embedding 64 * 48 * 96 = 294912; head 96 * 10 = 960
-    assert edge_forward_macs(EDGE) == 31998720 + 294912 + 960
+    import timm
+
+    import sagebench.demo.models  # noqa: F401  (registers the embedded models with timm)
+
+    assert EdgeDims.of(timm.create_model("sagebench_cifar10_edge", pretrained=False)) == EDGE
+    # T = 65 tokens, D = 96, M = 192: per block qkv 3*65*96^2 = 1797120, scores and attention x values
+    # 2 * 65^2 * 96 = 811200, projection 65*96^2 = 599040, MLP 2*65*96*192 = 2396160 -> 5603520;
+    # 4 blocks = 22414080; patch embedding 64 * 48 * 96 = 294912; head 96 * 10 = 960
+    assert edge_forward_macs(EDGE) == 22414080 + 294912 + 960
 
 
 def test_the_timing_is_pinned_to_one_thread_and_recorded_per_cell():

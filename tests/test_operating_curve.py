@@ -125,6 +125,10 @@ def test_a_threshold_list_equals_separate_runs_record_for_record(tmp_path):
                 ["ceiling_pred"]:
             assert (records[column][off] == single[column][off]).all(), (eta, column)
             assert (single[column][~off] == -1).all()
+        (point,) = [p for p in curve["points"] if p["threshold"] == eta]
+        assert point["num_offloaded"] == results["num_offloaded"]
+        assert point["ceiling"]["system_accuracy"] == results["ceiling"]["overall_accuracy"]
+        assert point["ceiling"]["offloaded_accuracy"] == results["ceiling"]["offloaded_accuracy"]
         points = {(r["strategy"], r["budget"]): r for r in curve["curve"] if r["threshold"] == eta}
         for row in results["results"]:
             mine = points[(row["strategy"], row["budget"])]
