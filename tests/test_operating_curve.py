@@ -15,7 +15,7 @@ from sagebench.operating_curve import format_curve, offloaded_at, operating_curv
 # so these low thresholds each offload
 # a different set of these 40 images
 FMNIST = ["--config", "fmnist"]
-SWEEP = ["data.limit=40", "batch_size=16", "budgets=[4,12]", "strategies=[random,sage]", "logger=none",
+SWEEP = ["data.limit=40", "batch_size=16", "budgets=[4,12]", "strategies=[random,sage]", "logger=none", "edge_cost.images=0",
          "progress=false", "data.num_workers=0"]
 THRESHOLDS = [0.01, 0.05, 0.2]
 
