@@ -229,13 +229,13 @@ def _rank_note(ranking: Ranking) -> str:
 
 
 def _cell_note(ranking: Ranking) -> str:
-    return ("cells: offloaded accuracy % (ceiling ratio); edge cost: the selection's multiply-accumulates per image "
-            f"(analytic, comparable across machines; ? = not derived) and ({MACHINE_MARK}, machine-dependent) the "
-            "median wall ms of one image's selection on one CPU thread of the submitter's machine "
-            "(results.json edge_cost.hardware; - = not measured)"
+    return ("cells: offloaded accuracy % (ceiling ratio)"
             + (" #rank interval of the offloaded accuracy at that budget" if ranking.sets else "")
             + (f"; {OTHER_IMAGES_MARK} after a name: its entry offloaded other images too, its figures are on the "
-               "paired images" if any(r.other_images for r in ranking.ranked) else ""))
+               "paired images" if any(r.other_images for r in ranking.ranked) else "")
+            + "; edge cost: the selection's multiply-accumulates per image (analytic, comparable across machines; "
+            f"? = not derived) and ({MACHINE_MARK}, machine-dependent) the median wall ms of one image's selection on "
+            "one CPU thread of the submitter's machine (results.json edge_cost.hardware; - = not measured)")
 
 
 def _reproduction_note(board: Board, ranking: Ranking) -> str:
