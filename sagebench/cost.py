@@ -253,20 +253,22 @@ def edge_forward_ms(edge: Any, images: torch.Tensor, seed: int, repeats: int) ->
 
 
 def add_e2e_latency(results: list[dict[str, Any]], edge_cost: dict[str, Any] | None) -> None:
-    """Give each results entry ``e2e_latency_ms: {channel: select_ms + encode_ms + latency_ms}``.
+    """Give each cell of ``edge_cost`` ``e2e_latency_ms: {channel: latency_ms + select_ms + encode_ms}``.
 
-    The channel's request latency (``latency_ms``, :func:`sagebench.transmission.channels.add_latency`) plus
-    the edge's measured selection and encoding time of that (strategy, budget); None where either is unknown
-    (an oracle, a cell the timing did not reach). The edge forward and the server are the same for every
-    strategy, so they are left out: the figure is what the *choice of strategy* adds.
+    The channel's request latency of that (strategy, budget) (its results row's ``latency_ms``,
+    :func:`sagebench.transmission.channels.add_latency`) plus the edge's measured selection and encoding time;
+    None where either is unknown (an oracle, a cell the timing did not reach). The edge forward and the server
+    are the same for every strategy, so they are left out: the figure is what the *choice of strategy* adds.
+    Kept in the ``edge_cost`` block, beside the times it is made of, not in the results rows: those hold only
+    what the records determine, the same on every machine.
     """
-    timed = {(c["strategy"], c["budget"]): c for c in (edge_cost or {}).get("cells") or []}
-    for entry in results:
-        cell = timed.get((entry["strategy"], entry["budget"])) or {}
+    rows = {(r["strategy"], r["budget"]): r for r in results}
+    for cell in (edge_cost or {}).get("cells") or []:
         edge_ms = (None if cell.get("select_ms") is None or cell.get("encode_ms") is None
                    else cell["select_ms"] + cell["encode_ms"])
-        entry["e2e_latency_ms"] = {name: (None if ms is None or edge_ms is None else round(ms + edge_ms, 3))
-                                   for name, ms in (entry.get("latency_ms") or {}).items()}
+        latency = (rows.get((cell["strategy"], cell["budget"])) or {}).get("latency_ms") or {}
+        cell["e2e_latency_ms"] = {name: (None if ms is None or edge_ms is None else round(ms + edge_ms, 3))
+                                  for name, ms in latency.items()}
 
 
 def macs_text(n: int | None) -> str:
@@ -295,13 +297,13 @@ def format_edge_cost(results: dict[str, Any]) -> str:
         ms = "-" if c.get("select_ms") is None else f"{c['select_ms']:.2f}+{c['encode_ms']:.2f}ms"
         by.setdefault(c["strategy"], []).append(f"B={c['budget']}: {macs_text(c.get('selection_macs'))}/{ms}")
     lines += [f"{label}: " + "; ".join(cells) for label, cells in by.items()]
-    channels = [name for r in results.get("results") or [] for name in (r.get("e2e_latency_ms") or {})]
+    channels = [name for c in block.get("cells") or [] for name in (c.get("e2e_latency_ms") or {})]
     if channels:
         channel = "lte" if "lte" in channels else channels[0]
         e2e: dict[str, list[str]] = {}
-        for r in results["results"]:
-            ms = (r.get("e2e_latency_ms") or {}).get(channel)
-            e2e.setdefault(r["strategy"], []).append(f"{'-' if ms is None else f'{ms:.1f}'}")
+        for c in block["cells"]:
+            ms = (c.get("e2e_latency_ms") or {}).get(channel)
+            e2e.setdefault(c["strategy"], []).append(f"{'-' if ms is None else f'{ms:.1f}'}")
         lines.append(f"end-to-end latency ms on {channel} (request + selection + encoding), per budget: "
                      + "; ".join(f"{label}: {' '.join(v)}" for label, v in e2e.items()))
     return "\n".join(lines)

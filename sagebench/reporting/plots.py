@@ -208,7 +208,7 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
 
     Each point is one budget; the x position is ``rtt + 8 * bytes_sent / uplink`` (sagebench.transmission.channels);
     dashed, in the same colour, the end-to-end latency: that plus the edge's selection and encoding time
-    (``e2e_latency_ms``, :mod:`sagebench.cost`), when the run measured it.
+    (``edge_cost.cells[].e2e_latency_ms``, :mod:`sagebench.cost`), when the run measured it.
     Returns ``None`` when the run reports no channel.
     """
     channels = (results.get("transmission") or {}).get("channels") or []
@@ -219,6 +219,8 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
     rows = (len(channels) + cols - 1) // cols
     fig = figure(4.6 * cols, 4.2 * rows)
     ceiling = (results.get("ceiling") or {}).get("offloaded_accuracy")
+    end_to_end = {(c["strategy"], c["budget"]): c.get("e2e_latency_ms") or {}
+                  for c in (results.get("edge_cost") or {}).get("cells") or []}
     for k, channel in enumerate(channels):
         ax = fig.add_subplot(rows, cols, k + 1)
         for strategy in strategies:
@@ -229,9 +231,9 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
             if pts:
                 (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=strategy)
                 # end to end: the same request plus the edge's selection and encoding time (sagebench.cost)
-                e2e = sorted((r["e2e_latency_ms"][channel["name"]], 100.0 * r["offloaded_accuracy"])
+                e2e = sorted((end_to_end[(strategy, r["budget"])][channel["name"]], 100.0 * r["offloaded_accuracy"])
                              for r in results["results"] if r["strategy"] == strategy
-                             and (r.get("e2e_latency_ms") or {}).get(channel["name"]) is not None
+                             and (end_to_end.get((strategy, r["budget"])) or {}).get(channel["name"]) is not None
                              and r.get("offloaded_accuracy") is not None)
                 if e2e:
                     ax.plot([p[0] for p in e2e], [p[1] for p in e2e], marker=".", markersize=3, linestyle="--",

@@ -142,10 +142,9 @@ def edge_cost_metrics(results: dict[str, Any]) -> dict[str, float]:
         for name in ("selection_macs", "select_ms", "encode_ms"):
             if c.get(name) is not None:
                 out[cell.key(f"edge_{name}")] = c[name]
-    for row in results.get("results") or []:
-        for channel, ms in (row.get("e2e_latency_ms") or {}).items():
+        for channel, ms in (c.get("e2e_latency_ms") or {}).items():
             if ms is not None:
-                out[Cell.from_row(row).key(f"e2e_latency_ms_{channel}")] = ms
+                out[cell.key(f"e2e_latency_ms_{channel}")] = ms
     return out
 
 

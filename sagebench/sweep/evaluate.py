@@ -278,7 +278,8 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
     for entry, cell in zip(summary["results"], records.nonfinite["cells"]):
         entry["nonfinite"] = cell["count"]
     add_latency(summary["results"], sweep.channels)
-    edge_cost = edge_cost_of(sweep, records)  # the edge's cost of choosing, then the latency it adds
+    # the edge's cost of choosing, then the latency it adds (a cached rerun decodes no image: counts only)
+    edge_cost = edge_cost_of(sweep, records, from_cache=bool(module.serving is not None and module.serving.from_cache))
     add_e2e_latency(summary["results"], edge_cost)
     previous_evaluated = int((partial.previous_rows[:, records.layout.column("label")] >= 0).sum())
     bench = attempt.plan.benchmark_fields(num_images, len(records.skipped))
@@ -333,7 +334,7 @@ def curve_of(sweep: Sweep, records: Records) -> dict[str, Any]:
                            full_image_bytes=full, rule=sweep.gate.offload_at)
 
 
-def edge_cost_of(sweep: Sweep, records: Records) -> dict[str, Any] | None:
+def edge_cost_of(sweep: Sweep, records: Records, from_cache: bool = False) -> dict[str, Any] | None:
     """The ``edge_cost`` block (:mod:`sagebench.cost`): each strategy's selection timed on a few offloaded images
     with one CPU thread, and its operation count; None when ``edge_cost.images=0``. A problem (a streamed data
     set, nothing offloaded) is recorded in the block, never a failed run."""
@@ -359,8 +360,9 @@ def edge_cost_of(sweep: Sweep, records: Records) -> dict[str, Any] | None:
         warn(f"the edge's cost was not measured ({type(exc).__name__}: {exc}).")
         return {"skipped": f"{type(exc).__name__}: {exc}", "cells": []}
     try:
-        if not len(served) or sweep.dataset is None or sweep.data.streaming:
-            raise ValueError("no offloaded image to time" if not len(served) else "a streamed data set")
+        if not len(served) or sweep.dataset is None or sweep.data.streaming or from_cache:
+            raise ValueError("no offloaded image to time" if not len(served) else "a streamed data set"
+                             if sweep.data.streaming else "a cached rerun reads no image")
         evidence, images = offloaded_evidence(sweep.edge, sweep.dataset, served.tolist(), int(sweep.cfg.seed))
         block = measure_edge_cost(sweep.strategies, sweep.budgets, evidence, images, sweep.server.patch_size,
                                   sweep.codec, dims, repeats=repeats,
