@@ -162,3 +162,19 @@ def test_the_system_view_is_drawn_with_both_reference_points(tmp_path):
     results["operating_curve"] = operating_curve(rows, layout, [0.5, 1.0])
     assert plot_operating_curve(results, tmp_path / "bounds.png") is not None
     assert plot_operating_curve({"results": []}, tmp_path / "none.png") is None
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
+def test_a_curve_run_fills_the_research_cache_but_is_served_live(tmp_path):
+    cache = ["cache.edge=true", f"cache.dir={tmp_path / 'cache'}"]
+    curve = f"gate.threshold=[{','.join(map(str, THRESHOLDS))}]"
+    first, records = _run(tmp_path, "first", curve, *cache)
+    again, rerun = _run(tmp_path, "again", curve, *cache)
+    # the scores are not in the cache: the rerun reads every image (edge evidence from the cache) and keeps them
+    assert rerun.equals(records) and again["operating_curve"] == first["operating_curve"]
+    assert again["timing"]["edge_cache"]["offload"]["served_from_cache"] is False
+    # the decisions, pixels and ceilings it cached are the primary threshold's: a run at it alone is served from them
+    single, alone = _run(tmp_path, "single", f"gate.threshold={THRESHOLDS[0]}", *cache)
+    assert single["timing"]["edge_cache"]["offload"]["served_from_cache"] is True
+    assert alone.equals(records.drop(columns=["gate_score"]))
