@@ -233,9 +233,10 @@ def _cell_note(ranking: Ranking) -> str:
             + (" #rank interval of the offloaded accuracy at that budget" if ranking.sets else "")
             + (f"; {OTHER_IMAGES_MARK} after a name: its entry offloaded other images too, its figures are on the "
                "paired images" if any(r.other_images for r in ranking.ranked) else "")
-            + "; edge cost: the selection's multiply-accumulates per image (analytic, comparable across machines; "
-            f"? = not derived) and ({MACHINE_MARK}, machine-dependent) the median wall ms of one image's selection on "
-            "one CPU thread of the submitter's machine (results.json edge_cost.hardware; - = not measured)")
+            + ("; edge cost: the selection's multiply-accumulates per image (analytic, comparable across machines; "
+               f"? = not derived) and ({MACHINE_MARK}, machine-dependent) the median wall ms of one image's selection "
+               "on one CPU thread of the submitter's machine (results.json edge_cost.hardware; - = not measured)"
+               if any(not r.reported for r in _all_rows(ranking)) else ""))  # the column measured rows have
 
 
 def _reproduction_note(board: Board, ranking: Ranking) -> str:
