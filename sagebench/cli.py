@@ -47,6 +47,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     def show(results: dict) -> None:  # as soon as results.json is written: the plots and W&B come after
         print()
         print(format_table(results))
+        if results.get("operating_curve"):
+            from sagebench.operating_curve import format_curve
+
+            print()
+            print(format_curve(results["operating_curve"]))
+        if results.get("seeds"):
+            from sagebench.seeds import format_seeds
+
+            print()
+            print(format_seeds(results["seeds"]))
+        if results.get("edge_cost"):
+            from sagebench.cost import format_edge_cost
+
+            print()
+            print(format_edge_cost(results))
         print(f"\nresults: {Path(results['output_dir']) / 'results.json'}  "
               f"(wall {results['timing']['wall_seconds']:.1f} s)", flush=True)
         shown.append(True)
@@ -55,7 +70,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if results is not None:
         if not shown:  # resume=true on a finished run: its stored results
             show(results)
-        plots = [results.get("report", {}).get(k) for k in ("curves", "overlays", "latency")]
+        plots = [results.get("report", {}).get(k) for k in ("curves", "overlays", "latency", "operating_curve")]
         if any(plots):
             print("plots: " + "  ".join(p for p in plots if p))
     return 0

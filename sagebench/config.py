@@ -77,6 +77,15 @@ class CacheConfig:
 
 
 @dataclass
+class EdgeCostConfig:
+    # after the sweep, each strategy's selection is timed on this many offloaded images with one CPU thread
+    # (sagebench.cost; results.json edge_cost, e2e_latency_ms); 0: not timed (the operation counts need no timing)
+    images: int = 8
+    repeats: int = 5  # the median of this many calls per image
+    max_seconds: float = 20.0  # the timing stops here; cells not reached are reported as not timed
+
+
+@dataclass
 class SageBenchConfig:
     benchmark: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
@@ -96,6 +105,9 @@ class SageBenchConfig:
     # do not depend on it, speed does: at the real gate a data batch offloads only a share of its images
     server_batch_size: Optional[int] = None
     seed: int = 0
+    # e.g. [0, 1, 2, 3, 4]: strategies that draw randomness (random, ...) evaluated at each seed (sagebench.seeds);
+    # the run's seed must be among them (its draw stays each one's usual row)
+    seeds: Optional[list[int]] = None
     output_dir: Optional[str] = None
     progress: bool = True  # sagebench's display of the work done (edge, ceiling, server image-cells), rate, ETA
     progress_every: float = 30.0  # seconds between two progress lines when stderr is not a terminal (CI, SLURM)
@@ -111,6 +123,7 @@ class SageBenchConfig:
     reuse_host_memory: bool = True  # glibc: keep freed tensor memory for the next forward (sagebench.runtime.host_memory)
     profile: bool = False  # record per-phase seconds (edge, selection, server) in results.json timing
     cache: CacheConfig = field(default_factory=CacheConfig)
+    edge_cost: EdgeCostConfig = field(default_factory=EdgeCostConfig)
 
 
 def _conf_dir() -> Path:
@@ -498,6 +511,7 @@ KEY_HELP = {
     "batch_size": "images per data batch",
     "server_batch_size": "offloaded images per server batch, across data batches (null: batch_size)",
     "seed": "run seed (random strategy, random-init weights)",
+    "seeds": "seeds at which strategies that draw randomness are also evaluated, with their spread (null: off)",
     "output_dir": "output folder (default runs/<benchmark>-<time>)",
     "resume": "continue the unfinished run in output_dir",
     "progress": "show the work done (edge images, ceiling, server image-cells) with rate and ETA",
@@ -508,7 +522,8 @@ KEY_HELP = {
     "dedupe": "one server pass per distinct patch set", "compile": "torch.compile the server blocks",
     "threads": "torch CPU threads", "profile": "per-phase seconds in results.json",
     "cache.edge": "keep edge evidence (and the offloaded images' pixels) on disk: a rerun reads only the offloaded images",
-    "cache.max_gb": "bound on the cache folder's size (GB)", "flush_seconds": "how often finished rows are saved",
+    "cache.max_gb": "bound on the cache folder's size (GB)",
+    "edge_cost.images": "offloaded images each strategy's selection is timed on, one CPU thread (0: off)", "flush_seconds": "how often finished rows are saved",
 }
 
 

@@ -69,6 +69,11 @@ CELL_FIELDS: tuple[Field, ...] = (
     Field("bytes", "int64", "mean_offloaded", "bytes_sent", doc="request bytes (raw pixels or codec payload)",
           fill=lambda s: s.sizes),
 )
+#: The gate's per-image score (e.g. min-entropy in bits), recorded only in an operating-curve run (a list of
+#: gate thresholds): each threshold's offloaded set is then ``score > threshold``. It is the *last* column, after
+#: every cell's, so a run with one threshold keeps its historical layout byte for byte.
+SCORE_FIELD = Field("gate_score", "float64", "score", doc="the gate's score (offload when score > threshold); "
+                    "operating-curve runs only")
 BASE_COLUMNS = tuple(f.name for f in BASE_FIELDS)
 SWEEP_FIELDS = tuple(f.name for f in CELL_FIELDS)
 
@@ -110,6 +115,7 @@ class SweepLayout:
 
     cells: tuple[tuple[str, int], ...]  # (strategy label, budget) in sweep order
     budget_unit: str = "patches"  # patches (B = units sent) or bytes (a byte budget per request)
+    scored: bool = False  # a last column holds the gate's score (SCORE_FIELD): an operating-curve run
 
     def cell(self, j: int) -> Cell:
         strategy, budget = self.cells[j]
@@ -117,9 +123,13 @@ class SweepLayout:
 
     @property
     def num_columns(self) -> int:
-        return len(BASE_FIELDS) + len(CELL_FIELDS) * len(self.cells)
+        return len(BASE_FIELDS) + len(CELL_FIELDS) * len(self.cells) + int(self.scored)
 
     def column(self, field: str, cell: int | None = None) -> int:
+        if cell is None and field == SCORE_FIELD.name:
+            if not self.scored:
+                raise KeyError(f"{SCORE_FIELD.name}: only an operating-curve run (a list of gate thresholds) records it")
+            return self.num_columns - 1
         if cell is None:
             return BASE_COLUMNS.index(field)
         return len(BASE_FIELDS) + cell * len(CELL_FIELDS) + SWEEP_FIELDS.index(field)
@@ -129,6 +139,8 @@ class SweepLayout:
         out = [(f.name, f) for f in BASE_FIELDS]
         for j in range(len(self.cells)):
             out += [(self.cell(j).key(f.name), f) for f in CELL_FIELDS]
+        if self.scored:
+            out.append((SCORE_FIELD.name, SCORE_FIELD))
         return out
 
     def names(self) -> list[str]:

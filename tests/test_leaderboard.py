@@ -82,7 +82,11 @@ def test_submit_show_render_end_to_end(small_run, root, capsys):
 
     assert main(["leaderboard", "--root", str(root), "render"]) == 0
     readme = (board / "README.md").read_text()
-    assert "| rank | strategy | B=4 | B=8 | score [95% CI] | ceiling | edge | server | sagebench | date |" in readme
+    assert ("| rank | strategy | B=4 | B=8 | score [95% CI] | ceiling | edge cost @B=4: MACs (ms†) | edge | server | "
+            "sagebench | date |") in readme
+    # sage at B=4 on the 7x7 grid of 48-dim embeddings: B K D = 4 * 8 * 48 = 1536 MACs, beside its measured time
+    sage_row = next(line for line in readme.splitlines() if "| sage |" in line)
+    assert "| 1.54k (" in sage_row and " ms†) |" in sage_row
     assert (board / "curves.png").stat().st_size > 1000
     best = ranking.ranked[0]
     assert best.rank_low == 1 and best.rank_label == ("1" if best.rank_high == 1 else f"1-{best.rank_high}")

@@ -50,6 +50,7 @@ CHANGED = {
     "budget_unit": "bytes", "budgets": (4, 16), "seed": 1, "strategies": ({"label": "random", "options": {}},),
     "precision": "bf16-mixed", "device_type": "cuda", "torch_version": "3.x", "compiled": True,
     "decoder": "tensor:cuda", "matmul_precision": "high",
+    "gate_thresholds": (0.5, 1.0),
 }
 
 

@@ -129,8 +129,13 @@ def _row(budget: int, a_ok: np.ndarray, b_ok: np.ndarray) -> dict[str, Any]:
 
 
 def compare(ref_a: str, ref_b: str | None = None, strategies: Sequence[str] = (), root: Path | None = None,
-            board: str | None = None, resamples: int | None = None, seed: int | None = None) -> dict[str, Any]:
+            board: str | None = None, resamples: int | None = None, seed: int | None = None, *,
+            per_seed: bool = True) -> dict[str, Any]:
     """Paired comparison of two entries, or of two strategies of one entry, on the same images.
+
+    Two strategies of one run with ``seeds=[...]`` (:mod:`sagebench.seeds`) where one or both draw randomness:
+    the rows are the run seed's draw, and ``per_seed`` adds the same paired test at each other seed
+    (``per_seed``: one entry per seed with its ``rows``). The tests are per seed, never pooled.
 
     For every budget both have: offloaded accuracy of A and B over the images both offloaded,
     the difference A - B with its 95% interval (:data:`INTERVAL_METHOD`), the discordant counts,
@@ -177,11 +182,31 @@ def compare(ref_a: str, ref_b: str | None = None, strategies: Sequence[str] = ()
     rows = [_row(budget, (ca[Cell(sa, budget, unit).key("pred")][order_a] == label)[off],
                  (cb[Cell(sb, budget, unit).key("pred")][order_b] == label)[off]) for budget in budgets]
     note = _deprecated_resamples(resamples)
-    return {"a": {"ref": ref_a, "strategy": sa}, "b": {"ref": ref_b, "strategy": sb},
+    seeds = _per_seed(ref_a, sa, sb, a, root, board) if per_seed and b is a else []
+    return {**({"per_seed": seeds} if seeds else {}), "a": {"ref": ref_a, "strategy": sa}, "b": {"ref": ref_b, "strategy": sb},
             "fingerprint": a["benchmark"]["fingerprint"], "num_images": int(len(ids_a)),
             "num_offloaded_both": int(off.sum()), "offloaded_differ": int((off_a != off_b).sum()),
             "confidence": CONFIDENCE, "interval": INTERVAL_METHOD, "rows": rows,
             **({"notes": [note]} if note else {})}
+
+
+def _per_seed(ref: str, sa: str, sb: str, entry: dict[str, Any], root: Path | None,
+              board: str | None) -> list[dict[str, Any]]:
+    """The paired test of ``sa`` against ``sb`` at each seed of the run's ``seeds`` block other than the run's own
+    (each seeded side at that seed, ``<label>@seed<k>``); empty when neither side was evaluated at other seeds."""
+    from sagebench.seeds import SEP
+
+    block = entry.get("seeds") or {}
+    labels = {s["label"] for s in entry.get("strategies") or []}
+    out = []
+    for k in block.get("seeds") or []:
+        if int(k) == int(block.get("run_seed", -1)):
+            continue
+        a, b = (f"{s}{SEP}{k}" if f"{s}{SEP}{k}" in labels else s for s in (sa, sb))
+        if (a, b) != (sa, sb):
+            out.append({"seed": int(k), "a": a, "b": b,
+                        "rows": compare(ref, None, [a, b], root, board, per_seed=False)["rows"]})
+    return out
 
 
 def compare_against_rest(ref: str, strategy: str, root: Path | None = None,
@@ -232,7 +257,14 @@ def format_comparison(cmp: dict[str, Any]) -> str:
     body = [[str(r["budget"]), _pct(r["acc_a"]), _pct(r["acc_b"]), _pp(r["diff"]), _ci(r["ci_low"], r["ci_high"]),
              str(r["only_a"]), str(r["only_b"]), f"{r['p_mcnemar']:.3g}", *([f"{r['p_holm']:.3g}"] if holm else [])]
             for r in cmp["rows"]]
-    return "\n".join(lines + _table(header, body))
+    lines += _table(header, body)
+    if cmp.get("per_seed"):
+        lines += ["", "the same paired test at each other seed (tests per seed, not pooled: a claim should hold at every "
+                  "seed, the run seed's above included):"]
+        lines += _table(["seed", "A", "B", "budget", "diff pp", "95% CI pp", "McNemar p"],
+                        [[str(s["seed"]), s["a"], s["b"], str(r["budget"]), _pp(r["diff"]), _ci(r["ci_low"], r["ci_high"]),
+                          f"{r['p_mcnemar']:.3g}"] for s in cmp["per_seed"] for r in s["rows"]])
+    return "\n".join(lines)
 
 
 # -- every pair ----------------------------------------------------------------------------------

@@ -77,6 +77,9 @@ class Row:
     correct: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     ceiling_ok: np.ndarray | None = field(default=None, repr=False, compare=False)
     digest: str | None = field(default=None, repr=False)  # of its predictions: equal digests = one method
+    # budget -> (selection MACs, median single-thread select ms): results.json edge_cost (sagebench.cost); absent
+    # in entries from before it was measured
+    edge_cost: dict[int, tuple[int | None, float | None]] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.aliases:
@@ -165,11 +168,13 @@ def _rows(entries: Iterable[Entry]) -> list[Row]:
                     ratio = r["offloaded_accuracy"] / ceiling
                 cells[int(r["budget"])] = (r.get("offloaded_accuracy"), ratio)
             date = str(prov.get("utc_time") or (d.extra.get("submission") or {}).get("utc_time") or "")[:10]
+            cost = {int(c["budget"]): (c.get("selection_macs"), c.get("select_ms"))
+                    for c in (d.extra.get("edge_cost") or {}).get("cells") or [] if c.get("strategy") == strategy}
             rows.append(Row(
                 entry=e.name, strategy=strategy, cells=cells, ceiling=ceiling,
                 edge=d.benchmark["edge"]["name"], server=d.benchmark["server"]["name"],
                 version=_version(prov), date=date, reported=e.reported,
-                source=d.extra.get("source"), oracle=strategy in oracles,
+                source=d.extra.get("source"), oracle=strategy in oracles, edge_cost=cost,
                 key=(e.reported, strategy, json.dumps(options.get(strategy), sort_keys=True),
                      tuple(sorted((int(r["budget"]), r.get("num_correct"), r.get("offloaded_accuracy")) for r in mine)))))
     return rows

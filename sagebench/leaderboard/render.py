@@ -64,6 +64,32 @@ def _budget_column(budget: int, unit: str) -> Column:
     return Column(f"{'B=' if unit == 'patches' else 'bytes='}{budget}", value)
 
 
+#: Marks the machine-dependent part of the edge-cost column (the time); the count is comparable everywhere.
+MACHINE_MARK = "†"
+
+
+def cost_budget(ranking: Ranking) -> int | None:
+    """The budget the edge-cost column shows: the middle of the declared (ranked) budgets."""
+    budgets = sorted(ranking.rank_budgets or ranking.budgets)
+    return budgets[(len(budgets) - 1) // 2] if budgets else None
+
+
+def _edge_cost_column(ranking: Ranking, unit: str) -> Column:
+    """Selection MACs (analytic, comparable) and, in parentheses, the median single-thread CPU ms of one image's
+    selection on the submitter's machine (machine-dependent, marked) at the middle declared budget."""
+    budget = cost_budget(ranking)
+
+    def value(row: Row, view: View) -> str:
+        macs, ms = row.edge_cost.get(budget, (None, None)) if budget is not None else (None, None)
+        if macs is None and ms is None:
+            return "-"
+        from sagebench.cost import macs_text
+
+        return macs_text(macs) + ("" if ms is None else f" ({ms:.2f} ms{MACHINE_MARK})")
+
+    return Column(f"edge cost @{'B=' if unit == 'patches' else 'bytes='}{budget}: MACs (ms{MACHINE_MARK})", value)
+
+
 def _score_value(row: Row, view: View) -> str:
     if row.score is None:
         return "-"
@@ -85,6 +111,7 @@ def columns(ranking: Ranking, kind: str, budget_unit: str = "patches") -> list[C
         *(_budget_column(b, budget_unit) for b in ranking.budgets),
         Column("score [95% CI]", _score_value),
         Column("ceiling", lambda r, v: _pct(r.ceiling)),
+        *([] if kind == "reported" else [_edge_cost_column(ranking, budget_unit)]),
         Column("edge", lambda r, v: r.edge),
         Column("server", lambda r, v: r.server),
         Column("sagebench", lambda r, v: r.version),
@@ -205,7 +232,11 @@ def _cell_note(ranking: Ranking) -> str:
     return ("cells: offloaded accuracy % (ceiling ratio)"
             + (" #rank interval of the offloaded accuracy at that budget" if ranking.sets else "")
             + (f"; {OTHER_IMAGES_MARK} after a name: its entry offloaded other images too, its figures are on the "
-               "paired images" if any(r.other_images for r in ranking.ranked) else ""))
+               "paired images" if any(r.other_images for r in ranking.ranked) else "")
+            + ("; edge cost: the selection's multiply-accumulates per image (analytic, comparable across machines; "
+               f"? = not derived) and ({MACHINE_MARK}, machine-dependent) the median wall ms of one image's selection "
+               "on one CPU thread of the submitter's machine (results.json edge_cost.hardware; - = not measured)"
+               if any(not r.reported for r in _all_rows(ranking)) else ""))  # the column measured rows have
 
 
 def _reproduction_note(board: Board, ranking: Ranking) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 CURVES_FILE = "curves.png"
 LATENCY_FILE = "latency.png"
+OPERATING_CURVE_FILE = "operating_curve.png"
 OVERLAYS_FILE = "overlays.png"
 
 
@@ -284,6 +285,81 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path | None:
     codec = (results.get("transmission") or {}).get("codec") or {}
     fig.suptitle(f"accuracy vs uplink latency, one axis per channel (codec {codec.get('name', 'raw')}"
                  f"{' q' + str(codec['quality']) if 'quality' in codec else ''})", fontsize=10)
+    return save(fig, path)
+
+
+def curve_budget(curve: dict[str, Any]) -> int | None:
+    """The budget the operating-curve figure shows by default: the middle one of the run's."""
+    budgets = sorted({r["budget"] for r in curve.get("curve") or []})
+    return budgets[(len(budgets) - 1) // 2] if budgets else None
+
+
+def plot_operating_curve(results: dict[str, Any], path: Path, budget: int | None = None) -> Path | None:
+    """The system view of a run with a list of gate thresholds (``results["operating_curve"]``).
+
+    System accuracy (%) against the offload share (left) and against the uplink bytes per image (right,
+    averaged over all images), one line per strategy at ``budget`` (default: the middle budget), each point
+    a threshold, with its 95% Wilson band. References: the server on all units at each threshold (dotted),
+    edge only (share 0) and server only (share 1; an interval bar when only bounds are known: the lowest
+    threshold did not offload every image). ``None`` when the run has no curve.
+    """
+    curve = results.get("operating_curve")
+    if not curve or not curve.get("curve"):
+        return None
+    budget = curve_budget(curve) if budget is None else budget
+    rows = [r for r in curve["curve"] if r["budget"] == budget]
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    oracle = {s["label"] for s in results.get("strategies") or [] if s.get("oracle")}
+    unit = "B=" if rows and rows[0]["budget_unit"] == "patches" else "bytes="
+    fig = figure(11.5, 4.6 + 0.2 * ((len(strategies) + 4) // 3), layout="constrained")
+    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
+    points = sorted(curve["points"], key=lambda p: p["offload_share"] or 0.0)
+    edge, server = curve["edge_only"], curve["server_only"]
+    counts = {False: 0, True: 0}
+    for strategy in strategies:
+        mine = sorted((r for r in rows if r["strategy"] == strategy and r["system_accuracy"] is not None),
+                      key=lambda r: r["offload_share"])
+        ref = strategy in oracle
+        style = line_style(counts[ref], ref)
+        counts[ref] += 1
+        for ax, x in zip(axes, ("offload_share", "bytes_per_image")):
+            xs = [r[x] * (100.0 if x == "offload_share" else 1.0) for r in mine]
+            (line,) = ax.plot(xs, [100.0 * r["system_accuracy"] for r in mine], markersize=4, linewidth=1.6,
+                              label=strategy + (" (oracle)" if ref else ""), **style)
+            band = [(xv, r["system_accuracy_ci"]) for xv, r in zip(xs, mine) if r.get("system_accuracy_ci")]
+            if len(band) >= 2:
+                ax.fill_between([b[0] for b in band], [100.0 * b[1][0] for b in band], [100.0 * b[1][1] for b in band],
+                                color=line.get_color(), alpha=0.12, linewidth=0)
+    ceil = [(100.0 * p["offload_share"], 100.0 * p["ceiling"]["system_accuracy"]) for p in points
+            if p["ceiling"]["system_accuracy"] is not None]
+    if ceil:
+        axes[0].plot(*zip(*ceil), color="0.2", linestyle=(0, (1, 3)), linewidth=1.2, marker=".",
+                     label="server on all units (same gate)")
+    for ax, scale in zip(axes, (100.0, None)):
+        if edge.get("system_accuracy") is not None:
+            ax.plot([0.0], [100.0 * edge["system_accuracy"]], marker="s", color="k", linestyle="none",
+                    markersize=7, label="edge only (share 0)")
+        x_server = 100.0 if scale else server.get("bytes_per_image")
+        if x_server is not None:
+            if server.get("system_accuracy") is not None:
+                ax.plot([x_server], [100.0 * server["system_accuracy"]], marker="D", color="k", linestyle="none",
+                        markersize=7, label="server only, full image (share 1)")
+            elif server.get("system_accuracy_bounds"):
+                lo, hi = (100.0 * v for v in server["system_accuracy_bounds"])
+                ax.errorbar([x_server], [(lo + hi) / 2], yerr=[[(hi - lo) / 2], [(hi - lo) / 2]], color="k",
+                            marker="D", markerfacecolor="white", capsize=4, linestyle="none",
+                            label=f"server only: bounds (known for {server['images_known']} images)")
+        ax.set_ylabel("system accuracy (%)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_xlabel("offload share (% of images sent to the server)")
+    axes[1].set_xlabel("uplink bytes per image (mean over all images)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, max(1, len(labels))), fontsize=8,
+               frameon=False)
+    bench = results.get("benchmark", {})
+    etas = ", ".join(f"{t:g}" for t in curve["thresholds"])
+    fig.suptitle(f"{bench.get('name', '')}: operating curve at {unit}{budget}, gate {curve.get('gate')} "
+                 f"eta in {{{etas}}} ({curve.get('num_images')} images)", fontsize=10)
     return save(fig, path)
 
 

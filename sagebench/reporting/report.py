@@ -167,6 +167,9 @@ def report_run(config: dict[str, Any], results: dict[str, Any], out_dir: str | o
     examples = guard("drawing the selection overlays", selection_examples, ctx) if ctx is not None else None
     jobs = [("curves", "plotting the curves", plots.plot_results_curves, (results, out_dir / plots.CURVES_FILE)),
             ("latency", "plotting accuracy against latency", plots.plot_latency, (results, out_dir / plots.LATENCY_FILE))]
+    if results.get("operating_curve"):  # a list of gate thresholds: the system view
+        jobs.append(("operating_curve", "plotting the operating curve", plots.plot_operating_curve,
+                     (results, out_dir / plots.OPERATING_CURVE_FILE)))
     if examples:
         jobs.append(("overlays", "plotting the overlays", plots.plot_overlays, (examples, out_dir / plots.OVERLAYS_FILE)))
     info.update(draw_all(jobs, guard))

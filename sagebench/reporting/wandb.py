@@ -125,9 +125,26 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
             ratios.setdefault(row["strategy"], []).append(float(row["ceiling_ratio"]))
     for strategy, values in ratios.items():
         out[f"mean_ceiling_ratio/{strategy}"] = sum(values) / len(values)
+    out.update(edge_cost_metrics(results))
     meta = {k: v for k, v in results.items() if k not in _NOT_META}
     meta[ROW_FIELDS_KEY] = {METRIC_KEYS.get(f, f): f for f in fields}
     out[META_KEY] = meta
+    return out
+
+
+def edge_cost_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The edge's cost of choosing per cell (:mod:`sagebench.cost`): ``edge_selection_macs/<strategy>/B<b>``,
+    ``edge_select_ms/...`` and ``edge_encode_ms/...`` (single-thread CPU, machine-dependent), and
+    ``e2e_latency_ms_<channel>/...``; none of them is a results-row field, so ``leaderboard pull`` ignores them."""
+    out: dict[str, float] = {}
+    for c in (results.get("edge_cost") or {}).get("cells") or []:
+        cell = Cell(str(c["strategy"]), int(c["budget"]), c.get("budget_unit", "patches"))
+        for name in ("selection_macs", "select_ms", "encode_ms"):
+            if c.get(name) is not None:
+                out[cell.key(f"edge_{name}")] = c[name]
+        for channel, ms in (c.get("e2e_latency_ms") or {}).items():
+            if ms is not None:
+                out[cell.key(f"e2e_latency_ms_{channel}")] = ms
     return out
 
 

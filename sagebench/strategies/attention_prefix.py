@@ -31,3 +31,10 @@ class AttentionPrefixStrategy(Strategy):
 
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         return importance_order(evidence, self.importance)[:, :budget].clone()
+
+    def selection_macs(self, budget: int, edge) -> int:
+        """A sort of the importance map (no MACs) plus the map's own (:func:`sagebench.cost.importance_macs`:
+        0 for the last layer's attention, the rollout's CLS row otherwise)."""
+        from sagebench.cost import importance_macs
+
+        return importance_macs(self.importance, edge)

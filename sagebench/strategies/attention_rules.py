@@ -68,6 +68,12 @@ class _AttentionRule(Strategy):
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         return self.select_with_stats(evidence, budget)[0]
 
+    def selection_macs(self, budget: int, edge) -> int:
+        """A sort and a threshold or running sum of the importance map (no MACs), plus the map's own."""
+        from sagebench.cost import importance_macs
+
+        return importance_macs(self.importance, edge)
+
 
 @register_strategy("attention_threshold")
 class AttentionThresholdStrategy(_AttentionRule):

@@ -13,12 +13,15 @@ import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import NamedTuple, final
+from typing import TYPE_CHECKING, NamedTuple, final
 
 import torch
 
 from sagebench.edge.evidence import EVIDENCE_KINDS, EdgeEvidence
 from sagebench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sagebench.cost import EdgeDims
 
 #: Evidence a strategy may declare in :attr:`Strategy.requires` that only the server can provide.
 ORACLE_EVIDENCE = tuple(kind for kind, provider in EVIDENCE_KINDS.items() if provider == "server")
@@ -59,6 +62,9 @@ class Strategy(ABC):
     #: A strategy that requires anything only the server has is an **oracle**: results and boards show it as
     #: a reference, never ranked with deployable strategies.
     requires: frozenset[str] = frozenset()
+    #: True when :meth:`select` draws randomness from ``evidence.seed``: ``seeds=[...]`` then evaluates it at
+    #: every seed of the list in one run (:mod:`sagebench.seeds`), and results give its spread over seeds.
+    seeded: bool = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -113,6 +119,17 @@ class Strategy(ABC):
         ``budget`` is already checked, as for :meth:`select`.
         """
         return self.select(evidence, budget), {}
+
+    def selection_macs(self, budget: int, edge: EdgeDims) -> int | None:
+        """Multiply-accumulates one image's selection at ``budget`` costs the edge, or None when not derived.
+
+        Counted as :mod:`sagebench.cost` says (matrix and dot products; not element-wise operations, sorts or
+        comparisons), including any evidence beyond the edge's forward the strategy needs (e.g. attention
+        rollout, :func:`sagebench.cost.importance_macs`). ``edge``: the edge ViT's dimensions (N patches, width
+        D, depth, heads, tokens). A count is comparable across machines, unlike the measured time; results and
+        boards show None as unknown.
+        """
+        return None
 
     def options(self) -> dict[str, object]:
         """The strategy's options, recorded in results so that a run can be reproduced.

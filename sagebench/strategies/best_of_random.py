@@ -43,6 +43,7 @@ class BestOfRandomOracle(Strategy):
     """ORACLE: of K random B-patch subsets, the one the server finds most like the full image (a reference)."""
 
     requires = frozenset({"server_judge"})
+    seeded = True
 
     def __init__(self, k: int = 16) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:

@@ -33,3 +33,9 @@ class DiversityOnlyStrategy(Strategy):
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         order, gram, finite = ranked_gram(evidence, self.importance)  # shared with sage, read-only
         return torch.gather(order, 1, farthest_point_from_gram(gram, evidence.num_patches, budget, finite))
+
+    def selection_macs(self, budget: int, edge) -> int:
+        """``B N D``: farthest-point sampling over all N patches, plus the importance map's (its first pick)."""
+        from sagebench.cost import farthest_point_macs, importance_macs
+
+        return farthest_point_macs(budget, edge.num_patches, edge.dim) + importance_macs(self.importance, edge)

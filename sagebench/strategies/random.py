@@ -64,7 +64,13 @@ def patch_hash(seed: int, sample_ids: torch.Tensor, num_patches: int) -> torch.T
 class RandomStrategy(Strategy):
     """Uniformly random B patches, reproducible per image from (seed, sample id); the no-evidence baseline."""
 
+    seeded = True
+
     def select(self, evidence: EdgeEvidence, budget: int) -> torch.Tensor:
         scores = patch_hash(evidence.seed, evidence.sample_ids.to(evidence.attention.device), evidence.num_patches)
         order = torch.sort(scores, dim=1, stable=True).indices  # ties (rare) -> lower patch index
         return order[:, :budget].contiguous()
+
+    def selection_macs(self, budget: int, edge) -> int:
+        """0: an integer hash per patch and a sort, no multiply-accumulate of evidence."""
+        return 0

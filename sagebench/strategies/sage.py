@@ -195,3 +195,11 @@ class SageStrategy(Strategy):
         order, gram, finite = ranked_gram(evidence, self.importance)  # shared by every budget of the batch
         picks = farthest_point_from_gram(gram, k, budget, finite)  # candidates = the k most attended
         return torch.gather(order[:, :k], 1, picks)
+
+    def selection_macs(self, budget: int, edge) -> int:
+        """``B K D`` (farthest-point sampling of B of the K = min(N, ceil(prefilter B)) most attended, D-dim
+        embeddings) plus the importance map's (:func:`sagebench.cost.importance_macs`); the sort: no MACs."""
+        from sagebench.cost import farthest_point_macs, importance_macs
+
+        k = num_candidates(self.prefilter, budget, edge.num_patches)
+        return farthest_point_macs(budget, k, edge.dim) + importance_macs(self.importance, edge)

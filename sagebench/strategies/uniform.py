@@ -52,3 +52,7 @@ class UniformGridStrategy(Strategy):
         rows, cols = evidence.grid
         head = grid_order(int(rows), int(cols))[:budget].to(evidence.attention.device)
         return head.unsqueeze(0).repeat(evidence.batch_size, 1)  # a fresh tensor, never a view of the cache
+
+    def selection_macs(self, budget: int, edge) -> int:
+        """0: one fixed order per grid, computed once (not per image)."""
+        return 0

@@ -22,6 +22,7 @@ from sagebench.errors import ConfigError
 from sagebench.gates import Gate, get_gate
 from sagebench.plugins import load_channel
 from sagebench.results.files import file_sha256
+from sagebench.seeds import check_seeds, expand_seeds
 from sagebench.server.model import ServerModel
 from sagebench.strategies import Strategy, get_strategy
 from sagebench.strategies.base import check_budget, check_byte_budget, required_evidence
@@ -243,7 +244,8 @@ def build(cfg: DictConfig, *, load_data: bool = True) -> Sweep:
     :func:`attach_data`.
     """
     spec = data_lib.DataSpec.from_config(cfg.data)
-    strategies = build_strategies(cfg)
+    # seeds=[...]: each seeded strategy also at the other seeds, as extra cells (sagebench.seeds)
+    strategies = expand_seeds(build_strategies(cfg), check_seeds(cfg.get("seeds"), int(cfg.seed)), int(cfg.seed))
     edge_spec, edge = build_edge(cfg, strategies)
     server_spec, server = build_server(cfg)
     view = resolve_view(spec, edge, server)

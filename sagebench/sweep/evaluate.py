@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sagebench.config import load_config
+from sagebench.cost import add_e2e_latency
 from sagebench.data.labels import class_names
 from sagebench.errors import (
     ConfigError,
@@ -45,6 +46,7 @@ from sagebench.runtime import speed
 from sagebench.runtime.files import atomic_write_text, check_writable
 from sagebench.runtime.host_memory import keep_freed_memory
 from sagebench.runtime.log import warn
+from sagebench.seeds import seed_summary
 from sagebench.sweep import resume as resume_lib
 from sagebench.sweep.build import Sweep, attach_data, build
 from sagebench.sweep.plan import RunPlan, plan_of
@@ -100,7 +102,7 @@ def evaluate(cfg: DictConfig | None = None, overrides: list[str] | None = None, 
     if run_state.finished:  # resume=true on a finished run: nothing to evaluate
         return stored_results(run_state, finished_plan(sweep, trainer_kwargs, dataset), out_dir)
     layout = SweepLayout(tuple((s.label, b) for s in sweep.strategies for b in sweep.budgets),
-                         budget_unit=sweep.budget_unit)
+                         budget_unit=sweep.budget_unit, scored=sweep.gate.curve)
     partial = PartialResults(out_dir, resume=bool(cfg.resume), flush_seconds=cfg.flush_seconds,
                              num_columns=layout.num_columns)
     try:  # the output-folder lock is released when evaluate returns or fails
@@ -165,7 +167,8 @@ def redraw_plots(results: dict[str, Any], out_dir: Path) -> None:
     """The figures that need only results.json (curves, latency), when a crash left them undrawn."""
     from sagebench.reporting import plots
 
-    for name, draw in ((plots.CURVES_FILE, plots.plot_results_curves), (plots.LATENCY_FILE, plots.plot_latency)):
+    for name, draw in ((plots.CURVES_FILE, plots.plot_results_curves), (plots.LATENCY_FILE, plots.plot_latency),
+                       (plots.OPERATING_CURVE_FILE, plots.plot_operating_curve)):
         if not (out_dir / name).is_file():
             try:
                 draw(results, out_dir / name)
@@ -313,6 +316,9 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
     for entry, cell in zip(summary["results"], records.nonfinite["cells"]):
         entry["nonfinite"] = cell["count"]
     add_latency(summary["results"], sweep.channels)
+    # the edge's cost of choosing, then the latency it adds (a cached rerun decodes no image: counts only)
+    edge_cost = edge_cost_of(sweep, records, from_cache=bool(module.serving is not None and module.serving.from_cache))
+    add_e2e_latency(summary["results"], edge_cost)
     previous_evaluated = int((partial.previous_rows[:, records.layout.column("label")] >= 0).sum())
     bench = attempt.plan.benchmark_fields(num_images, len(records.skipped))
     names = class_names(sweep.dataset)
@@ -331,7 +337,10 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         ceiling=summary["ceiling"],
         extra={"edge_accuracy_ci": summary["edge_accuracy_ci"], "intervals": summary["intervals"],
                **({"class_names": names, "per_class": per_class(records.rows, records.layout, names)}
-                  if names else {})},
+                  if names else {}),
+               **({"operating_curve": curve_of(sweep, records)} if records.layout.scored else {}),
+               **({"edge_cost": edge_cost} if edge_cost is not None else {}),
+               **({"seeds": seed_summary(summary["results"], list(cfg.seeds), int(cfg.seed))} if cfg.get("seeds") else {})},
         results=summary["results"],
         # how requests were packed, and the uplinks their latency is reported for (sagebench.transmission.channels)
         transmission={"codec": sweep.codec.describe(), "budget_unit": sweep.budget_unit,
@@ -348,6 +357,62 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
                 "edge_forwards_per_image": (module.edge_images_total() + previous_evaluated) / max(1, num_images),
                 **speed.timing_report(module, attempt.clock)},
     ).to_json()
+
+
+def curve_of(sweep: Sweep, records: Records) -> dict[str, Any]:
+    """The ``operating_curve`` block of a run with a list of gate thresholds (:mod:`sagebench.operating_curve`)."""
+    from sagebench.operating_curve import operating_curve
+
+    full = None
+    if sweep.codec.describe().get("name") == "raw":  # the server-only point sends every unit's 8-bit pixels
+        rows, cols = sweep.server.grid
+        ph, pw = sweep.server.patch_size
+        full = float(rows * cols * ph * pw * int(sweep.view["input_size"][0]))
+    return operating_curve(records.rows, records.layout, sweep.gate.thresholds, gate=sweep.gate.name,
+                           full_image_bytes=full, rule=sweep.gate.offload_at)
+
+
+def edge_cost_of(sweep: Sweep, records: Records, from_cache: bool = False) -> dict[str, Any] | None:
+    """The ``edge_cost`` block (:mod:`sagebench.cost`): each strategy's selection timed on a few offloaded images
+    with one CPU thread, and its operation count; None when ``edge_cost.images=0``. A problem (a streamed data
+    set, nothing offloaded) is recorded in the block, never a failed run."""
+    from sagebench.cost import (
+        EdgeDims,
+        edge_forward_macs,
+        edge_forward_ms,
+        measure_edge_cost,
+        offloaded_evidence,
+        safe_macs,
+    )
+
+    settings = sweep.cfg.get("edge_cost") or {}
+    wanted = int(settings.get("images", 0) or 0)
+    if wanted <= 0:
+        return None
+    col = records.layout.column
+    served = records.rows[records.rows[:, col("offloaded")] > 0.5, col("sample_id")].astype(np.int64)[:wanted]
+    repeats = max(1, int(settings.get("repeats", 5)))
+    try:
+        dims = EdgeDims.of(sweep.edge.vit)
+    except Exception as exc:  # not a timm ViT with the usual attributes: nothing to count
+        warn(f"the edge's cost was not measured ({type(exc).__name__}: {exc}).")
+        return {"skipped": f"{type(exc).__name__}: {exc}", "cells": []}
+    try:
+        if not len(served) or sweep.dataset is None or sweep.data.streaming or from_cache:
+            raise ValueError("no offloaded image to time" if not len(served) else "a streamed data set"
+                             if sweep.data.streaming else "a cached rerun reads no image")
+        evidence, images = offloaded_evidence(sweep.edge, sweep.dataset, served.tolist(), int(sweep.cfg.seed))
+        block = measure_edge_cost(sweep.strategies, sweep.budgets, evidence, images, sweep.server.patch_size,
+                                  sweep.codec, dims, repeats=repeats,
+                                  max_seconds=float(settings.get("max_seconds", 20.0)), budget_unit=sweep.budget_unit)
+        block["edge_model"]["forward_ms"] = edge_forward_ms(sweep.edge, images, int(sweep.cfg.seed), repeats)
+        return block
+    except Exception as exc:  # a measurement beside the results never fails the run (its records are done)
+        warn(f"the edge's selection was not timed ({type(exc).__name__}: {exc}); edge_cost holds the counts only.")
+        return {"skipped": f"{type(exc).__name__}: {exc}", "edge_model": {"macs": edge_forward_macs(dims)},
+                "cells": [{"strategy": s.label, "budget": b, "budget_unit": sweep.budget_unit,
+                           "selection_macs": safe_macs(s, b, dims) if sweep.budget_unit == "patches" else None,
+                           "select_ms": None, "encode_ms": None} for s in sweep.strategies for b in sweep.budgets]}
 
 
 def write_run(out_dir: Path, cfg: DictConfig, records: Records, results: dict[str, Any],

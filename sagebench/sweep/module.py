@@ -72,8 +72,10 @@ class SageBenchModule(L.LightningModule):
         # which images go to the server, decided from the edge's evidence (sagebench.gates); default min_entropy
         self.gate = gate if gate is not None else get_gate("min_entropy")
         self.seed = seed
+        # a list of gate thresholds (an operating curve): the lowest decides what is served, and each image's
+        # gate score is recorded so that sagebench.operating_curve evaluates every threshold from the records
         self.layout = SweepLayout(tuple((s.label, b) for s in self.strategies for b in self.budgets),
-                                  budget_unit=budget_unit)
+                                  budget_unit=budget_unit, scored=self.gate.curve)
         self.sweep = SweepRecords(self.layout)
         # counters some strategies report (e.g. how often a rule was cut to the budget), summed over processes
         self.strategy_stats = StrategyStats(self.layout.cells,
@@ -146,6 +148,8 @@ class SageBenchModule(L.LightningModule):
         rows = edge_rows(self.layout, sample_ids, labels, predictions(evidence.logits), offload)
         col = self.layout.column
         self.progress.gated(rows[:, col("label")], rows[:, col("edge_pred")], offload)
+        if self.layout.scored:  # an operating curve: each threshold's offloaded set is score > threshold
+            rows[:, col("gate_score")] = self.gate.score(evidence).double()
         if self.offload_cache is not None and not self.offload_cache.serving:
             self.offload_cache.record_gate(sample_ids, labels, rows[:, col("edge_pred")], offload)
         sent = offload.nonzero().squeeze(1)

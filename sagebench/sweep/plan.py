@@ -101,6 +101,9 @@ class RunPlan:
     matmul_precision: str = identity(RECORDS, BENCHMARK, EDGE_CACHE, default=DEFAULT_MATMUL_PRECISION,
                                      doc="torch.get_float32_matmul_precision(): high/medium let CUDA use TF32 "
                                          "(or bf16) for float32 matmuls")
+    gate_thresholds: tuple[float, ...] = identity(
+        RECORDS, default=(), doc="an operating curve's thresholds (empty for one): the records hold the gate's score; "
+        "the served set, the results and the fingerprint are the primary (lowest) threshold's, as in `gate`")
 
     # -- the fields of each identity
 
@@ -121,7 +124,7 @@ class RunPlan:
         from sagebench.metrics import SweepLayout
 
         layout = SweepLayout(tuple((s["label"], b) for s in self.strategies for b in self.budgets),
-                             budget_unit=self.budget_unit)
+                             budget_unit=self.budget_unit, scored=bool(self.gate_thresholds))
         return tuple(layout.names())
 
     def _later_fields(self) -> dict[str, Any]:
@@ -147,6 +150,7 @@ class RunPlan:
             "server": {"name": self.server_name, "weights": self.server_weights, "kwargs": self.server_kwargs},
             "preprocessing": self.preprocessing,
             **self.gate,
+            **({"thresholds": [float(t) for t in self.gate_thresholds]} if self.gate_thresholds else {}),
             "strategies": list(self.strategies),
             "budgets": [int(b) for b in self.budgets],
             "seed": int(self.seed),
@@ -292,4 +296,5 @@ def plan_of(sweep: Any, trainer: Any) -> RunPlan:
         decoder=(data_lib.decoder_name(spec.decode, device_type(trainer)) if hasattr(sweep.dataset, "transform")
                  else DEFAULT_DECODER),
         matmul_precision=torch.get_float32_matmul_precision(),
+        gate_thresholds=tuple(sweep.gate.thresholds) if sweep.gate.curve else (),
     )

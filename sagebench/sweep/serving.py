@@ -84,7 +84,9 @@ def decide(plan: RunPlan, edge: torch.nn.Module, dataset: Any, num_images: int |
     offload = OffloadCache(edge_cache.folder, plan.offload_cache_key(), view, int(view["input_size"][0]), budget,
                            rank=rank)
     source = EdgeSource(edge, edge_cache, rank=rank, offload=offload)
-    if not offload.covers(num_images):
+    # an operating curve records every image's gate score, which the research-loop cache does not keep: it is
+    # filled as usual (the primary threshold decides, as in a run at that threshold) but never serves this run
+    if not offload.covers(num_images) or plan.gate_thresholds:
         return Serving(source, offload)
     offloaded = offload.offloaded_ids(num_images)
     if len(offloaded) < world_size:  # a process without an image: evaluate the normal way
