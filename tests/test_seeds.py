@@ -77,3 +77,11 @@ def test_seeds_in_one_run_equal_runs_at_each_seed_and_compare_per_seed(tmp_path)
     cmp = compare(str(tmp_path / "multi"), None, ["sage", "random"])
     assert [s["b"] for s in cmp["per_seed"]] == ["random@seed1"]
     assert "the same paired test at each other seed" in format_comparison(cmp)
+    # a seeds run is not a board entry: its @seed rows are no methods, and would never reproduce at the run seed
+    from sagebench.errors import SageBenchError
+    from sagebench.leaderboard.store import submit
+
+    with pytest.raises(SageBenchError, match=r"seeds=\[...\].*random@seed1"):
+        submit(str(tmp_path / "multi"), root=tmp_path / "boards")
+    assert not (tmp_path / "boards").exists() or not any((tmp_path / "boards").iterdir())
+    assert submit(str(tmp_path / "one"), root=tmp_path / "boards").name  # the plain run goes in

@@ -355,6 +355,20 @@ def _read_samples_bytes(path: Path) -> bytes:
     return data
 
 
+def _refuse_extra_seeds(entry: dict[str, Any], where: str) -> None:
+    """A run with ``seeds=[...]`` holds rows ``<label>@seed<k>`` beside each seeded strategy's own: they measure
+    the spread over draws, are not methods of their own (a board would rank the same strategy several times),
+    and ``verify --reproduce`` reruns an entry at its run seed, so those rows could never reproduce."""
+    from sagebench.seeds import SEP
+
+    extra = sorted({str(s.get("label")) for s in entry.get("strategies") or [] if SEP in str(s.get("label"))})
+    if entry.get("seeds") or extra:
+        raise LeaderboardError(
+            f"{where} comes from a run with seeds=[...] (rows {', '.join(extra[:4]) or '@seed<k>'}): its extra seeds "
+            "measure the spread of a seeded strategy and are not entries of a board. Submit a run without `seeds` "
+            "(its `seed` is the draw a board ranks); quote the spread from this run's `seeds` block beside it.")
+
+
 def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None = None, root: Path | None = None,
                      name: str | None = None, samples: Path | None = None,
                      extra: dict[str, Any] | None = None, allow_unverified: bool = False,
@@ -387,6 +401,7 @@ def _submit_unlocked(run: str | os.PathLike | dict[str, Any], board: str | None 
     if extra:
         entry.update(extra)
     validate_entry(entry, where)
+    _refuse_extra_seeds(entry, where)
     if entry.get("reported") and samples is not None:
         raise LeaderboardError(f"{where} is a reported (not reproduced) entry: it cannot come with a per-sample file.")
     bench = entry["benchmark"]
