@@ -108,3 +108,16 @@ def test_a_session_never_writes_over_a_runs_results(session, tmp_path):
         session.evaluate(["uniform"], budgets=[4], output_dir=tmp_path)
     with pytest.raises(ConfigError, match="output_dir"):
         session.evaluate(["uniform"], budgets=[4], plots=True)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_figures")
+def test_oracles_in_a_session_equal_a_run(tmp_path):
+    """The server's attention (from the ceiling's forward, kept from the build) and its judge (asked per batch)."""
+    base = [*BASE, "data.limit=120", "budgets=[4]"]
+    oracles = ["server_attention_oracle", "best_of_random_oracle"]
+    session = sagebench.open_session(load_config("fmnist", base), requires=["server_attention"])
+    results = session.evaluate([*oracles, "sage"])
+    cli, table = _cli([*base, f"strategies=[{','.join(oracles)},sage]"], tmp_path, "cli")
+    assert np.array_equal(session.last_records.rows, table.to_pandas().to_numpy(dtype=np.float64))
+    _same_numbers(cli, results.to_json())
