@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     base = ["logger=none", "progress=false", *args.overrides]
     if args.cache:
         base += ["cache.edge=true", f"cache.dir={tmp / 'cache'}"]
-    out: dict = {"cmd": "benchmarks/session_speed.py " + " ".join(argv or []), "evaluate_s": [], "session_s": []}
+    out: dict = {"cmd": "benchmarks/session_speed.py " + " ".join(argv or []), "evaluate_s": [], "session_s": [],
+                 "evaluate_cpu_s": [], "session_cpu_s": []}
     t = time.perf_counter()
     sagebench.evaluate(load_config(None, [*base, f"output_dir={tmp / 'first'}"]))  # the default job, once
     out["first_evaluate_s"] = round(time.perf_counter() - t, 2)
@@ -57,14 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     session = sagebench.open_session(load_config(None, base))
     out["session_build_s"] = round(time.perf_counter() - t, 2)
     print("open_session", out["session_build_s"], "s", flush=True)
-    for k in range(args.repeats):  # alternating A/B
-        t = time.perf_counter()
+    for k in range(args.repeats):  # alternating A/B; wall and CPU seconds of this process (all its threads)
+        t, c = time.perf_counter(), time.process_time()
         sagebench.evaluate(load_config(None, [*base, "strategies=[my_new_strategy]", f"output_dir={tmp / f'e{k}'}"]))
         out["evaluate_s"].append(round(time.perf_counter() - t, 2))
-        t = time.perf_counter()
+        out["evaluate_cpu_s"].append(round(time.process_time() - c, 2))
+        t, c = time.perf_counter(), time.process_time()
         session.evaluate(["my_new_strategy"])
         out["session_s"].append(round(time.perf_counter() - t, 2))
-        print("second evaluate()", out["evaluate_s"][-1], "s; session.evaluate", out["session_s"][-1], "s", flush=True)
+        out["session_cpu_s"].append(round(time.process_time() - c, 2))
+        print("second evaluate()", out["evaluate_s"][-1], "s", out["evaluate_cpu_s"][-1], "CPU s; session.evaluate",
+              out["session_s"][-1], "s", out["session_cpu_s"][-1], "CPU s", flush=True)
     same = np.array_equal(session.last_records.rows,
                           pq.read_table(tmp / "e0" / "samples.parquet").to_pandas().to_numpy(dtype=np.float64))
     out["records_equal"] = bool(same)
