@@ -20,7 +20,8 @@ from sagebench.errors import ConfigError, DataError, ModelLoadError, SageBenchEr
 # The strategy API loads on first use: `sagebench --help` and config mistakes answer without torch.
 _LAZY = {"Strategy": "sagebench.strategies", "get_strategy": "sagebench.strategies",
          "list_strategies": "sagebench.strategies", "register_strategy": "sagebench.strategies",
-         "EdgeEvidence": "sagebench.edge.evidence"}
+         "EdgeEvidence": "sagebench.edge.evidence", "Session": "sagebench.session",
+         "open_session": "sagebench.session"}
 
 
 def __getattr__(name):
@@ -51,6 +52,6 @@ def load_config(config_file=None, overrides=()):
 
 
 __all__ = [
-    "ConfigError", "DataError", "EdgeEvidence", "ModelLoadError", "SageBenchError", "Strategy", "__version__",
-    "evaluate", "get_strategy", "list_strategies", "load_config", "register_strategy",
+    "ConfigError", "DataError", "EdgeEvidence", "ModelLoadError", "SageBenchError", "Session", "Strategy", "__version__",
+    "evaluate", "get_strategy", "list_strategies", "load_config", "open_session", "register_strategy",
 ]

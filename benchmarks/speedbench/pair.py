@@ -152,13 +152,21 @@ def selection_shares(phases: dict[str, float], budgets: list[int]) -> dict[str, 
     select = {k: v for k, v in phases.items() if k.startswith("select/")}
     server_t = {k: v for k, v in phases.items() if k.startswith("server/")}
     sage = f"select/sage/B{bmax}" in phases  # (a preset's strategies may leave sage out)
+
+    def server_of(budget: int) -> float:
+        """SAGE's server time at ``budget``: its own forward (per-cell phases, before issue 26), else its
+        share of the one forward all strategies share at that budget (``server/B<b>``, split evenly)."""
+        if f"server/sage/B{budget}" in phases:
+            return phases[f"server/sage/B{budget}"]
+        cells = sum(1 for k in select if k.endswith(f"/B{budget}"))
+        return phases[f"server/B{budget}"] / max(1, cells)
+
+    sage_budgets = [int(k.rsplit("/B", 1)[1]) for k in select if k.startswith("select/sage/")]
     # all of SAGE's budgets: includes the per-batch attention sort and Gram matrix that its first
     # budget computes and the others reuse
-    return {"sage_select_share_at_Bmax": phases[f"select/sage/B{bmax}"] / phases[f"server/sage/B{bmax}"]
-            if sage else None,
-            "sage_select_share_all_budgets": (sum(v for k, v in select.items() if k.startswith("select/sage/"))
-                                              / sum(v for k, v in server_t.items() if k.startswith("server/sage/")))
-            if sage else None,
+    return {"sage_select_share_at_Bmax": phases[f"select/sage/B{bmax}"] / server_of(bmax) if sage else None,
+            "sage_select_share_all_budgets": (sum(phases[f"select/sage/B{b}"] for b in sage_budgets)
+                                              / sum(server_of(b) for b in sage_budgets)) if sage else None,
             "all_select_share": sum(select.values()) / (sum(server_t.values()) + phases["ceiling"])}
 
 

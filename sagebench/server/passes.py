@@ -1,8 +1,9 @@
-"""The budgeted server passes over one batch of offloaded images: one forward per distinct patch set."""
+"""The budgeted server passes over one batch of offloaded images: one forward per budget, each distinct
+patch set of an image computed once."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -22,6 +23,13 @@ class ServerPasses:
     server again; only the images with a new set go through the server, as one batch per cell.
     Results are the same as without ``dedupe`` (the rows of a batched forward do not depend on
     which other rows are in the batch, up to the BLAS kernel chosen for very small batches).
+
+    :meth:`send_cells` sends the selections of every cell of one budget (each covering every image)
+    as ONE server forward: the distinct sets of all cells are concatenated (an image whose set
+    equals an earlier cell's reuses its row), with one host sync per budget instead of one per
+    cell. :meth:`send` serves one cell (byte budgets, whose groups differ in length per cell).
+    Counters: ``forwards`` server forwards run, ``images_run`` (image, cell) pairs computed,
+    ``images_reused`` (image, cell) pairs answered by an identical set of another cell.
     """
 
     def __init__(self, server: torch.nn.Module, patches: torch.Tensor, *, dedupe: bool = True,
@@ -93,6 +101,41 @@ class ServerPasses:
             earlier.append((member, full, full_preds, full_bytes))
         self.timer.stop(name, started)
         return preds, sizes
+
+    def send_cells(self, selections: Sequence[torch.Tensor], name: str = "server"
+                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Predictions (float64) and request bytes (int64) of every image for each selection ``[n, B]`` of
+        ``selections`` (the cells of one budget, in order), from ONE server forward over their distinct sets.
+
+        Each row the server computes is an image's own (position, patch) tokens, as :meth:`send` would
+        send it; only the rows beside it in the batch differ, which does not change a row's result (the
+        records are checked bit for bit against per-cell forwards: tests/test_server_passes.py).
+        """
+        if not selections:
+            return []
+        started = self.timer.start()
+        canon = torch.stack([torch.sort(ix, dim=1).values for ix in selections])  # [S, n, B]
+        cells, n, budget = canon.shape
+        device = canon.device
+        # owner[s, i]: the first cell whose set for image i equals cell s's (s itself for a new set)
+        owner = torch.arange(cells, device=device)[:, None].expand(cells, n).clone()
+        if self.dedupe:
+            for s in range(1, cells):
+                same = (canon[:s] == canon[s][None]).all(dim=2)  # [s, n]
+                owner[s] = torch.where(same.any(dim=0), same.to(torch.uint8).argmax(dim=0), owner[s])
+        todo = (owner == torch.arange(cells, device=device)[:, None]).reshape(-1).nonzero().squeeze(1)  # one sync
+        m = todo.numel()
+        flat_preds = torch.zeros(cells * n, dtype=torch.float64, device=device)
+        flat_sizes = torch.zeros(cells * n, dtype=torch.int64, device=device)
+        if m:
+            p, s_ = self._run(canon.reshape(cells * n, budget)[todo], todo % n)
+            flat_preds[todo], flat_sizes[todo] = p.to(device), s_.to(device)
+        self.images_run += m
+        self.images_reused += cells * n - m
+        source = owner * n + torch.arange(n, device=device)[None]
+        preds, sizes = flat_preds[source], flat_sizes[source]
+        self.timer.stop(name, started)
+        return [(preds[s], sizes[s]) for s in range(cells)]
 
     def _request(self, canon: torch.Tensor, rows: torch.Tensor | None):
         """The transmission of images ``rows`` (all: None) sending ``canon``, through the codec, and its sizes."""

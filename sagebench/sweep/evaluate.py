@@ -280,8 +280,6 @@ class Records:
 
 def finalise_records(attempt: Attempt, partial: PartialResults, num_images: int | None) -> Records:
     """Merge this attempt's records with earlier attempts', check each image is counted once."""
-    from sagebench.sweep import records as records_lib
-
     layout = attempt.module.layout
     # (no records at all when an earlier attempt had finished every image: Lightning skips an empty loop)
     this_attempt, _ = resume_lib.drop_redone(attempt.module.records, partial.done_ids, layout.num_columns)
@@ -291,6 +289,13 @@ def finalise_records(attempt: Attempt, partial: PartialResults, num_images: int 
     if num_images is not None and all_rows.shape[0] != num_images:
         raise RuntimeError(f"{all_rows.shape[0]} images evaluated but the data set has {num_images}: "
                            "each image must be counted exactly once")
+    return records_of(all_rows, layout)
+
+
+def records_of(all_rows: np.ndarray, layout: SweepLayout) -> Records:
+    """Every image's records, corrupt ones set apart and NaN/Inf predictions counted (warned once)."""
+    from sagebench.sweep import records as records_lib  # (torchmetrics: loaded when a run has records)
+
     rows, skipped = records_lib.split_skipped(all_rows, layout)
     warnings: list[str] = []  # printed now and kept in results.json
     if skipped:
@@ -309,18 +314,41 @@ def finalise_records(attempt: Attempt, partial: PartialResults, num_images: int 
 
 def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: PartialResults,
                      started: float) -> dict[str, Any]:
-    """The results dict (results.json): what was measured, on what, with what, by which code."""
-    cfg, module = sweep.cfg, attempt.module
+    """The results dict (results.json) of a ``Trainer.test`` attempt (:func:`results_json`)."""
+    module = attempt.module
     num_images = records.rows.shape[0]
-    summary = module.summary_of(records.rows) or summarize(records.rows, records.layout)  # computed once
+    previous_evaluated = int((partial.previous_rows[:, records.layout.column("label")] >= 0).sum())
+    return results_json(
+        sweep, attempt.plan, records, strategies=sweep.strategies, device=str(module.device),
+        world_size=attempt.trainer.world_size, summary=module.summary_of(records.rows),
+        # the edge's cost of choosing (a cached rerun decodes no image: counts only)
+        edge_cost=edge_cost_of(sweep, records, from_cache=bool(module.serving is not None and module.serving.from_cache)),
+        strategy_stats=resume_lib.merge_strategy_stats(module, partial.previous_stats),
+        resume={"key": partial.key, "attempts": partial.attempt, "images_resumed": int(partial.previous_rows.shape[0])},
+        timing={"wall_seconds": round(time.perf_counter() - started, 3),
+                "edge_forwards_per_image": (module.edge_images_total() + previous_evaluated) / max(1, num_images),
+                **speed.timing_report(module, attempt.clock)})
+
+
+def results_json(sweep: Sweep, plan: RunPlan, records: Records, *, strategies: list[Any], device: str,
+                 world_size: int, strategy_stats: list[dict], resume: dict[str, Any], timing: dict[str, Any],
+                 summary: dict[str, Any] | None = None, config: DictConfig | None = None,
+                 edge_cost: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The results dict (results.json): what was measured, on what, with what, by which code.
+
+    One owner for a CLI run (:func:`assemble_results`) and a live session (:mod:`sagebench.session`), which
+    gives its own ``strategies`` and ``config`` (the sweep's config with the strategies and budgets it ran).
+    ``summary``: :func:`~sagebench.metrics.summarize` of ``records.rows`` when already computed.
+    ``edge_cost``: the ``edge_cost`` block (:func:`edge_cost_of`), when measured (a session does not time it).
+    """
+    cfg = config if config is not None else sweep.cfg
+    num_images = records.rows.shape[0]
+    summary = summary or summarize(records.rows, records.layout)  # computed once
     for entry, cell in zip(summary["results"], records.nonfinite["cells"]):
         entry["nonfinite"] = cell["count"]
     add_latency(summary["results"], sweep.channels)
-    # the edge's cost of choosing, then the latency it adds (a cached rerun decodes no image: counts only)
-    edge_cost = edge_cost_of(sweep, records, from_cache=bool(module.serving is not None and module.serving.from_cache))
-    add_e2e_latency(summary["results"], edge_cost)
-    previous_evaluated = int((partial.previous_rows[:, records.layout.column("label")] >= 0).sum())
-    bench = attempt.plan.benchmark_fields(num_images, len(records.skipped))
+    add_e2e_latency(summary["results"], edge_cost)  # the latency the edge's choosing adds
+    bench = plan.benchmark_fields(num_images, len(records.skipped))
     names = class_names(sweep.dataset)
     return RunResults(
         schema_version=SCHEMA_VERSION,
@@ -328,9 +356,8 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         config=OmegaConf.to_container(cfg, resolve=True),
         strategies=[{"label": s.label, "name": s.name, "options": s.options(), "code": s.code_identity(),
                      **({"oracle": True, "requires": sorted(s.requires)} if s.oracle else {})}
-                    for s in sweep.strategies],
-        provenance=provenance(device=str(module.device), world_size=attempt.trainer.world_size,
-                              precision=attempt.plan.precision),
+                    for s in strategies],
+        provenance=provenance(device=device, world_size=world_size, precision=plan.precision),
         num_images=summary["num_images"],
         num_offloaded=summary["num_offloaded"],
         edge_accuracy=summary["edge_accuracy"],
@@ -346,16 +373,14 @@ def assemble_results(sweep: Sweep, attempt: Attempt, records: Records, partial: 
         transmission={"codec": sweep.codec.describe(), "budget_unit": sweep.budget_unit,
                       "channels": [c.describe() for c in sweep.channels]},
         # counters some strategies report per (strategy, budget), e.g. how often a rule was cut to B
-        strategy_stats=resume_lib.merge_strategy_stats(module, partial.previous_stats),
+        strategy_stats=strategy_stats,
         # images that got NaN/Inf logits: counted as wrong, reported here (see sagebench.sweep.records)
         nonfinite=records.nonfinite,
         # corrupt images skipped under data.on_error=skip: excluded from every metric
         skipped={"count": len(records.skipped), "sample_ids": records.skipped},
-        resume={"key": partial.key, "attempts": partial.attempt, "images_resumed": int(partial.previous_rows.shape[0])},
+        resume=resume,
         warnings=records.warnings,
-        timing={"wall_seconds": round(time.perf_counter() - started, 3),
-                "edge_forwards_per_image": (module.edge_images_total() + previous_evaluated) / max(1, num_images),
-                **speed.timing_report(module, attempt.clock)},
+        timing=timing,
     ).to_json()
 
 

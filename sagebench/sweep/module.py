@@ -14,17 +14,16 @@ import numpy as np
 import torch
 from torchmetrics import SumMetric
 
-from sagebench.cells import Cell
 from sagebench.edge.cache import EdgeSource
 from sagebench.edge.evidence import EdgeEvidence
 from sagebench.edge.model import EdgeModel
 from sagebench.gates import Gate, get_gate
-from sagebench.metrics import CELL_FIELDS, Sent, SweepLayout, flat_summary, summarize
+from sagebench.metrics import SweepLayout, flat_summary, summarize
 from sagebench.runtime.progress import NO_PROGRESS
 from sagebench.runtime.speed import PhaseTimer
 from sagebench.server.model import ServerModel
-from sagebench.server.passes import ServerPasses
 from sagebench.strategies.base import Strategy, check_budget, check_byte_budget, required_evidence
+from sagebench.sweep.cell_server import CellServer
 from sagebench.sweep.offload_cache import OffloadCache
 from sagebench.sweep.records import (
     SweepRecords,
@@ -35,9 +34,7 @@ from sagebench.sweep.records import (
 )
 from sagebench.sweep.serving import Serving
 from sagebench.sweep.strategy_stats import StrategyStats
-from sagebench.transmission.byte_budget import fill_byte_budget
 from sagebench.transmission.codecs import Codec, RawCodec
-from sagebench.transmission.patches import patchify
 
 
 class SageBenchModule(L.LightningModule):
@@ -99,25 +96,37 @@ class SageBenchModule(L.LightningModule):
         # the records writer (sagebench.sweep.partial.PartialResults): what an earlier attempt finished (resume) is
         # part of the summary the loggers receive, and is not served again
         self.earlier = earlier
-        self.server_passes = {"forwards": 0, "images_run": 0, "images_reused": 0}  # this process
         # strategies that declare requires={"server_attention"} (oracles): the ceiling pass runs the server
         # through EdgeModel, which gives the same logits plus its last-block CLS attention
         needs = required_evidence(self.strategies)
         self.server_probe = EdgeModel(server.vit, attention="last_layer") if "server_attention" in needs else None
-        # strategies that declare requires={"server_judge"} (oracles) may ask the server about candidate subsets
-        self.server_judged = "server_judge" in needs
         # how the run is served (sagebench.sweep.serving), read in setup from the data module that decided it: the
         # research-loop cache records every image's gate decision and the offloaded images' pixels and ceiling,
         # or, when it already covers the run (offload_cache.serving), gives the ceiling and the kept images' records
         self.serving: Serving | None = None
         self.offload_cache: OffloadCache | None = None
-        # the first offloaded images this process serves, as the overlays draw them (pixels, attention, edge
-        # prediction, each strategy's patches at example_budget), so that the report computes nothing again
-        self.examples_wanted, self.example_budget = int(examples[0]), examples[1]
-        self.examples: dict[int, dict] = {}
+        # the (strategy, budget) cells of the offloaded images (sagebench.sweep.cell_server, Lightning-free, shared
+        # with sagebench.session); it keeps the first offloaded images this process serves as the overlays draw
+        # them (pixels, attention, edge prediction, each strategy's patches at examples[1]): the report computes
+        # nothing again
+        # a live session's build keeps every server batch here after its ceiling (rows, pixels, evidence)
+        self.keep_served: list[tuple[torch.Tensor, torch.Tensor, EdgeEvidence]] | None = None
+        self.cells = CellServer(server, self.strategies, self.budgets, self.layout, codec=self.codec,
+                                dedupe=self.dedupe, timer=self.timer, stats=self.strategy_stats, examples=examples,
+                                progress=lambda n: self.progress.advance("server", n))
         # nothing goes through self.log: evaluate() gives the loggers the exact float64 summary with its intervals
         # once the results are assembled (Lightning's self.log would turn each figure into a float32 tensor)
         self.summary: tuple[np.ndarray, dict] | None = None  # (rows, summarize(rows)) computed at the epoch's end
+
+    @property
+    def examples(self) -> dict[int, dict]:
+        """The overlay material kept while serving (:attr:`CellServer.examples`)."""
+        return self.cells.examples
+
+    @property
+    def server_passes(self) -> dict[str, int]:
+        """Server forwards and (image, cell) pairs computed or reused by this process (:class:`CellServer`)."""
+        return self.cells.server_passes
 
     def setup(self, stage: str) -> None:
         """Take the serving decision the data module made in its ``setup`` (Lightning runs it before this)."""
@@ -161,7 +170,6 @@ class SageBenchModule(L.LightningModule):
     def _serve(self, rows: torch.Tensor, images: torch.Tensor, sub: EdgeEvidence) -> torch.Tensor:
         """The server's columns of offloaded images: the ceiling and every (strategy, budget) cell."""
         col = self.layout.column
-        sent = torch.arange(rows.shape[0], device=rows.device)
         started = self.timer.start()
         if self.server_probe is not None:  # an oracle strategy needs the server's attention: same forward
             full = self.server_probe(images, sub.sample_ids, self.seed)
@@ -176,70 +184,9 @@ class SageBenchModule(L.LightningModule):
         self.progress.advance("ceiling", rows.shape[0])
         if self.offload_cache is not None and not self.offload_cache.serving:
             self.offload_cache.record_served(sub.sample_ids, images, rows[:, col("ceiling_pred")])
-        patches = patchify(images, self.server.patch_size)
-        passes = ServerPasses(self.server, patches, dedupe=self.dedupe, predict=predictions, timer=self.timer,
-                              codec=self.codec)
-        if self.server_judged:
-            sub.server_judge = self._judge(rows[:, col("ceiling_pred")].clone(), patches, sub.sample_ids)
-        j = 0
-        for strategy in self.strategies:
-            for budget in self.budgets:
-                name = Cell(strategy.label, budget, self.budget_unit).name
-                if self.budget_unit == "bytes":
-                    self._send_byte_budget(rows, sent, sub, passes, strategy, budget, j, name)
-                    self.progress.advance("server", sent.numel())
-                    j += 1
-                    continue
-                started = self.timer.start()
-                indices, counters = strategy.choose(sub, budget)
-                if strategy.stat_names:
-                    self.strategy_stats.update(j, sent.numel(), counters)
-                self.timer.stop(f"select/{name}", started)
-                if budget == self.example_budget and not strategy.oracle:  # oracles: not on the edge's overlays
-                    self._keep_examples(rows, images, sub, strategy.label, indices)
-                preds, sizes = passes.send(indices, f"server/{name}")
-                self._fill(rows, sent, j, Sent(indices, preds, sizes, passes.units(indices), self.server.grid))
-                self.progress.advance("server", sent.numel())
-                j += 1
-        for k in self.server_passes:
-            self.server_passes[k] += getattr(passes, k)
-        return rows
-
-    def _judge(self, full_class: torch.Tensor, patches: torch.Tensor, sample_ids: torch.Tensor):
-        """The server's verdict on candidate subsets of these images (``EdgeEvidence.server_judge``): its
-        log-probability, given the subset, of the class it predicts from the full image (``full_class``).
-
-        Its own passes (no dedupe memory, counters or timer shared with the recorded cells), so every
-        recorded cell is computed exactly as in a run without the oracle; its time counts in the oracle's
-        ``select`` phase.
-        """
-        passes = ServerPasses(self.server, patches, dedupe=False, codec=self.codec)
-        position = {int(s): i for i, s in enumerate(sample_ids.tolist())}
-
-        def judge(ids: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-            at = torch.tensor([position[int(s)] for s in ids.tolist()], dtype=torch.long, device=indices.device)
-            logp = torch.log_softmax(passes.forward(indices, at).double(), dim=-1).nan_to_num(nan=-torch.inf)
-            target = full_class[at].to(indices.device).long()
-            known = (target >= 0) & (target < logp.shape[1])  # a non-finite full-image answer: no target
-            picked = logp.gather(1, target.clamp(0, logp.shape[1] - 1)[:, None])[:, 0]
-            return torch.where(known, picked, torch.full_like(picked, -torch.inf))
-
-        return judge
-
-    def _keep_examples(self, rows: torch.Tensor, images: torch.Tensor, sub: EdgeEvidence, label: str,
-                       indices: torch.Tensor) -> None:
-        """Keep the overlay material of the first ``examples_wanted`` offloaded images this process serves."""
-        col = self.layout.column
-        for pos in range(rows.shape[0]):
-            sid = int(rows[pos, col("sample_id")])
-            if sid not in self.examples:
-                if len(self.examples) >= self.examples_wanted:
-                    break
-                self.examples[sid] = {"image": images[pos].detach().float().cpu(),
-                                      "attention": sub.attention[pos].detach().float().cpu(),
-                                      "edge_pred": int(sub.logits[pos].argmax()), "label": int(rows[pos, col("label")]),
-                                      "selections": {}}
-            self.examples[sid]["selections"][label] = [int(x) for x in indices[pos].tolist()]
+        if self.keep_served is not None:  # a live session's build (sagebench.session): the server batch, as served
+            self.keep_served.append((rows.clone(), images, sub))
+        return self.cells.serve(rows, images, sub)
 
     def _drain(self) -> torch.Tensor:
         """Serve every offloaded image waiting in the queue, as one server batch; their complete rows."""
@@ -257,23 +204,6 @@ class SageBenchModule(L.LightningModule):
         if not self._queue:
             return torch.zeros(0, self.layout.num_columns, dtype=torch.float64, device=self.device)
         return self.sweep.store(self._drain())
-
-    def _send_byte_budget(self, rows: torch.Tensor, sent: torch.Tensor, sub, passes: ServerPasses,
-                          strategy: Strategy, budget: int, j: int, name: str) -> None:
-        """One (strategy, byte budget) cell: per image, as many patches as fit (sagebench.transmission.byte_budget)."""
-        started = self.timer.start()
-        groups = fill_byte_budget(strategy, sub, budget, passes.payload)
-        self.timer.stop(f"select/{name}", started)
-        for units, (members, indices) in groups.items():
-            preds, sizes = passes.send(indices, f"server/{name}", rows=members)
-            self._fill(rows, sent[members], j, Sent(indices, preds, sizes, units, self.server.grid))
-
-    def _fill(self, rows: torch.Tensor, target: torch.Tensor, j: int, sent: Sent) -> None:
-        """Every cell field (:data:`sagebench.metrics.CELL_FIELDS`) of cell ``j`` for the images ``target``."""
-        for f in CELL_FIELDS:
-            value = f.fill(sent)
-            rows[target, self.layout.column(f.name, j)] = (value.to(rows.device, torch.float64)
-                                                           if isinstance(value, torch.Tensor) else value)
 
     def _rows(self, batch) -> tuple[torch.Tensor, tuple | None]:
         """The batch's complete records and its offloaded work; images skipped as corrupt (negative
