@@ -271,11 +271,15 @@ def add_e2e_latency(results: list[dict[str, Any]], edge_cost: dict[str, Any] | N
                                   for name, ms in latency.items()}
 
 
+#: The suffixes :func:`macs_text` writes, and what they multiply by (the board page sorts by them).
+MAC_SUFFIXES: dict[str, float] = {"G": 1e9, "M": 1e6, "k": 1e3}
+
+
 def macs_text(n: int | None) -> str:
     """``49.2k``, ``32M``: a count of MACs for a table (``?`` when unknown)."""
     if n is None:
         return "?"
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for suffix, scale in MAC_SUFFIXES.items():
         if n >= scale:
             return f"{n / scale:.3g}{suffix}"
     return str(int(n))

@@ -58,7 +58,10 @@ def site_dir(hostile_root, tmp_path_factory):
 
 @pytest.mark.parametrize("text, key", [("1-4", 1.0), ("10", 10.0), ("45.3 (0.712) #2-10", 45.3),
                                        ("0.681 [0.661, 0.702]", 0.681), ("-", None), ("2026-12-07", None),
-                                       ("0.1.0@ba79fe6", None), ("yes (250)", None), ("sage", None)])
+                                       ("0.1.0@ba79fe6", None), ("yes (250)", None), ("sage", None),
+                                       # the edge-cost column: counts with macs_text's suffixes sort as numbers
+                                       ("0 (0.04 ms\u2020)", 0.0), ("49.2k (0.30 ms\u2020)", 49200.0),
+                                       ("98.3k", 98300.0), ("1.5M (2.00 ms)", 1.5e6), ("? (0.66 ms)", None)])
 def test_cells_sort_by_their_leading_number_and_text_otherwise(text, key):
     assert site.sort_key(text) == key
 

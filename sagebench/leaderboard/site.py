@@ -54,17 +54,22 @@ ASSETS = "site_assets"
 TEMPLATE = "board_template"  # the files `init-repo` copies: a board repository with its CI
 
 _DASHES = {"-": "", "--": "7 3", "-.": "7 3 1.5 3", ":": "1.5 3"}  # matplotlib's line styles as SVG dash arrays
-_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?(?=$|[\s(\[#+-])")
+_NUMBER = re.compile(r"^(-?\d+(?:\.\d+)?)([kMG]?)(?=$|[\s(\[#+-])")  # a count may carry a suffix (49.2k MACs)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
 def sort_key(text: str) -> float | None:
-    """The number a cell sorts by (its leading number: ``"1-4"`` -> 1, ``"45.3 (0.712) #2"`` -> 45.3),
+    """The number a cell sorts by (its leading number: ``"1-4"`` -> 1, ``"45.3 (0.712) #2"`` -> 45.3, a count
+    with the suffix :func:`sagebench.cost.macs_text` writes: ``"49.2k (0.30 ms)"`` -> 49200),
     None for a text cell (sorted as text: names, dates, versions) or an empty one (``-``, sorted last)."""
     if _DATE.match(text):
         return None
     m = _NUMBER.match(text)
-    return float(m.group(0)) if m else None
+    if not m:
+        return None
+    from sagebench.cost import MAC_SUFFIXES
+
+    return float(m.group(1)) * MAC_SUFFIXES.get(m.group(2), 1.0)
 
 
 def embed_json(data: Any) -> str:
