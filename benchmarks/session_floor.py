@@ -3,7 +3,8 @@
 Why: issue 26 asks for a new strategy in under 5 s on 2 cores. Once a session is built, what is left is the
 new strategy's selection and its server forwards. This script measures that floor: in one process, on the
 session's own server batches (same images, same batch sizes, same device and threads), it alternates
-``session.evaluate([a new strategy])`` with a bare loop that runs, per server batch and budget, the
+``session.evaluate([a strategy it was not built with])`` (default ``diversity_only``, not among the
+default job's strategies) with a bare loop that runs, per server batch and budget, the
 server's token-subset forward on a contiguous slice of that many patches (no selection, no gather, no
 records), and prints both and their ratio.
 
@@ -21,23 +22,13 @@ import time
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--strategy", default="diversity_only", help="a strategy the session was not built with")
     p.add_argument("overrides", nargs="*", help="config overrides (e.g. data.limit=2000)")
     args = p.parse_args(argv)
     import torch
 
     import sagebench
-    from sagebench.strategies.base import Strategy
     from sagebench.transmission.patches import patchify, transmit
-
-    class CentreFirst(Strategy):
-        """Patches nearest the image centre first (defined here: never seen by any cache)."""
-
-        def select(self, evidence, budget: int) -> torch.Tensor:
-            rows, cols = evidence.grid
-            r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
-            dist = ((r - (rows - 1) / 2) ** 2 + (c - (cols - 1) / 2) ** 2).flatten()
-            order = torch.sort(dist, stable=True).indices[:budget].to(evidence.attention.device)
-            return order.expand(evidence.batch_size, -1)
 
     session = sagebench.open_session(overrides=["logger=none", "progress=false", *args.overrides])
     server, budgets = session.sweep.server, list(session.sweep.budgets)
@@ -54,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     sess_s, bare_s = [], []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        session.evaluate([CentreFirst()])
+        session.evaluate([args.strategy])
         sess_s.append(time.perf_counter() - t)
         t = time.perf_counter()
         bare()
